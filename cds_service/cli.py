@@ -1,0 +1,121 @@
+"""Command line: ``cds-service serve | triton | send-hook | demo`` (+ training commands)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from cds_service.settings import get_settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from cds_service.app import create_app
+
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def _triton(args: argparse.Namespace) -> int:
+    from cds_service.inference.triton_server import TritonServer
+
+    settings = get_settings()
+    server = TritonServer(
+        settings.model_repository,
+        settings.triton_venv,
+        settings.triton_workdir,
+        grpc_port=settings.triton_grpc_port,
+        http_port=settings.triton_http_port,
+        metrics_port=settings.triton_metrics_port,
+    )
+    server.start()
+    print(f"Triton ready: gRPC {server.grpc_url}; log {server.log_path}. Ctrl-C to stop.", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            if server.process is not None and server.process.poll() is not None:
+                print("Triton exited:\n" + server.log_tail(), file=sys.stderr)
+                return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+def _send_hook(args: argparse.Namespace) -> int:
+    from cds_service.ehr import send_hook
+
+    settings = get_settings()
+    request = json.loads(Path(args.file).read_text())
+    url = f"{args.url.rstrip('/')}/cds-services/{args.service}"
+    key = None if args.no_jwt else Path(args.private_key).read_bytes()
+    response = send_hook(url, request, key, args.issuer or settings.jwt_issuer)
+    print(f"HTTP {response.status_code}", file=sys.stderr)
+    try:
+        print(json.dumps(response.json(), indent=2))
+    except ValueError:
+        print(response.text)
+    return 0 if response.status_code == 200 else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from cds_service.demo import run_demo
+
+    settings = get_settings()
+    return run_demo(settings, Path(args.output) if args.output else settings.output_folder, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    settings = get_settings()
+    parser = argparse.ArgumentParser(prog="cds-service", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("serve", help="run the CDS Hooks service (settings from HIPCAD_* variables)").set_defaults(
+        func=_serve
+    )
+    sub.add_parser("triton", help="run the local Triton server on model_repository/").set_defaults(func=_triton)
+
+    send = sub.add_parser("send-hook", help="sign and send a hook request file, as an EHR would")
+    send.add_argument("file", help="hook request JSON, e.g. hooks/examples/order-select.json")
+    send.add_argument("--url", default=settings.base_url(), help="service base URL (default: %(default)s)")
+    send.add_argument("--service", default="hip-fracture-order-select", help="CDS service id")
+    send.add_argument(
+        "--private-key",
+        default=str(settings.jwt_public_key_file.parent / "ehr-private.pem"),
+        help="EHR signing key, PEM (default: %(default)s)",
+    )
+    send.add_argument("--issuer", default=None, help="JWT iss (default: HIPCAD_JWT_ISSUER)")
+    send.add_argument("--no-jwt", action="store_true", help="send without Authorization header")
+    send.set_defaults(func=_send_hook)
+
+    demo = sub.add_parser("demo", help="the main job end to end on the embedded defaults")
+    demo.add_argument("--output", default=None, help="output folder (default: HIPCAD_OUTPUT_FOLDER)")
+    demo.add_argument("--seed", type=int, default=7, help="phantom seed of the sample study")
+    demo.set_defaults(func=_demo)
+
+    try:
+        from cds_service.training.cli import register
+    except ImportError:
+        pass
+    else:
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

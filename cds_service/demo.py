@@ -1,0 +1,169 @@
+"""``cds-service demo``: the main job on the embedded defaults, end to end, in one command.
+
+Writes a sample bilateral AP pelvis study (a synthetic phantom) into the local DICOM folder store,
+starts the real Triton (local CPU build) and the service, sends an ``order-select`` hook exactly as
+an EHR would (signed JWT, prefetch with the ImagingStudy Bundle, a draft hip X-ray order), prints
+the cards, writes the response, the DiagnosticReport and the heat-map PNG to the output folder,
+and stops what it started.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import uvicorn
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.panel import Panel
+
+from cds_service.app import create_app
+from cds_service.cdshooks.jwt import ensure_keypair
+from cds_service.ehr import imaging_study_bundle, load_example, send_hook, with_studies
+from cds_service.inference.triton_server import TritonServer
+from cds_service.settings import Settings
+
+STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "bold cyan"}
+
+
+def free_port() -> int:
+    """A currently free loopback TCP port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_service(settings: Settings) -> Iterator[str]:
+    """Run the service (uvicorn) in a thread; yields its base URL."""
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the CDS service did not start")
+        time.sleep(0.05)
+    try:
+        yield settings.base_url()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def print_cards(console: Console, response: dict) -> None:
+    """Show the cards as an EHR would, readable in a terminal."""
+    cards = response.get("cards", [])
+    if not cards:
+        console.print("[dim]No cards.[/dim]")
+    for card in cards:
+        body = [Markdown(card.get("detail", ""))]
+        for suggestion in card.get("suggestions", []):
+            console.print()
+            body.append(Markdown(f"**Suggestion:** {suggestion['label']}"))
+        for link in card.get("links", []):
+            body.append(Markdown(f"**Link:** [{link['label']}]({link['url']})"))
+        console.print(
+            Panel.fit(
+                Markdown(card.get("detail", "")) if len(body) == 1 else _group(body),
+                title=f"[{STYLE.get(card['indicator'], '')}]{card['indicator'].upper()}[/] {card['summary']}",
+                subtitle=card["source"]["label"],
+            )
+        )
+
+
+def _group(items: list) -> object:
+    from rich.console import Group
+
+    return Group(*items)
+
+
+def write_outputs(output: Path, request: dict, response: dict) -> list[Path]:
+    """Write the request, the CDS response, the DiagnosticReport and the heat-map PNG(s)."""
+    output.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def dump(name: str, payload: object) -> None:
+        path = output / name
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+        written.append(path)
+
+    dump("hook-request.json", request)
+    dump("cds-response.json", response)
+    for card in response.get("cards", []):
+        for suggestion in card.get("suggestions", []):
+            for action in suggestion.get("actions", []):
+                resource = action.get("resource") or {}
+                if resource.get("resourceType") == "DiagnosticReport":
+                    dump("diagnostic-report.json", resource)
+                    for i, form in enumerate(resource.get("presentedForm", [])):
+                        if form.get("contentType") == "image/png":
+                            path = output / ("heatmap.png" if i == 0 else f"heatmap-{i}.png")
+                            path.write_bytes(base64.b64decode(form["data"]))
+                            written.append(path)
+    return written
+
+
+def run_demo(settings: Settings, output: Path, seed: int = 7) -> int:
+    """The whole main job; returns a process exit code."""
+    from cds_service.training.phantoms import write_sample_study
+
+    console = Console()
+    keys = settings.jwt_public_key_file.parent
+    private_key = keys / "ehr-private.pem"
+    ensure_keypair(private_key, settings.jwt_public_key_file)
+    settings = settings.model_copy(update={"port": free_port(), "public_base_url": ""})
+
+    with console.status("Writing a sample AP pelvis study (synthetic phantom)…"):
+        path = write_sample_study(settings.dicom_folder, seed=seed)
+    dataset = pydicom.dcmread(path, stop_before_pixels=True)
+    console.print(f"[green]✓[/] sample study: {path.relative_to(settings.dicom_folder)} ({dataset.Modality})")
+
+    triton = TritonServer(
+        settings.model_repository,
+        settings.triton_venv,
+        settings.triton_workdir,
+        grpc_port=free_port(),
+        http_port=free_port(),
+        metrics_port=free_port(),
+    )
+    with console.status("Starting Triton Inference Server (local CPU build)…"):
+        triton.start()
+    console.print(f"[green]✓[/] Triton ready on {triton.grpc_url}")
+    try:
+        settings = settings.model_copy(update={"triton_url": triton.grpc_url})
+        with running_service(settings) as base_url:
+            console.print(f"[green]✓[/] CDS service on {base_url}")
+            template = load_example("order-select.json")
+            studies = imaging_study_bundle(
+                dataset, template["context"]["patientId"], settings.dicom_folder.resolve().as_uri()
+            )
+            request = with_studies(template, studies)
+            url = f"{base_url}/cds-services/hip-fracture-order-select"
+            started = time.perf_counter()
+            with console.status("Sending order-select hook (signed JWT, prefetch)…"):
+                answer = send_hook(url, request, private_key.read_bytes(), settings.jwt_issuer)
+            elapsed = time.perf_counter() - started
+            if answer.status_code != 200:
+                console.print(f"[red]✗ the service answered HTTP {answer.status_code}: {answer.text[:500]}")
+                return 1
+            response = answer.json()
+            console.print(f"[green]✓[/] answered in {elapsed:.2f} s")
+            print_cards(console, response)
+            for written in write_outputs(output, request, response):
+                console.print(f"  wrote {written}")
+            if not any(p.suffix == ".png" for p in output.iterdir()):
+                console.print("[red]✗ no heat map in the response")
+                return 1
+    finally:
+        triton.stop()
+    return 0

@@ -1,0 +1,1 @@
+"""DICOM: DICOMweb retrieval, decoding (PS3.4 grey-scale pipeline) and hip preprocessing."""

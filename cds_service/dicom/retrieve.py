@@ -1,0 +1,78 @@
+"""DICOMweb retrieval (WADO-RS / QIDO-RS, DICOM PS3.18) through ``dicomweb_client``.
+
+One code path for both stores: ``DICOMfileClient`` serves a local folder (``file://`` address, the
+embedded default) and ``DICOMwebClient`` a PACS; both are ``dicomweb_client.DICOMClient``. Only
+addresses under an allow-listed base are contacted (the ImagingStudy chooses the address, so an
+open client would be an SSRF hole). Calls are blocking in the library, so they run in a worker
+thread with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Sequence
+
+import pydicom
+from dicomweb_client import DICOMfileClient, DICOMwebClient
+from dicomweb_client.api import DICOMClient
+
+from cds_service.errors import StudyUnavailableError
+
+log = logging.getLogger(__name__)
+
+#: Ask for the stored transfer syntax: DICOMfileClient never transcodes, and we decode locally.
+STORED = (("application/dicom", "*"),)
+
+
+class DicomRetriever:
+    """Retrieves instances from allow-listed DICOMweb bases; clients are cached per base."""
+
+    def __init__(self, allowed_bases: Sequence[str], timeout_s: float = 10.0) -> None:
+        self.allowed_bases = [base.rstrip("/") for base in allowed_bases]
+        self.timeout_s = timeout_s
+        self._clients: dict[str, DICOMClient] = {}
+        self._lock = threading.Lock()
+
+    def is_allowed(self, address: str) -> bool:
+        address = address.rstrip("/")
+        return any(address == base or address.startswith(base + "/") for base in self.allowed_bases)
+
+    def _client(self, address: str) -> DICOMClient:
+        with self._lock:
+            client = self._clients.get(address)
+            if client is None:
+                if address.startswith("file://"):
+                    client = DICOMfileClient(url=address, update_db=True, in_memory=True)
+                else:
+                    client = DICOMwebClient(url=address)
+                self._clients[address] = client
+            return client
+
+    def _retrieve(self, address: str, study_uid: str, series_uid: str | None, sop_uid: str | None) -> pydicom.Dataset:
+        client = self._client(address)
+        if not (series_uid and sop_uid):
+            found = client.search_for_instances(study_instance_uid=study_uid)
+            if not found:
+                raise StudyUnavailableError("the study has no instances in the image store")
+            first = pydicom.Dataset.from_json(found[0])
+            series_uid, sop_uid = str(first.SeriesInstanceUID), str(first.SOPInstanceUID)
+        return client.retrieve_instance(study_uid, series_uid, sop_uid, media_types=STORED)
+
+    async def retrieve_instance(
+        self, address: str, study_uid: str, series_uid: str | None, sop_uid: str | None
+    ) -> pydicom.Dataset:
+        """Fetch one instance (the first of the study when UIDs are missing) in its stored syntax."""
+        if not self.is_allowed(address):
+            raise StudyUnavailableError("the study's DICOMweb address is not on the allow-list")
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(self._retrieve, address, study_uid, series_uid, sop_uid), self.timeout_s
+            )
+        except StudyUnavailableError:
+            raise
+        except TimeoutError as exc:
+            raise StudyUnavailableError(f"the image store did not answer within {self.timeout_s:.0f} s") from exc
+        except Exception as exc:  # HTTP errors, missing files, parse errors: all mean "no image"
+            raise StudyUnavailableError(f"image retrieval failed ({type(exc).__name__})") from exc

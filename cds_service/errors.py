@@ -1,0 +1,35 @@
+"""Every exception the service raises on purpose, in one place.
+
+The web layer (``cds_service.app``) maps them to CDS Hooks / HTTP answers. Messages are written to
+be logged: they never contain patient data (names, identifiers, UIDs) or tokens.
+"""
+
+from __future__ import annotations
+
+
+class CdsServiceError(Exception):
+    """Base class of the service's own errors."""
+
+
+class BadRequestError(CdsServiceError):
+    """The hook request is malformed (HTTP 400, OperationOutcome body)."""
+
+
+class AuthenticationError(CdsServiceError):
+    """The bearer JWT is missing or invalid (bare HTTP 401)."""
+
+
+class PrefetchUnavailableError(CdsServiceError):
+    """Data the service needs is neither prefetched nor fetchable (HTTP 412, per CDS Hooks 2.0)."""
+
+
+class StudyUnavailableError(CdsServiceError):
+    """The imaging study could not be found or retrieved; the hook still answers, with a card saying so."""
+
+
+class UnusableImageError(CdsServiceError):
+    """A DICOM object cannot be analysed (not an image, colour, corrupt, too small…)."""
+
+
+class InferenceError(CdsServiceError):
+    """The inference server is unreachable, timed out, or answered unexpectedly."""

@@ -1,0 +1,120 @@
+"""Heat maps from class activation maps: normalise, place back on the radiograph, render PNG.
+
+The networks return a raw class activation map (CAM) per class (Zhou et al. 2016); at the layer
+that feeds global average pooling this equals Grad-CAM (Selvaraju et al. 2017), which the published
+method used. Here each hip's map is ReLU'd, min-max normalised, upsampled to the hip's half of the
+image, un-mirrored, and blended over the radiograph with a perceptual colour map.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+# Anchor colours of a "turbo"-like map (dark blue → cyan → green → yellow → red), interpolated to 256.
+_ANCHORS = np.array(
+    [
+        [48, 18, 59],
+        [70, 131, 250],
+        [27, 229, 181],
+        [164, 252, 60],
+        [251, 185, 56],
+        [228, 70, 10],
+        [122, 4, 3],
+    ],
+    dtype=np.float64,
+)
+COLORMAP = np.stack(
+    [np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_ANCHORS)), _ANCHORS[:, c]) for c in range(3)],
+    axis=1,
+).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class HipHeatmap:
+    """One hip's normalised map and where it lies on the stored image."""
+
+    laterality: str | None
+    cam: np.ndarray  # float32 [h, w] in [0, 1], in crop orientation
+    mirrored: bool
+    box: tuple[int, int, int, int]  # (x0, y0, x1, y1) in stored-image pixels
+
+
+def normalise_cam(cam: np.ndarray) -> np.ndarray:
+    """ReLU, then min-max to [0, 1] (an all-zero map stays zero)."""
+    cam = np.maximum(np.asarray(cam, dtype=np.float32), 0.0)
+    peak = float(cam.max())
+    return cam / peak if peak > 0 else cam
+
+
+def _upsample(cam: np.ndarray, width: int, height: int) -> np.ndarray:
+    image = Image.fromarray(cam.astype(np.float32), mode="F")
+    return np.asarray(image.resize((max(1, width), max(1, height)), Image.Resampling.BILINEAR))
+
+
+def heat_canvas(hips: Sequence[HipHeatmap], image_shape: tuple[int, int], display_shape: tuple[int, int]) -> np.ndarray:
+    """Assemble the hips' maps into one float map of ``display_shape`` (rows, cols)."""
+    rows, cols = image_shape
+    out_rows, out_cols = display_shape
+    sy, sx = out_rows / rows, out_cols / cols
+    canvas = np.zeros(display_shape, dtype=np.float32)
+    for hip in hips:
+        x0, y0, x1, y1 = (
+            round(hip.box[0] * sx),
+            round(hip.box[1] * sy),
+            round(hip.box[2] * sx),
+            round(hip.box[3] * sy),
+        )
+        patch = _upsample(hip.cam, x1 - x0, y1 - y0)
+        if hip.mirrored:
+            patch = patch[:, ::-1]
+        canvas[y0:y1, x0:x1] = np.maximum(canvas[y0:y1, x0:x1], patch[: y1 - y0, : x1 - x0])
+    return canvas
+
+
+def overlay(display: np.ndarray, heat: np.ndarray, opacity: float = 0.45, floor: float = 0.2) -> np.ndarray:
+    """Blend ``heat`` (float [0, 1]) over the grey ``display`` (uint8); RGB uint8 out.
+
+    Values below ``floor`` are left transparent so cold areas keep the radiograph readable.
+    """
+    grey = np.repeat(display[..., None], 3, axis=2).astype(np.float32)
+    colour = COLORMAP[np.clip((heat * 255).astype(np.int32), 0, 255)].astype(np.float32)
+    alpha = np.where(heat >= floor, opacity * (0.5 + 0.5 * heat), 0.0)[..., None]
+    return (grey * (1 - alpha) + colour * alpha + 0.5).astype(np.uint8)
+
+
+def label_hips(rgb: np.ndarray, hips: Sequence[HipHeatmap], image_shape: tuple[int, int]) -> np.ndarray:
+    """Write each hip's laterality (or "?") in the top corner of its half, and the split line."""
+    image = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(image)
+    scale_x = rgb.shape[1] / image_shape[1]
+    for hip in hips:
+        x0, x1 = hip.box[0] * scale_x, hip.box[2] * scale_x
+        text = hip.laterality or "?"
+        size = max(12, rgb.shape[0] // 30)
+        x = x0 + size // 2 if not hip.mirrored else x1 - size * 1.5
+        draw.rectangle([x - 4, 4, x + size, size + 12], fill=(0, 0, 0))
+        draw.text((x, 6), text, fill=(255, 255, 255), font_size=size)
+    split = round(hips[-1].box[0] * scale_x) if len(hips) > 1 else None
+    if split is not None:
+        draw.line([(split, 0), (split, rgb.shape[0])], fill=(255, 255, 255), width=1)
+    return np.asarray(image)
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """Encode an RGB or grey uint8 array as PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG", optimize=False, compress_level=6)
+    return buffer.getvalue()
+
+
+def render_overlay_png(
+    display: np.ndarray, hips: Sequence[HipHeatmap], image_shape: tuple[int, int], opacity: float = 0.45
+) -> bytes:
+    """The whole radiograph with each hip's heat map over it and laterality labels, as PNG."""
+    heat = heat_canvas(hips, image_shape, display.shape)
+    return png_bytes(label_hips(overlay(display, heat, opacity), hips, image_shape))

@@ -1,0 +1,56 @@
+"""A small async FHIR R4 REST client (httpx) for the EHR's ``fhirServer``, with its bearer token.
+
+Only allow-listed bases are contacted: the hook request chooses ``fhirServer``, so an open client
+would let any caller make the service fetch arbitrary URLs (SSRF). The token is never logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from cds_service.errors import PrefetchUnavailableError
+
+
+class FhirClient:
+    """Search and read on one FHIR server with one access token."""
+
+    def __init__(self, base_url: str, access_token: str, timeout_s: float = 5.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/fhir+json"}
+        self.timeout_s = timeout_s
+
+    async def get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+                response = await client.get(f"{self.base_url}/{path}", params=params, headers=self._headers)
+        except httpx.HTTPError as exc:
+            raise PrefetchUnavailableError(f"FHIR server unreachable ({type(exc).__name__})") from exc
+        if response.status_code != 200:
+            raise PrefetchUnavailableError(f"FHIR server answered HTTP {response.status_code}")
+        return response.json()
+
+    async def imaging_studies(self, patient_id: str) -> dict[str, Any]:
+        """The patient's ImagingStudies, newest first, as a searchset Bundle with their Endpoints."""
+        bundle = await self.get(
+            "ImagingStudy", {"patient": f"Patient/{patient_id}", "_sort": "-started", "_count": "20"}
+        )
+        entries = list(bundle.get("entry") or [])
+        seen: set[str] = set()
+        for entry in list(entries):
+            study = entry.get("resource") or {}
+            refs = [r.get("reference", "") for r in study.get("endpoint") or []]
+            refs += [r.get("reference", "") for s in study.get("series") or [] for r in s.get("endpoint") or []]
+            for ref in refs:
+                if ref.startswith("Endpoint/") and ref not in seen:
+                    seen.add(ref)
+                    entries.append({"resource": await self.get(ref)})
+        return {**bundle, "entry": entries}
+
+
+def is_allowed(base_url: str, allowed: Sequence[str]) -> bool:
+    """True when ``base_url`` equals or lies under an allow-listed FHIR base."""
+    base = base_url.rstrip("/")
+    return any(base == a.rstrip("/") or base.startswith(a.rstrip("/") + "/") for a in allowed)

@@ -1,0 +1,158 @@
+"""Build the FHIR R4 DiagnosticReport (preliminary) for one analysed study, with fhir.resources R4B.
+
+Shape (http://hl7.org/fhir/R4/diagnosticreport.html): ``status`` preliminary, ``category`` RAD,
+``result`` → one Observation per hip (fracture suspected or not, probability, Garden stage with
+probabilities), ``presentedForm`` → the heat-map overlay PNG. The Observations and the AI Device
+are ``contained`` so the suggestion's single ``create`` action is directly POSTable. R4's
+DiagnosticReport.performer does not admit a Device, so each Observation names it in ``device``.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+
+from cds_service import __version__
+from cds_service.fhir import codes
+from cds_service.findings import GARDEN_STAGES, HipFinding, StudyFindings
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """Who and what the report is about (references as the EHR gave them)."""
+
+    patient_id: str
+    imaging_study_id: str | None = None
+    order_reference: str | None = None  # e.g. "ServiceRequest/abc"
+    encounter_id: str | None = None
+    effective: str | None = None  # ImagingStudy.started
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.0f} %"
+
+
+def _side_text(hip: HipFinding) -> str:
+    return {"R": "Right hip", "L": "Left hip"}.get(hip.laterality or "", "Hip (side unknown)")
+
+
+def _observation(index: int, hip: HipFinding, findings: StudyFindings, context: ReportContext) -> dict:
+    components = [
+        {
+            "code": {"coding": [codes.FRACTURE_PROBABILITY]},
+            "valueQuantity": {
+                "value": round(100 * hip.fracture_probability, 1),
+                "unit": "%",
+                "system": "http://unitsofmeasure.org",
+                "code": "%",
+            },
+        }
+    ]
+    if hip.fractured:
+        components.append(
+            {
+                "code": {"coding": [codes.GARDEN_STAGE]},
+                "valueCodeableConcept": {
+                    "coding": [codes.garden_coding(hip.garden_stage)],
+                    "text": "Garden "
+                    + ", ".join(f"{s} {_pct(p)}" for s, p in zip(GARDEN_STAGES, hip.garden_probabilities, strict=True)),
+                },
+            }
+        )
+        components.append(
+            {
+                "code": {"coding": [codes.DISPLACED_PROBABILITY]},
+                "valueQuantity": {
+                    "value": round(100 * hip.displaced_probability, 1),
+                    "unit": "%",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "%",
+                },
+            }
+        )
+    observation = {
+        "resourceType": "Observation",
+        "id": f"hip{index}",
+        "meta": {"tag": [codes.AI_ASSERTED]},
+        "status": "preliminary",
+        "category": [{"coding": [codes.IMAGING]}],
+        "code": {"coding": [codes.FRACTURE_FINDING]},
+        "subject": {"reference": f"Patient/{context.patient_id}"},
+        "bodySite": {"coding": [codes.HIP_JOINT], "text": _side_text(hip)},
+        "valueCodeableConcept": {"coding": [codes.FRACTURE_PRESENT if hip.fractured else codes.FRACTURE_ABSENT]},
+        "device": {"reference": "#ai-device"},
+        "component": components,
+    }
+    if context.effective:
+        observation["effectiveDateTime"] = context.effective
+    return observation
+
+
+def _device(findings: StudyFindings) -> dict:
+    models = (findings.fracture_model, findings.garden_model)
+    return {
+        "resourceType": "Device",
+        "id": "ai-device",
+        "deviceName": [{"name": "hipcad hip-fracture CDS service", "type": "manufacturer-name"}]
+        + [{"name": model.label, "type": "model-name"} for model in models],
+        "version": [{"value": __version__}] + [{"value": f"{m.label} ({m.training_data})"} for m in models],
+        "note": [{"text": findings.disclaimer}] if findings.disclaimer else None,
+    }
+
+
+def conclusion_text(findings: StudyFindings) -> str:
+    """One paragraph for ``DiagnosticReport.conclusion``."""
+    parts = []
+    for hip in findings.hips:
+        if hip.fractured:
+            parts.append(
+                f"{_side_text(hip)}: fracture suspected ({_pct(hip.fracture_probability)}); if femoral neck, "
+                f"Garden {hip.garden_stage} ({'displaced' if hip.displaced else 'undisplaced'}, "
+                f"P(III–IV) {_pct(hip.displaced_probability)})."
+            )
+        else:
+            parts.append(f"{_side_text(hip)}: no fracture suspected ({_pct(hip.fracture_probability)}).")
+    prefix = "AI-generated preliminary assessment, to be confirmed by a radiologist. "
+    if findings.disclaimer:
+        prefix += findings.disclaimer + " "
+    return prefix + " ".join(parts)
+
+
+def build_diagnostic_report(
+    findings: StudyFindings, context: ReportContext, overlay_png: bytes, issued: datetime | None = None
+) -> DiagnosticReport:
+    """The preliminary DiagnosticReport with contained Observations/Device and the heat-map PNG."""
+    issued = issued or datetime.now(UTC)
+    observations = [_observation(i, hip, findings, context) for i, hip in enumerate(findings.hips)]
+    report: dict = {
+        "resourceType": "DiagnosticReport",
+        "meta": {"tag": [codes.AI_ASSERTED]},
+        "contained": [_device(findings), *observations],
+        "status": "preliminary",
+        "category": [{"coding": [codes.RADIOLOGY]}],
+        "code": {"coding": [codes.REPORT_CODE], "text": "AI hip fracture assessment"},
+        "subject": {"reference": f"Patient/{context.patient_id}"},
+        "issued": issued.isoformat(timespec="seconds"),
+        "result": [{"reference": f"#{obs['id']}", "display": obs["bodySite"]["text"]} for obs in observations],
+        "conclusion": conclusion_text(findings),
+        "presentedForm": [
+            {
+                "contentType": "image/png",
+                "data": base64.b64encode(overlay_png).decode("ascii"),
+                "title": "Heat map (class activation map) over the radiograph",
+            }
+        ],
+    }
+    if context.effective:
+        report["effectiveDateTime"] = context.effective
+    if context.order_reference:
+        report["basedOn"] = [{"reference": context.order_reference}]
+    if context.imaging_study_id:
+        report["imagingStudy"] = [{"reference": f"ImagingStudy/{context.imaging_study_id}"}]
+    if context.encounter_id:
+        report["encounter"] = {"reference": f"Encounter/{context.encounter_id}"}
+    report["contained"][0] = {k: v for k, v in report["contained"][0].items() if v is not None}
+    return DiagnosticReport.model_validate(report)

@@ -1,0 +1,87 @@
+"""All configuration, as one pydantic-settings object: every knob is an environment variable.
+
+Each field's environment variable is its name in upper case with the ``HIPCAD_`` prefix
+(``triton_url`` → ``HIPCAD_TRITON_URL``). The README's configuration table lists them all.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Service configuration (environment variables ``HIPCAD_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="HIPCAD_", env_file=None, extra="ignore")
+
+    # Web layer
+    host: str = Field("127.0.0.1", description="Address the service listens on.")
+    port: int = Field(8080, description="Port the service listens on.")
+    public_base_url: str = Field(
+        "", description="External base URL of the service (JWT `aud`, links); default http://host:port."
+    )
+    max_request_bytes: int = Field(5_000_000, description="Largest accepted hook request body.")
+
+    # Security (CDS Hooks 2.0 JWT)
+    jwt_required: bool = Field(True, description="Require a valid CDS Hooks JWT on every endpoint.")
+    jwt_issuer: str = Field("hipcad-demo-ehr", description="Trusted JWT issuer (`iss`).")
+    jwt_public_key_file: Path = Field(
+        REPO_ROOT / "var" / "keys" / "ehr-public.pem",
+        description="PEM public key of the trusted issuer (ES384/RS384).",
+    )
+    jwt_leeway_s: int = Field(30, description="Allowed clock skew for `exp`/`iat`, seconds.")
+
+    # Images
+    dicom_folder: Path = Field(
+        REPO_ROOT / "var" / "dicom", description="Local DICOMweb folder store (embedded default)."
+    )
+    dicomweb_allowed_bases: list[str] = Field(
+        default_factory=list,
+        description="DICOMweb base URLs the service may contact (JSON list); the local folder store is always allowed.",
+    )
+    fhir_allowed_bases: list[str] = Field(
+        default_factory=list, description="FHIR server base URLs the service may search (JSON list)."
+    )
+    fhir_timeout_s: float = Field(5.0, description="Timeout of one FHIR request, seconds.")
+    dicomweb_timeout_s: float = Field(10.0, description="Timeout of one DICOMweb retrieval, seconds.")
+
+    # Inference
+    triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC address (host:port).")
+    triton_timeout_s: float = Field(10.0, description="Timeout of one Triton inference, seconds.")
+    triton_model: str = Field(
+        "hip_analysis", description="Ensemble model answering fracture and Garden in one round trip."
+    )
+    model_repository: Path = Field(REPO_ROOT / "model_repository", description="Triton model repository.")
+    triton_venv: Path = Field(
+        REPO_ROOT / ".venv-triton", description="Virtual environment holding nvidia-pytriton (local Triton)."
+    )
+    triton_workdir: Path = Field(
+        REPO_ROOT / "var" / "triton", description="Where the local Triton's generated repository lives."
+    )
+    triton_grpc_port: int = Field(8001, description="gRPC port of the local Triton.")
+    triton_http_port: int = Field(8000, description="HTTP port of the local Triton.")
+    triton_metrics_port: int = Field(8002, description="Metrics port of the local Triton.")
+
+    # Output
+    output_folder: Path = Field(REPO_ROOT / "out", description="Where `demo` writes its results.")
+    hook_deadline_s: float = Field(8.0, description="Time budget for one hook answer, seconds.")
+    negative_card: bool = Field(True, description="Show an info card when no fracture is found.")
+
+    # Observability
+    otel_console: bool = Field(False, description="Print finished trace spans to stderr.")
+
+    def base_url(self) -> str:
+        """The external URL of the service, without a trailing slash."""
+        return (self.public_base_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
