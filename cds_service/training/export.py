@@ -1,0 +1,120 @@
+"""Export a :class:`~cds_service.training.model.CamNet` to ONNX and write its Triton config.
+
+The ONNX graph takes ``image`` (UINT8 [B, 1, S, S]) and returns ``logits`` (FP32 [B, C]) and
+``cam`` (FP32 [B, C, h, w]), batch dimension dynamic. ``config.pbtxt`` is the production GPU
+Triton's (onnxruntime backend, TensorRT FP16 accelerator with an engine cache, dynamic batching,
+warm-up); the local CPU launcher derives its python-backend twin from it. Model metadata
+(class names, operating point, training data, disclaimer) travels in its ``parameters``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from cds_service.training.model import CamNet, ServingNet
+
+UNTRAINED_DISCLAIMER = "Untrained model: outputs are meaningless."
+SYNTHETIC_DISCLAIMER = "Trained on synthetic phantoms only; not for clinical use."
+
+
+@dataclass
+class ExportMetadata:
+    """What travels with the model into every output."""
+
+    class_names: tuple[str, ...]
+    architecture: str
+    input_size: int
+    training_data: str = "untrained"
+    operating_threshold: float = 0.5
+    sensitivity: float | None = None
+    specificity: float | None = None
+    disclaimer: str = UNTRAINED_DISCLAIMER
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def parameters(self) -> dict[str, str]:
+        values = {
+            "class_names": ",".join(self.class_names),
+            "architecture": self.architecture,
+            "input_size": str(self.input_size),
+            "training_data": self.training_data,
+            "operating_threshold": f"{self.operating_threshold:.6f}",
+            "sensitivity": "" if self.sensitivity is None else f"{self.sensitivity:.6f}",
+            "specificity": "" if self.specificity is None else f"{self.specificity:.6f}",
+            "disclaimer": self.disclaimer,
+        }
+        values.update(self.extra)
+        return values
+
+
+def export_onnx(net: CamNet, path: Path, input_size: int) -> tuple[int, int]:
+    """Write the ONNX file; returns the CAM's (h, w)."""
+    serving = ServingNet(net).eval()
+    example = torch.zeros(2, 1, input_size, input_size, dtype=torch.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        _, cam = serving(example)
+        torch.onnx.export(
+            serving,
+            (example,),
+            str(path),
+            input_names=["image"],
+            output_names=["logits", "cam"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "cam": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    return int(cam.shape[2]), int(cam.shape[3])
+
+
+def triton_config(name: str, metadata: ExportMetadata, cam_hw: tuple[int, int]) -> str:
+    """The production ``config.pbtxt`` (protobuf text format)."""
+    size, classes = metadata.input_size, len(metadata.class_names)
+    params = "\n".join(
+        f'parameters {{ key: "{key}" value {{ string_value: "{value}" }} }}'
+        for key, value in metadata.parameters().items()
+    )
+    return f"""# Production GPU Triton: onnxruntime backend with the TensorRT FP16 accelerator.
+# The local CPU launcher (cds_service.inference.triton_server) derives a python-backend twin.
+name: "{name}"
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+version_policy: {{ latest: {{ num_versions: 1 }} }}
+input [ {{ name: "image" data_type: TYPE_UINT8 dims: [ 1, {size}, {size} ] }} ]
+output [
+  {{ name: "logits" data_type: TYPE_FP32 dims: [ {classes} ] }},
+  {{ name: "cam" data_type: TYPE_FP32 dims: [ {classes}, {cam_hw[0]}, {cam_hw[1]} ] }}
+]
+dynamic_batching {{ max_queue_delay_microseconds: 500 }}
+instance_group [ {{ kind: KIND_GPU count: 1 }} ]
+optimization {{
+  execution_accelerators {{
+    gpu_execution_accelerator [
+      {{
+        name: "tensorrt"
+        parameters {{ key: "precision_mode" value: "FP16" }}
+        parameters {{ key: "trt_engine_cache_enable" value: "true" }}
+        parameters {{ key: "trt_engine_cache_path" value: "/models/trt-cache" }}
+      }}
+    ]
+  }}
+}}
+model_warmup [
+  {{
+    name: "zeros_batch_1"
+    batch_size: 1
+    inputs {{ key: "image" value: {{ data_type: TYPE_UINT8 dims: [ 1, {size}, {size} ] zero_data: true }} }}
+  }}
+]
+{params}
+"""
+
+
+def export_model(net: CamNet, repository: Path, name: str, metadata: ExportMetadata, version: int = 1) -> Path:
+    """Export ``net`` as ``repository/name/version/model.onnx`` with its ``config.pbtxt``."""
+    onnx_path = repository / name / str(version) / "model.onnx"
+    cam_hw = export_onnx(net, onnx_path, metadata.input_size)
+    (repository / name / "config.pbtxt").write_text(triton_config(name, metadata, cam_hw))
+    return onnx_path

@@ -1,0 +1,96 @@
+"""One order-select hook end to end: real Triton, folder DICOMweb store, signed JWT, prefetch."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import pydicom
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+from PIL import Image
+
+from cds_service.cdshooks.jwt import sign_request_jwt
+from cds_service.ehr import imaging_study_bundle, load_example, with_studies
+
+SERVICE_PATH = "/cds-services/hip-fracture-order-select"
+STAGES = {"relevance", "find_study", "fetch", "decode", "split_hips", "infer", "explain", "report", "card"}
+
+
+def hook_request(dicom_store: Path) -> dict:
+    path = next(dicom_store.rglob("*.dcm"))
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    template = load_example("order-select.json")
+    return with_studies(template, imaging_study_bundle(ds, template["context"]["patientId"], dicom_store.as_uri()))
+
+
+def post(service, private_key: bytes, request: dict):
+    token = sign_request_jwt(private_key, "hipcad-demo-ehr", str(service.base_url).rstrip("/") + SERVICE_PATH)
+    return service.post(SERVICE_PATH, json=request, headers={"Authorization": f"Bearer {token}"})
+
+
+def test_order_select_hook_answers_with_a_heat_map_card(service, ehr_keys, dicom_store, spans):
+    response = post(service, ehr_keys[0], hook_request(dicom_store))
+    assert response.status_code == 200, response.text
+    cards = response.json()["cards"]
+    assert len(cards) == 1
+    card = cards[0]
+    assert len(card["summary"]) < 140
+    assert card["indicator"] in {"info", "warning", "critical"}
+    assert card["source"]["label"]
+    assert card["selectionBehavior"] == "at-most-one"
+
+    action = card["suggestions"][0]["actions"][0]
+    assert action["type"] == "create"
+    report = DiagnosticReport.model_validate(action["resource"])
+    assert report.status == "preliminary"
+    assert report.subject.reference == "Patient/pat-hip-1"
+    assert report.basedOn[0].reference == "ServiceRequest/xr-hip-1"
+
+    sides = {obs.bodySite.text for obs in report.contained if obs.get_resource_type() == "Observation"}
+    assert sides == {"Right hip", "Left hip"}  # laterality from PatientOrientation, never guessed
+
+    png = base64.b64decode(action["resource"]["presentedForm"][0]["data"])
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG" and image.mode == "RGB"
+    ds = pydicom.dcmread(next(dicom_store.rglob("*.dcm")), stop_before_pixels=True)
+    scale = min(1.0, 1024 / max(ds.Rows, ds.Columns))
+    assert image.size == (round(ds.Columns * scale), round(ds.Rows * scale))
+
+    finished = spans.get_finished_spans()
+    hook = next(span for span in finished if span.name == "hook")
+    children = {span.name for span in finished if span.parent and span.parent.span_id == hook.context.span_id}
+    assert children >= STAGES
+    for span in finished:  # no patient data in trace attributes
+        assert "pat-hip-1" not in str(dict(span.attributes or {}))
+
+
+def test_second_hook_for_the_same_study_is_answered_from_cache(service, ehr_keys, dicom_store, spans):
+    request = hook_request(dicom_store)
+    assert post(service, ehr_keys[0], request).status_code == 200
+    spans.clear()
+    again = post(service, ehr_keys[0], request)
+    assert again.status_code == 200 and again.json()["cards"]
+    names = {span.name for span in spans.get_finished_spans()}
+    assert "cache_hit" in names and "infer" not in names
+
+
+def test_irrelevant_order_gets_no_cards(service, ehr_keys):
+    response = post(service, ehr_keys[0], load_example("order-select-irrelevant.json"))
+    assert response.status_code == 200
+    assert response.json() == {"cards": []}
+
+
+def test_missing_jwt_is_a_bare_401(service, dicom_store):
+    response = service.post(SERVICE_PATH, json=hook_request(dicom_store))
+    assert response.status_code == 401
+    assert response.content == b""
+
+
+def test_malformed_json_is_a_400_operation_outcome(service, ehr_keys):
+    token = sign_request_jwt(ehr_keys[0], "hipcad-demo-ehr", str(service.base_url).rstrip("/") + SERVICE_PATH)
+    response = service.post(
+        SERVICE_PATH, content=b"{not json", headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["resourceType"] == "OperationOutcome"
