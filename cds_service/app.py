@@ -41,7 +41,14 @@ def create_app(settings: Settings | None = None, pipeline: AnalysisPipeline | No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pipeline = pipeline or AnalysisPipeline.from_settings(settings)
+        grpc_server = None
+        if settings.grpc_port:
+            from cds_service.grpc_api import start_server
+
+            grpc_server = await start_server(app.state.pipeline, settings.grpc_port, settings.host)
         yield
+        if grpc_server is not None:
+            await grpc_server.stop(grace=2)
         await app.state.pipeline.close()
 
     app = FastAPI(title="hipcad CDS service", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     public_base_url: str = Field(
         "", description="External base URL of the service (JWT `aud`, links); default http://host:port."
     )
+    grpc_port: int = Field(0, description="Port of the hipcad.v1 gRPC API (AnalyzeStudy); 0 = off.")
     max_request_bytes: int = Field(5_000_000, description="Largest accepted hook request body.")
 
     # Security (CDS Hooks 2.0 JWT)

@@ -11,6 +11,7 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from PIL import Image
 
 from cds_service.cdshooks.jwt import sign_request_jwt
+from cds_service.dicom.preprocess import DISPLAY_MAX_EDGE
 from cds_service.ehr import imaging_study_bundle, load_example, with_studies
 
 SERVICE_PATH = "/cds-services/hip-fracture-order-select"
@@ -54,7 +55,7 @@ def test_order_select_hook_answers_with_a_heat_map_card(service, ehr_keys, dicom
     image = Image.open(io.BytesIO(png))
     assert image.format == "PNG" and image.mode == "RGB"
     ds = pydicom.dcmread(next(dicom_store.rglob("*.dcm")), stop_before_pixels=True)
-    scale = min(1.0, 1024 / max(ds.Rows, ds.Columns))
+    scale = min(1.0, DISPLAY_MAX_EDGE / max(ds.Rows, ds.Columns))
     assert image.size == (round(ds.Columns * scale), round(ds.Rows * scale))
 
     finished = spans.get_finished_spans()
@@ -90,7 +91,9 @@ def test_missing_jwt_is_a_bare_401(service, dicom_store):
 def test_malformed_json_is_a_400_operation_outcome(service, ehr_keys):
     token = sign_request_jwt(ehr_keys[0], "hipcad-demo-ehr", str(service.base_url).rstrip("/") + SERVICE_PATH)
     response = service.post(
-        SERVICE_PATH, content=b"{not json", headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        SERVICE_PATH,
+        content=b"{not json",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     assert response.status_code == 400
     assert response.json()["resourceType"] == "OperationOutcome"

@@ -23,7 +23,7 @@ OVERRIDE_REASONS = [
 
 
 def source(base_url: str) -> Source:
-    return Source(label="hipcad hip-fracture AI", url=f"{base_url}/docs/model-card")
+    return Source(label="hipcad hip-fracture AI (synthetic-trained, not for clinical use)")
 
 
 def _pct(value: float) -> str:

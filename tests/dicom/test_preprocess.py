@@ -1,7 +1,7 @@
 import numpy as np
 
 from cds_service.dicom.decode import DecodedImage
-from cds_service.dicom.preprocess import display_image, split_hips
+from cds_service.dicom.preprocess import DISPLAY_MAX_EDGE, display_image, split_hips
 
 
 def image(row_direction: str | None, rows: int = 200, cols: int = 300) -> DecodedImage:
@@ -36,5 +36,5 @@ def test_image_right_half_is_mirrored_to_the_canonical_orientation():
 
 
 def test_display_image_is_bounded():
-    assert max(display_image(image("L", 3000, 2500), 1024).shape) == 1024
+    assert max(display_image(image("L", 3000, 2500)).shape) == DISPLAY_MAX_EDGE
     assert display_image(image("L", 100, 80), 1024).shape == (100, 80)
