@@ -30,7 +30,7 @@ from cds_service.errors import (
     StudyUnavailableError,
     UnusableImageError,
 )
-from cds_service.explain.heatmap import HipHeatmap, normalise_cam, render_overlay_png
+from cds_service.explain.heatmap import HipHeatmap, heat_canvas, normalise_cam, render_overlay_png
 from cds_service.fhir.client import FhirClient, is_allowed
 from cds_service.fhir.imaging_study import StudyRef, select_study
 from cds_service.fhir.report import ReportContext, build_diagnostic_report
@@ -49,9 +49,11 @@ class Analysis:
     """Output of fetch → explain for one instance: what the cache holds."""
 
     findings: StudyFindings
-    overlay_png: bytes
-    image_shape: tuple[int, int]
+    overlay_png: bytes  # the radiograph with the heat map blended in (report, cards)
+    image_shape: tuple[int, int]  # stored image (rows, columns)
     heatmaps: list[HipHeatmap]
+    display: np.ndarray  # uint8 radiograph at display size (viewer)
+    heat: np.ndarray  # float16 heat map in [0, 1] at display size (viewer)
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class AnalysisPipeline:
         self.retriever = retriever
         self._cache: OrderedDict[tuple[str, str], Analysis] = OrderedDict()
         self._running: dict[tuple[str, str | None], asyncio.Task[Analysis]] = {}
-        self.cache_size = 256
+        self.cache_size = 128  # ≈ 1.5 MB each at the display size
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AnalysisPipeline:
@@ -155,7 +157,7 @@ class AnalysisPipeline:
     # Stage: explain --------------------------------------------------------------------------
     def explain(
         self, image: DecodedImage, crops: list[HipCrop], outputs: HipInference, fracture_index: int
-    ) -> tuple[list[HipHeatmap], bytes]:
+    ) -> tuple[list[HipHeatmap], np.ndarray, np.ndarray, bytes]:
         with tracer().start_as_current_span("explain"):
             heatmaps = [
                 HipHeatmap(
@@ -163,8 +165,10 @@ class AnalysisPipeline:
                 )
                 for i, crop in enumerate(crops)
             ]
-            png = render_overlay_png(display_image(image), heatmaps, image.pixels.shape)
-            return heatmaps, png
+            display = display_image(image)
+            heat = heat_canvas(heatmaps, image.pixels.shape, display.shape)
+            png = render_overlay_png(display, heatmaps, image.pixels.shape, heat=heat)
+            return heatmaps, display, heat.astype(np.float16), png
 
     # Stage: report ---------------------------------------------------------------------------
     def report(self, analysis: Analysis, context: ReportContext) -> DiagnosticReport:
@@ -201,8 +205,8 @@ class AnalysisPipeline:
             sop_instance_uid=image.sop_instance_uid,
         )
         fracture_index = fracture.class_names.index("fracture") if "fracture" in fracture.class_names else 1
-        heatmaps, png = await asyncio.to_thread(self.explain, image, crops, outputs, fracture_index)
-        analysis = Analysis(findings, png, image.pixels.shape, heatmaps)
+        heatmaps, display, heat, png = await asyncio.to_thread(self.explain, image, crops, outputs, fracture_index)
+        analysis = Analysis(findings, png, image.pixels.shape, heatmaps, display, heat)
         self._remember((image.sop_instance_uid, models_key), analysis)
         return analysis
 

@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     hook_deadline_s: float = Field(8.0, description="Time budget for one hook answer, seconds.")
     negative_card: bool = Field(True, description="Show an info card when no fracture is found.")
 
+    # Heat-map viewer
+    viewer_secret: str = Field(
+        "", description="HMAC key signing viewer links; empty = a random key per process (links die on restart)."
+    )
+    viewer_link_ttl_s: int = Field(900, description="Lifetime of a viewer link, seconds.")
+    result_ttl_s: int = Field(3600, description="How long analysed results are kept for the viewer, seconds.")
+
     # Observability
     otel_console: bool = Field(False, description="Print finished trace spans to stderr.")
 

@@ -113,8 +113,13 @@ def png_bytes(rgb: np.ndarray) -> bytes:
 
 
 def render_overlay_png(
-    display: np.ndarray, hips: Sequence[HipHeatmap], image_shape: tuple[int, int], opacity: float = 0.45
+    display: np.ndarray,
+    hips: Sequence[HipHeatmap],
+    image_shape: tuple[int, int],
+    opacity: float = 0.45,
+    heat: np.ndarray | None = None,
 ) -> bytes:
     """The whole radiograph with each hip's heat map over it and laterality labels, as PNG."""
-    heat = heat_canvas(hips, image_shape, display.shape)
+    if heat is None:
+        heat = heat_canvas(hips, image_shape, display.shape)
     return png_bytes(label_hips(overlay(display, heat, opacity), hips, image_shape))
