@@ -1,4 +1,4 @@
-"""FastAPI application factory: routes, authentication and error mapping only; no business logic."""
+"""FastAPI application factory: routes, authentication, CORS and error mapping only; no business logic."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
 
 from cds_service import __version__
 from cds_service.cdshooks.discovery import load_services
-from cds_service.cdshooks.jwt import TrustedIssuer, verify_request_jwt
+from cds_service.cdshooks.feedback import FeedbackStore, parse_feedback
+from cds_service.cdshooks.jwt import SANDBOX_ISSUER, SANDBOX_JWKS, JwtVerifier, TrustedIssuer
 from cds_service.cdshooks.models import HookRequest, to_json
 from cds_service.errors import AuthenticationError, BadRequestError, PrefetchUnavailableError
 from cds_service.pipeline import AnalysisPipeline
@@ -32,11 +34,37 @@ def operation_outcome(status: int, code: str, diagnostics: str) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type="application/fhir+json")
 
 
+def trusted_issuers(settings: Settings) -> list[TrustedIssuer]:
+    """The configured issuers: the default one (PEM file), HIPCAD_JWT_ISSUERS, and the sandbox if switched on."""
+    issuers = []
+    if settings.jwt_public_key_file.exists():
+        issuers.append(TrustedIssuer(settings.jwt_issuer, public_key_pem=settings.jwt_public_key_file.read_bytes()))
+    for item in settings.jwt_issuers:
+        issuers.append(
+            TrustedIssuer(
+                item.iss,
+                public_key_pem=item.public_key_file.read_bytes() if item.public_key_file else None,
+                jwks_url=item.jwks_url,
+                jku_allowed=tuple(item.jku_allowed),
+                tenants=tuple(item.tenants) if item.tenants is not None else None,
+            )
+        )
+    if settings.dev_trust_cds_hooks_sandbox:
+        log.warning(
+            "DEVELOPMENT SWITCH ON: trusting the public CDS Hooks sandbox issuer, whose private key is public. "
+            "Anyone can sign requests this service accepts. Never enable this in production."
+        )
+        issuers.append(TrustedIssuer(SANDBOX_ISSUER, jwks_url=SANDBOX_JWKS, jku_allowed=(SANDBOX_JWKS,)))
+    return issuers
+
+
 def create_app(settings: Settings | None = None, pipeline: AnalysisPipeline | None = None) -> FastAPI:
     """Build the ASGI app; ``pipeline`` may be injected (tests), else it is built from settings."""
     settings = settings or get_settings()
     setup_tracing(console=settings.otel_console)
     services = load_services()
+    verifier = JwtVerifier(trusted_issuers(settings), leeway_s=settings.jwt_leeway_s)
+    feedback = FeedbackStore(settings.feedback_db)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -52,15 +80,31 @@ def create_app(settings: Settings | None = None, pipeline: AnalysisPipeline | No
         await app.state.pipeline.close()
 
     app = FastAPI(title="hipcad CDS service", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.feedback = feedback
+    if settings.cors_allow_origins:
+        if "*" in settings.cors_allow_origins:
+            log.warning("CORS allows any origin: acceptable for development only")
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
 
-    def issuers() -> list[TrustedIssuer]:
-        return [TrustedIssuer(settings.jwt_issuer, settings.jwt_public_key_file.read_bytes())]
+    async def authenticate(request: Request) -> None:
+        if settings.jwt_required:
+            audience = settings.base_url() + request.url.path
+            await verifier.verify(request.headers.get("authorization"), audience)
 
-    def authenticate(request: Request) -> None:
-        if not settings.jwt_required:
-            return
-        audience = settings.base_url() + request.url.path
-        verify_request_jwt(request.headers.get("authorization"), audience, issuers(), settings.jwt_leeway_s)
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > settings.max_request_bytes:
+            raise BadRequestError(f"request body larger than {settings.max_request_bytes} bytes")
+        body = await request.body()
+        if len(body) > settings.max_request_bytes:
+            raise BadRequestError(f"request body larger than {settings.max_request_bytes} bytes")
+        return body
 
     @app.exception_handler(AuthenticationError)
     async def _unauthorised(_: Request, exc: AuthenticationError) -> Response:
@@ -81,32 +125,46 @@ def create_app(settings: Settings | None = None, pipeline: AnalysisPipeline | No
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(feedback.prometheus(), media_type="text/plain; version=0.0.4")
+
     @app.get("/cds-services")
     async def discovery(request: Request) -> dict:
-        authenticate(request)
+        await authenticate(request)
         return {"services": [to_json(service) for service in services.values()]}
 
     @app.post("/cds-services/{service_id}")
-    async def hook(service_id: str, request: Request) -> dict:
-        authenticate(request)
+    async def hook(service_id: str, request: Request) -> Response:
+        await authenticate(request)
         service = services.get(service_id)
         if service is None:
-            return operation_outcome(404, "not-found", "unknown CDS service id")  # type: ignore[return-value]
-        body = await request.body()
-        if len(body) > settings.max_request_bytes:
-            raise BadRequestError(f"request body larger than {settings.max_request_bytes} bytes")
+            return operation_outcome(404, "not-found", "unknown CDS service id")
+        body = await read_body(request)
         try:
             hook_request = HookRequest.model_validate(json.loads(body))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BadRequestError("request body is not valid JSON") from exc
         except ValidationError as exc:
-            fields = ", ".join(".".join(str(p) for p in err["loc"]) for err in exc.errors())
+            fields = ", ".join(".".join(str(p) for p in err["loc"]) or "body" for err in exc.errors())
             raise BadRequestError(f"invalid hook request: {fields}") from exc
         if hook_request.hook != service.hook:
-            raise BadRequestError(
-                f"service {service_id!r} answers the {service.hook!r} hook, not {hook_request.hook!r}"
-            )
+            raise BadRequestError(f"service {service_id!r} answers {service.hook!r}, not {hook_request.hook!r}")
         outcome = await request.app.state.pipeline.handle(hook_request)
-        return to_json(outcome.response)
+        feedback.record_cards(service_id, outcome.response.cards)
+        return JSONResponse(to_json(outcome.response))
+
+    @app.post("/cds-services/{service_id}/feedback")
+    async def post_feedback(service_id: str, request: Request) -> Response:
+        await authenticate(request)
+        if service_id not in services:
+            return operation_outcome(404, "not-found", "unknown CDS service id")
+        try:
+            entries = parse_feedback(await read_body(request)).feedback
+        except (ValueError, ValidationError) as exc:
+            raise BadRequestError("invalid feedback body") from exc
+        new = feedback.add(service_id, entries)
+        log.info("feedback: %d entries, %d new", len(entries), new)
+        return Response(status_code=200)
 
     return app

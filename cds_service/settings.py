@@ -9,10 +9,20 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class IssuerSettings(BaseModel):
+    """One trusted CDS Client (EHR), as configured in ``HIPCAD_JWT_ISSUERS``."""
+
+    iss: str
+    jwks_url: str | None = None
+    public_key_file: Path | None = None
+    jku_allowed: list[str] = Field(default_factory=list)
+    tenants: list[str] | None = None
 
 
 class Settings(BaseSettings):
@@ -37,6 +47,17 @@ class Settings(BaseSettings):
         description="PEM public key of the trusted issuer (ES384/RS384).",
     )
     jwt_leeway_s: int = Field(30, description="Allowed clock skew for `exp`/`iat`, seconds.")
+    jwt_issuers: list[IssuerSettings] = Field(
+        default_factory=list,
+        description="More trusted issuers (JSON list of {iss, jwks_url | public_key_file, jku_allowed, tenants}).",
+    )
+    dev_trust_cds_hooks_sandbox: bool = Field(
+        False, description="DEVELOPMENT ONLY: trust the public CDS Hooks sandbox issuer (its private key is public)."
+    )
+    cors_allow_origins: list[str] = Field(
+        default_factory=list, description="Browser origins allowed by CORS (JSON list); `*` only in development."
+    )
+    feedback_db: Path = Field(REPO_ROOT / "var" / "feedback.sqlite3", description="SQLite file for cards and feedback.")
 
     # Images
     dicom_folder: Path = Field(
@@ -71,7 +92,7 @@ class Settings(BaseSettings):
 
     # Output
     output_folder: Path = Field(REPO_ROOT / "out", description="Where `demo` writes its results.")
-    hook_deadline_s: float = Field(8.0, description="Time budget for one hook answer, seconds.")
+    hook_deadline_s: float = Field(5.0, description="Time budget for one hook answer, seconds.")
     negative_card: bool = Field(True, description="Show an info card when no fracture is found.")
 
     # Heat-map viewer

@@ -1,76 +1,212 @@
 """CDS Hooks 2.0 JWT (§ Trusting CDS Clients): verify the EHR's bearer token; sign as an EHR.
 
 Every request carries ``Authorization: Bearer <JWT>`` signed by the CDS Client with an asymmetric
-key. Required: header ``alg``/``kid``/``typ: JWT``; claims ``iss``, ``aud`` (the exact URL invoked),
-``exp``, ``iat``, ``jti``. Only ES384/RS384 (and ES256/RS256) are accepted: never ``none`` or HMAC.
+key. Required: header ``alg`` and ``kid`` (``typ`` JWT when present); claims ``iss``, ``aud`` (the
+exact URL invoked), ``exp``, ``iat``, ``jti``. Only ES384/RS384 (and ES256/RS256) are accepted:
+never ``none`` or HMAC, whatever the header says. Keys come from the issuer's configured JWKS URL
+(or a static PEM), or from the header's ``jku`` only when that URL is allow-listed for the issuer;
+JWKS are cached by ``kid`` and refetched (at most every few seconds) when an unknown ``kid`` shows
+up, so key rotation works. A ``jti`` replay cache refuses a token seen before. Every failure is an
+:class:`AuthenticationError`; the web layer answers a bare 401 and logs only the reason.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import httpx
 import jwt as pyjwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cds_service.errors import AuthenticationError
 
+log = logging.getLogger(__name__)
+
 ALGORITHMS = ("ES384", "RS384", "ES256", "RS256")
 REQUIRED_CLAIMS = ("iss", "aud", "exp", "iat", "jti")
+#: The public CDS Hooks sandbox signs with a key whose private half is published: development only.
+SANDBOX_ISSUER = "https://sandbox.cds-hooks.org"
+SANDBOX_JWKS = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
 
 
 @dataclass(frozen=True)
 class TrustedIssuer:
-    """An EHR we trust: its ``iss`` and its public key."""
+    """An EHR we trust: its ``iss`` and where its keys come from.
+
+    Attributes:
+        issuer: the exact ``iss`` value.
+        public_key_pem: a static key (PEM), or None when keys come from JWKS.
+        jwks_url: the issuer's JWKS URL (configured, trusted).
+        jku_allowed: ``jku`` header URLs this issuer may point to.
+        tenants: when set, the ``tenant`` claim must be one of these.
+    """
 
     issuer: str
-    public_key_pem: bytes
+    public_key_pem: bytes | None = None
+    jwks_url: str | None = None
+    jku_allowed: tuple[str, ...] = ()
+    tenants: tuple[str, ...] | None = None
 
 
-def verify_request_jwt(
-    authorization: str | None, audience: str, issuers: list[TrustedIssuer], leeway_s: int = 30
-) -> dict:
-    """Check the ``Authorization`` header's JWT; return its claims or raise AuthenticationError.
+@dataclass
+class ReplayCache:
+    """Remembers (iss, jti) until the token expires; thread-safe."""
 
-    The reason is kept in the exception for the log; the HTTP answer is a bare 401 whatever it is.
-    """
-    if not authorization or not authorization.startswith("Bearer "):
-        raise AuthenticationError("no bearer token")
-    token = authorization.removeprefix("Bearer ").strip()
-    try:
-        header = pyjwt.get_unverified_header(token)
-        unverified = pyjwt.decode(token, options={"verify_signature": False})
-    except pyjwt.PyJWTError as exc:
-        raise AuthenticationError(f"malformed JWT ({type(exc).__name__})") from exc
-    if header.get("alg") not in ALGORITHMS:
-        raise AuthenticationError("JWT algorithm not allowed")
-    if header.get("typ", "JWT") != "JWT":
-        raise AuthenticationError("JWT typ is not JWT")
-    issuer = next((item for item in issuers if item.issuer == unverified.get("iss")), None)
-    if issuer is None:
-        raise AuthenticationError("untrusted JWT issuer")
-    try:
-        return pyjwt.decode(
-            token,
-            key=issuer.public_key_pem,
-            algorithms=list(ALGORITHMS),
-            audience=audience,
-            issuer=issuer.issuer,
-            leeway=leeway_s,
-            options={"require": list(REQUIRED_CLAIMS), "verify_iat": True},
-        )
-    except pyjwt.PyJWTError as exc:
-        raise AuthenticationError(f"JWT rejected ({type(exc).__name__})") from exc
+    seen: dict[tuple[str, str], float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    purge_every: int = 1000
+
+    def check_and_add(self, issuer: str, jti: str, expires: float) -> None:
+        now = time.time()
+        with self.lock:
+            if len(self.seen) % self.purge_every == 0:  # forget expired tokens now and then
+                self.seen = {key: exp for key, exp in self.seen.items() if exp > now}
+            if (issuer, jti) in self.seen:
+                raise AuthenticationError("JWT jti replayed")
+            self.seen[(issuer, jti)] = expires
 
 
-def sign_request_jwt(private_key_pem: bytes, issuer: str, audience: str, kid: str = "ehr-key-1") -> str:
+class JwksCache:
+    """JWKS documents fetched over HTTPS (httpx), cached, refreshed on an unknown ``kid``."""
+
+    def __init__(self, timeout_s: float = 3.0, min_refresh_s: float = 10.0) -> None:
+        self.timeout_s = timeout_s
+        self.min_refresh_s = min_refresh_s
+        self._keys: dict[str, dict[str, Any]] = {}
+        self._fetched: dict[str, float] = {}
+        self._lock = asyncio.Lock()
+
+    async def key(self, url: str, kid: str) -> Any:
+        """The verification key for ``kid`` at ``url``, fetching or refreshing the set when needed."""
+        keys = self._keys.get(url, {})
+        if kid not in keys:
+            async with self._lock:
+                if kid not in self._keys.get(url, {}) and time.monotonic() - self._fetched.get(url, -1e9) >= (
+                    self.min_refresh_s if url in self._keys else 0
+                ):
+                    self._keys[url] = await self._fetch(url)
+                    self._fetched[url] = time.monotonic()
+            keys = self._keys.get(url, {})
+        if kid not in keys:
+            raise AuthenticationError("JWT kid not found in the issuer's JWKS")
+        return keys[kid]
+
+    async def _fetch(self, url: str) -> dict[str, Any]:
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False) as client:
+                response = await client.get(url, headers={"Accept": "application/json"})
+            response.raise_for_status()
+            jwks = pyjwt.PyJWKSet.from_dict(response.json())
+        except (httpx.HTTPError, ValueError, pyjwt.PyJWTError) as exc:
+            raise AuthenticationError(f"JWKS unavailable ({type(exc).__name__})") from exc
+        return {key.key_id: key.key for key in jwks.keys if key.key_id and key.algorithm_name in ALGORITHMS}
+
+
+class JwtVerifier:
+    """Verifies CDS Hooks request JWTs for a set of trusted issuers."""
+
+    def __init__(
+        self,
+        issuers: list[TrustedIssuer],
+        leeway_s: int = 30,
+        max_lifetime_s: int = 3600,
+        jwks: JwksCache | None = None,
+    ) -> None:
+        self.issuers = {issuer.issuer: issuer for issuer in issuers}
+        self.leeway_s = leeway_s
+        self.max_lifetime_s = max_lifetime_s
+        self.jwks = jwks or JwksCache()
+        self.replays = ReplayCache()
+
+    async def verify(self, authorization: str | None, audience: str) -> dict[str, Any]:
+        """Check the ``Authorization`` header against ``audience`` (the exact URL invoked); return the claims."""
+        if not authorization or not authorization.startswith("Bearer "):
+            raise AuthenticationError("no bearer token")
+        token = authorization.removeprefix("Bearer ").strip()
+        try:
+            header = pyjwt.get_unverified_header(token)
+            unverified = pyjwt.decode(token, options={"verify_signature": False})
+        except pyjwt.PyJWTError as exc:
+            raise AuthenticationError(f"malformed JWT ({type(exc).__name__})") from exc
+        if header.get("alg") not in ALGORITHMS:
+            raise AuthenticationError("JWT algorithm not allowed")
+        if header.get("typ", "JWT") != "JWT":
+            raise AuthenticationError("JWT typ is not JWT")
+        issuer = self.issuers.get(str(unverified.get("iss")))
+        if issuer is None:
+            raise AuthenticationError("untrusted JWT issuer")
+        key = await self._key(issuer, header)
+        try:
+            claims = pyjwt.decode(
+                token,
+                key=key,
+                algorithms=list(ALGORITHMS),
+                audience=audience,
+                issuer=issuer.issuer,
+                leeway=self.leeway_s,
+                options={"require": list(REQUIRED_CLAIMS), "verify_iat": True},
+            )
+        except pyjwt.PyJWTError as exc:
+            raise AuthenticationError(f"JWT rejected ({type(exc).__name__})") from exc
+        now = time.time()
+        if float(claims["iat"]) > now + self.leeway_s:
+            raise AuthenticationError("JWT issued in the future")
+        if float(claims["exp"]) - float(claims["iat"]) > self.max_lifetime_s:
+            raise AuthenticationError("JWT lifetime too long")
+        if issuer.tenants is not None and claims.get("tenant") not in issuer.tenants:
+            raise AuthenticationError("JWT tenant not allowed")
+        self.replays.check_and_add(issuer.issuer, str(claims["jti"]), float(claims["exp"]) + self.leeway_s)
+        return claims
+
+    async def _key(self, issuer: TrustedIssuer, header: dict[str, Any]) -> Any:
+        kid = header.get("kid")
+        if not kid:
+            raise AuthenticationError("JWT header has no kid")
+        jku = header.get("jku")
+        if jku is not None:
+            if jku not in issuer.jku_allowed:
+                raise AuthenticationError("JWT jku not allow-listed for the issuer")
+            return await self.jwks.key(jku, str(kid))
+        if issuer.jwks_url:
+            return await self.jwks.key(issuer.jwks_url, str(kid))
+        if issuer.public_key_pem:
+            return serialization.load_pem_public_key(issuer.public_key_pem)
+        raise AuthenticationError("no key configured for the issuer")
+
+
+def sign_request_jwt(
+    private_key_pem: bytes,
+    issuer: str,
+    audience: str,
+    kid: str = "ehr-key-1",
+    lifetime_s: int = 300,
+    extra_claims: dict[str, Any] | None = None,
+    headers: dict[str, Any] | None = None,
+) -> str:
     """Sign a CDS Hooks request JWT as an EHR would (ES384, 5-minute lifetime)."""
     now = int(time.time())
-    claims = {"iss": issuer, "aud": audience, "iat": now, "exp": now + 300, "jti": str(uuid.uuid4())}
-    return pyjwt.encode(claims, private_key_pem, algorithm="ES384", headers={"kid": kid, "typ": "JWT"})
+    claims = {"iss": issuer, "aud": audience, "iat": now, "exp": now + lifetime_s, "jti": str(uuid.uuid4())}
+    claims.update(extra_claims or {})
+    return pyjwt.encode(
+        claims, private_key_pem, algorithm="ES384", headers={"kid": kid, "typ": "JWT", **(headers or {})}
+    )
+
+
+def public_jwks(public_key_pem: bytes, kid: str = "ehr-key-1") -> dict[str, Any]:
+    """A JWKS document for a PEM public key (what an EHR publishes)."""
+    key = serialization.load_pem_public_key(public_key_pem)
+    jwk = json.loads(pyjwt.algorithms.ECAlgorithm.to_jwk(key))
+    jwk.update({"kid": kid, "alg": "ES384", "use": "sig"})
+    return {"keys": [jwk]}
 
 
 def ensure_keypair(private_path: Path, public_path: Path) -> None:

@@ -1,69 +1,182 @@
+"""JWT forgery suite (CDS Hooks 2.0 § Trusting CDS Clients): every forged token is refused."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import jwt as pyjwt
 import pytest
 
-from cds_service.cdshooks.jwt import TrustedIssuer, sign_request_jwt, verify_request_jwt
+from cds_service.cdshooks.jwt import (
+    JwksCache,
+    JwtVerifier,
+    TrustedIssuer,
+    ensure_keypair,
+    public_jwks,
+    sign_request_jwt,
+)
 from cds_service.errors import AuthenticationError
 
 AUD = "http://127.0.0.1:8080/cds-services/hip-fracture-order-select"
+ISS = "hipcad-demo-ehr"
+
+
+class JwksServer:
+    """A real HTTP server on loopback publishing a JWKS document that tests can change (rotation)."""
+
+    def __init__(self) -> None:
+        self.document: dict = {"keys": []}
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = json.dumps(outer.document).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks.json"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def jwks_server() -> Iterator[JwksServer]:
+    server = JwksServer()
+    yield server
+    server.server.shutdown()
 
 
 @pytest.fixture
-def issuer(ehr_keys) -> TrustedIssuer:
-    return TrustedIssuer("hipcad-demo-ehr", ehr_keys[1].read_bytes())
+def keys(ehr_keys) -> tuple[bytes, bytes]:
+    return ehr_keys[0], ehr_keys[1].read_bytes()
 
 
-def test_a_correctly_signed_token_is_accepted(ehr_keys, issuer):
-    token = sign_request_jwt(ehr_keys[0], "hipcad-demo-ehr", AUD)
-    claims = verify_request_jwt(f"Bearer {token}", AUD, [issuer])
-    assert claims["iss"] == "hipcad-demo-ehr" and claims["jti"]
+@pytest.fixture
+def verifier(keys) -> JwtVerifier:
+    return JwtVerifier([TrustedIssuer(ISS, public_key_pem=keys[1])])
 
 
-def test_wrong_audience_is_refused(ehr_keys, issuer):
-    token = sign_request_jwt(ehr_keys[0], "hipcad-demo-ehr", AUD + "-other")
-    with pytest.raises(AuthenticationError):
-        verify_request_jwt(f"Bearer {token}", AUD, [issuer])
-
-
-def test_unknown_issuer_is_refused(ehr_keys, issuer):
-    token = sign_request_jwt(ehr_keys[0], "someone-else", AUD)
-    with pytest.raises(AuthenticationError, match="untrusted"):
-        verify_request_jwt(f"Bearer {token}", AUD, [issuer])
-
-
-def test_alg_none_is_refused(issuer):
+def claims(**changes) -> dict:
     now = int(time.time())
-    claims = {"iss": "hipcad-demo-ehr", "aud": AUD, "iat": now, "exp": now + 60, "jti": "x"}
-    token = pyjwt.encode(claims, None, algorithm="none")
-    with pytest.raises(AuthenticationError, match="algorithm"):
-        verify_request_jwt(f"Bearer {token}", AUD, [issuer])
+    base = {"iss": ISS, "aud": AUD, "iat": now, "exp": now + 300, "jti": f"jti-{time.time_ns()}"}
+    base.update(changes)
+    return {key: value for key, value in base.items() if value is not None}
 
 
-def test_hmac_with_the_public_key_as_secret_is_refused(ehr_keys, issuer):
+def es384(private_key: bytes, payload: dict, **headers) -> str:
+    return pyjwt.encode(payload, private_key, algorithm="ES384", headers={"kid": "ehr-key-1", **headers})
+
+
+async def refused(verifier: JwtVerifier, token: str, match: str | None = None) -> None:
+    with pytest.raises(AuthenticationError, match=match):
+        await verifier.verify(f"Bearer {token}", AUD)
+
+
+async def test_a_correctly_signed_token_is_accepted(keys, verifier):
+    result = await verifier.verify(f"Bearer {sign_request_jwt(keys[0], ISS, AUD)}", AUD)
+    assert result["iss"] == ISS
+
+
+async def test_alg_none_is_refused(verifier):
+    await refused(verifier, pyjwt.encode(claims(), None, algorithm="none"), "algorithm")
+
+
+async def test_hs256_signed_with_the_public_key_as_secret_is_refused(keys, verifier):
+    header = base64.urlsafe_b64encode(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "ehr-key-1"}).encode())
+    payload = base64.urlsafe_b64encode(json.dumps(claims()).encode())
+    import hashlib
+    import hmac
+
+    signing_input = header.rstrip(b"=") + b"." + payload.rstrip(b"=")
+    signature = base64.urlsafe_b64encode(hmac.new(keys[1], signing_input, hashlib.sha256).digest()).rstrip(b"=")
+    await refused(verifier, (signing_input + b"." + signature).decode(), "algorithm")
+
+
+async def test_expired_token_is_refused(keys, verifier):
     now = int(time.time())
-    claims = {"iss": "hipcad-demo-ehr", "aud": AUD, "iat": now, "exp": now + 60, "jti": "x"}
-    token = pyjwt.encode(claims, b"x" * 32, algorithm="HS256")
-    with pytest.raises(AuthenticationError, match="algorithm"):
-        verify_request_jwt(f"Bearer {token}", AUD, [issuer])
+    await refused(verifier, es384(keys[0], claims(iat=now - 900, exp=now - 600)))
 
 
-def test_expired_token_is_refused(ehr_keys, issuer):
-    now = int(time.time()) - 3600
-    claims = {"iss": "hipcad-demo-ehr", "aud": AUD, "iat": now, "exp": now + 60, "jti": "x"}
-    token = pyjwt.encode(claims, ehr_keys[0], algorithm="ES384", headers={"kid": "k"})
-    with pytest.raises(AuthenticationError):
-        verify_request_jwt(f"Bearer {token}", AUD, [issuer])
-
-
-def test_missing_jti_is_refused(ehr_keys, issuer):
+async def test_token_issued_in_the_future_is_refused(keys, verifier):
     now = int(time.time())
-    claims = {"iss": "hipcad-demo-ehr", "aud": AUD, "iat": now, "exp": now + 60}
-    token = pyjwt.encode(claims, ehr_keys[0], algorithm="ES384", headers={"kid": "k"})
-    with pytest.raises(AuthenticationError):
-        verify_request_jwt(f"Bearer {token}", AUD, [issuer])
+    await refused(verifier, es384(keys[0], claims(iat=now + 600, exp=now + 900)))
 
 
-def test_no_header_is_refused(issuer):
+async def test_wrong_audience_is_refused(keys, verifier):
+    await refused(verifier, es384(keys[0], claims(aud="http://127.0.0.1:8080/cds-services/other")))
+
+
+@pytest.mark.parametrize("missing", ["iss", "aud", "exp", "iat", "jti"])
+async def test_each_required_claim_missing_is_refused(keys, verifier, missing):
+    await refused(verifier, es384(keys[0], claims(**{missing: None})))
+
+
+async def test_missing_kid_is_refused(keys, verifier):
+    token = pyjwt.encode(claims(), keys[0], algorithm="ES384")
+    await refused(verifier, token, "kid")
+
+
+async def test_tampered_payload_is_refused(keys, verifier):
+    token = es384(keys[0], claims())
+    header, _, signature = token.split(".")
+    forged = base64.urlsafe_b64encode(json.dumps(claims(iss=ISS, sub="admin")).encode()).rstrip(b"=").decode()
+    await refused(verifier, f"{header}.{forged}.{signature}")
+
+
+async def test_replayed_jti_is_refused(keys, verifier):
+    token = es384(keys[0], claims(jti="once"))
+    await verifier.verify(f"Bearer {token}", AUD)
+    await refused(verifier, token, "replayed")
+
+
+async def test_untrusted_issuer_is_refused(keys, verifier):
+    await refused(verifier, es384(keys[0], claims(iss="https://evil.example")), "untrusted")
+
+
+async def test_signature_by_another_key_is_refused(tmp_path: Path, verifier):
+    ensure_keypair(tmp_path / "other.pem", tmp_path / "other.pub")
+    await refused(verifier, es384((tmp_path / "other.pem").read_bytes(), claims()))
+
+
+async def test_no_bearer_header_is_refused(verifier):
     with pytest.raises(AuthenticationError):
-        verify_request_jwt(None, AUD, [issuer])
+        await verifier.verify(None, AUD)
+    with pytest.raises(AuthenticationError):
+        await verifier.verify("Basic abc", AUD)
+
+
+async def test_jwks_issuer_unknown_kid_is_refused_and_rotation_is_followed(keys, jwks_server, tmp_path):
+    jwks_server.document = public_jwks(keys[1], kid="k1")
+    verifier = JwtVerifier([TrustedIssuer(ISS, jwks_url=jwks_server.url)], jwks=JwksCache(min_refresh_s=0))
+    await verifier.verify(f"Bearer {es384(keys[0], claims(), kid='k1')}", AUD)
+    await refused(verifier, es384(keys[0], claims(), kid="unknown"), "kid")
+    # The EHR rotates to a new key: the verifier refetches the JWKS for the new kid.
+    ensure_keypair(tmp_path / "new.pem", tmp_path / "new.pub")
+    jwks_server.document = public_jwks((tmp_path / "new.pub").read_bytes(), kid="k2")
+    await verifier.verify(f"Bearer {es384((tmp_path / 'new.pem').read_bytes(), claims(), kid='k2')}", AUD)
+
+
+async def test_jku_not_allow_listed_is_refused(keys, jwks_server):
+    jwks_server.document = public_jwks(keys[1], kid="k1")
+    verifier = JwtVerifier([TrustedIssuer(ISS, jwks_url=jwks_server.url, jku_allowed=())])
+    await refused(verifier, es384(keys[0], claims(), kid="k1", jku=jwks_server.url), "jku")
+    allowed = JwtVerifier([TrustedIssuer(ISS, jku_allowed=(jwks_server.url,))])
+    await allowed.verify(f"Bearer {es384(keys[0], claims(), kid='k1', jku=jwks_server.url)}", AUD)
+
+
+async def test_tenant_allow_list(keys):
+    verifier = JwtVerifier([TrustedIssuer(ISS, public_key_pem=keys[1], tenants=("hospital-a",))])
+    await verifier.verify(f"Bearer {es384(keys[0], claims(tenant='hospital-a'))}", AUD)
+    await refused(verifier, es384(keys[0], claims(tenant="hospital-b")), "tenant")
