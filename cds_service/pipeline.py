@@ -102,27 +102,58 @@ class AnalysisPipeline:
 
     # Stage: find study -----------------------------------------------------------------------
     async def find_study(self, request: HookRequest) -> StudyRef | None:
-        """The newest usable hip/pelvis study: prefetch first, else a FHIR search with the token."""
+        """The newest usable hip/pelvis study: prefetch first, else a FHIR search with the token.
+
+        A prefetch key that is absent, ``null`` (the EHR could not prefetch) or an OperationOutcome
+        means "search yourself"; a paginated Bundle is followed through its ``next`` links.
+        """
         with tracer().start_as_current_span("find_study") as span:
             prefetch = (request.prefetch or {}).get("studies")
-            source = "prefetch"
-            if not (isinstance(prefetch, dict) and prefetch.get("resourceType") == "Bundle"):
+            if isinstance(prefetch, dict) and prefetch.get("resourceType") == "Bundle":
+                source = "prefetch"
+                bundle = await self._follow_pages(request, prefetch)
+            else:
                 source = "fhir-search"
-                prefetch = await self._search_studies(request)
+                bundle = await self._search_studies(request)
             span.set_attribute("hipcad.study_source", source)
-            study = select_study(prefetch)
+            study = select_study(bundle)
             span.set_attribute("hipcad.study_found", study is not None)
             return study
 
-    async def _search_studies(self, request: HookRequest) -> dict[str, Any]:
-        if not (request.fhirServer and request.fhirAuthorization):
-            raise PrefetchUnavailableError("no 'studies' prefetch and no FHIR server access in the request")
+    def _fhir_client(self, request: HookRequest) -> FhirClient:
+        if not request.fhirServer:
+            raise PrefetchUnavailableError("no 'studies' prefetch and no fhirServer in the request")
         if not is_allowed(request.fhirServer, self.settings.fhir_allowed_bases):
             log.warning("fhirServer is not on the allow-list; not contacted")
             raise PrefetchUnavailableError("fhirServer is not on the allow-list")
+        token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
+        return FhirClient(request.fhirServer, token, self.settings.fhir_timeout_s)
+
+    async def _search_studies(self, request: HookRequest) -> dict[str, Any]:
         patient = str(request.context.get("patientId") or "")
-        client = FhirClient(request.fhirServer, request.fhirAuthorization.access_token, self.settings.fhir_timeout_s)
-        return await client.imaging_studies(patient)
+        if not patient:
+            raise PrefetchUnavailableError("context.patientId is missing")
+        return await self._fhir_client(request).imaging_studies(patient)
+
+    async def _follow_pages(self, request: HookRequest, bundle: dict[str, Any], max_pages: int = 5) -> dict[str, Any]:
+        """Append the entries of the ``next`` pages of a prefetched searchset (when we may fetch them)."""
+        next_url = next((link.get("url") for link in bundle.get("link") or [] if link.get("relation") == "next"), None)
+        if not next_url or not request.fhirServer:
+            return bundle
+        try:
+            client = self._fhir_client(request)
+        except PrefetchUnavailableError:
+            return bundle  # use the first page rather than fail
+        entries = list(bundle.get("entry") or [])
+        for _ in range(max_pages):
+            if not next_url or not is_allowed(next_url, [client.base_url]):
+                break
+            page = await client.get_url(next_url)
+            entries += page.get("entry") or []
+            next_url = next(
+                (link.get("url") for link in page.get("link") or [] if link.get("relation") == "next"), None
+            )
+        return {**bundle, "entry": entries}
 
     # Stage: fetch ----------------------------------------------------------------------------
     async def fetch(self, study: StudyRef) -> Any:
@@ -216,19 +247,46 @@ class AnalysisPipeline:
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
 
-    async def analysis_for(self, study: StudyRef, timeout_s: float) -> Analysis:
-        """The cached analysis, or a fresh one within ``timeout_s`` (it goes on in the background)."""
-        models_key = await self._models_key()
-        if study.sop_instance_uid and (cached := self._cache.get((study.sop_instance_uid, models_key))):
-            tracer().start_span("cache_hit").end()
-            return cached
+    def _task(self, study: StudyRef, models_key: str) -> asyncio.Task[Analysis]:
+        """The running analysis of this instance, started if none is running (one per instance)."""
         key = (study.study_instance_uid, study.sop_instance_uid)
         task = self._running.get(key)
         if task is None:
             task = asyncio.create_task(self._analyse(study, models_key))
             self._running[key] = task
+            task.add_done_callback(self._finished)
             task.add_done_callback(lambda _t, k=key: self._running.pop(k, None))
-        return await asyncio.wait_for(asyncio.shield(task), timeout_s)
+        return task
+
+    @staticmethod
+    def _finished(task: asyncio.Task[Analysis]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("background analysis failed: %s", exc)  # retrieved, so asyncio does not complain
+
+    def _cached(self, study: StudyRef, models_key: str) -> Analysis | None:
+        if study.sop_instance_uid and (cached := self._cache.get((study.sop_instance_uid, models_key))):
+            tracer().start_span("cache_hit").end()
+            return cached
+        return None
+
+    async def analysis_for(self, study: StudyRef, timeout_s: float) -> Analysis:
+        """The cached analysis, or a fresh one within ``timeout_s`` (it goes on in the background)."""
+        models_key = await self._models_key()
+        if cached := self._cached(study, models_key):
+            return cached
+        return await asyncio.wait_for(asyncio.shield(self._task(study, models_key)), timeout_s)
+
+    async def cached_or_start(self, study: StudyRef) -> Analysis | None:
+        """The cached analysis, or None after starting one in the background (patient-view)."""
+        try:
+            models_key = await self._models_key()
+        except InferenceError as exc:
+            log.warning("analysis not started: %s", exc)
+            return None
+        if cached := self._cached(study, models_key):
+            return cached
+        self._task(study, models_key)
+        return None
 
     # The whole hook ----------------------------------------------------------------------------
     async def handle(self, request: HookRequest) -> HookOutcome:
@@ -243,6 +301,12 @@ class AnalysisPipeline:
             if study is None:
                 span.set_attribute("hipcad.outcome", "no-study")
                 return HookOutcome(CdsResponse())
+            if orders is None:  # patient-view: start the work, show a card only once it is ready
+                analysis = await self.cached_or_start(study)
+                if analysis is None:
+                    span.set_attribute("hipcad.outcome", "started")
+                    return HookOutcome(CdsResponse())
+                return self._answer(request, study, analysis, [], span)
             try:
                 analysis = await self.analysis_for(study, self.settings.hook_deadline_s)
             except TimeoutError:
@@ -262,14 +326,19 @@ class AnalysisPipeline:
                     base,
                 )
                 return HookOutcome(CdsResponse(cards=[card]))
-            context = ReportContext(
-                patient_id=str(request.context.get("patientId") or ""),
-                imaging_study_id=study.imaging_study_id,
-                order_reference=f"ServiceRequest/{orders[0]['id']}" if orders and orders[0].get("id") else None,
-                encounter_id=request.context.get("encounterId"),
-                effective=study.started,
-            )
-            report = self.report(analysis, context)
-            card = self.card(analysis, report)
-            span.set_attribute("hipcad.outcome", "analysed")
-            return HookOutcome(CdsResponse(cards=[card] if card else []), report, analysis)
+            return self._answer(request, study, analysis, orders, span)
+
+    def _answer(
+        self, request: HookRequest, study: StudyRef, analysis: Analysis, orders: list[dict[str, Any]], span: Any
+    ) -> HookOutcome:
+        context = ReportContext(
+            patient_id=str(request.context.get("patientId") or ""),
+            imaging_study_id=study.imaging_study_id,
+            order_reference=f"ServiceRequest/{orders[0]['id']}" if orders and orders[0].get("id") else None,
+            encounter_id=request.context.get("encounterId"),
+            effective=study.started,
+        )
+        report = self.report(analysis, context)
+        card = self.card(analysis, report)
+        span.set_attribute("hipcad.outcome", "analysed")
+        return HookOutcome(CdsResponse(cards=[card] if card else []), report, analysis)

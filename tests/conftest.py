@@ -6,7 +6,7 @@ Under ``CI=true`` a missing real component fails the run instead of skipping (se
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -93,13 +93,34 @@ def service_settings(ehr_keys: tuple[bytes, Path], dicom_store: Path, tmp_path: 
         jwt_public_key_file=ehr_keys[1],
         dicom_folder=dicom_store,
         output_folder=tmp_path / "out",
+        feedback_db=tmp_path / "feedback.sqlite3",
         hook_deadline_s=60.0,
     )
 
 
 @pytest.fixture
-def service(service_settings: Settings, triton: TritonServer) -> Iterator[TestClient]:
+def service_settings_with_triton(service_settings: Settings, triton: TritonServer) -> Settings:
+    return service_settings.model_copy(update={"triton_url": triton.grpc_url})
+
+
+@pytest.fixture
+def make_service(service_settings_with_triton: Settings) -> Iterator[Callable[..., TestClient]]:
+    """Factory: the app with some settings changed (``make_service(hook_deadline_s=0.001)``)."""
+    clients: list[TestClient] = []
+
+    def make(**changes: object) -> TestClient:
+        settings = service_settings_with_triton.model_copy(update=changes)
+        client = TestClient(create_app(settings), base_url=settings.base_url())
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def service(make_service: Callable[..., TestClient]) -> TestClient:
     """The CDS service app (in-process) wired to the real Triton."""
-    settings = service_settings.model_copy(update={"triton_url": triton.grpc_url})
-    with TestClient(create_app(settings), base_url=settings.base_url()) as client:
-        yield client
+    return make_service()

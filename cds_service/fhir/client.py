@@ -17,15 +17,22 @@ from cds_service.errors import PrefetchUnavailableError
 class FhirClient:
     """Search and read on one FHIR server with one access token."""
 
-    def __init__(self, base_url: str, access_token: str, timeout_s: float = 5.0) -> None:
+    def __init__(self, base_url: str, access_token: str | None, timeout_s: float = 5.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/fhir+json"}
+        self._headers = {"Accept": "application/fhir+json"}
+        if access_token:  # an open FHIR server (e.g. a public sandbox) needs none
+            self._headers["Authorization"] = f"Bearer {access_token}"
         self.timeout_s = timeout_s
 
     async def get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        """GET ``path`` relative to the base (search or read); raises PrefetchUnavailableError."""
+        return await self.get_url(f"{self.base_url}/{path}", params)
+
+    async def get_url(self, url: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        """GET an absolute URL on this server (e.g. a Bundle's ``next`` link)."""
         try:
-            async with httpx.AsyncClient(timeout=self.timeout_s) as client:
-                response = await client.get(f"{self.base_url}/{path}", params=params, headers=self._headers)
+            async with httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False) as client:
+                response = await client.get(url, params=params, headers=self._headers)
         except httpx.HTTPError as exc:
             raise PrefetchUnavailableError(f"FHIR server unreachable ({type(exc).__name__})") from exc
         if response.status_code != 200:
