@@ -15,7 +15,10 @@ kept exactly) and the image is then mapped with a single ``np.take`` (≈ 7× fa
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pydicom
@@ -48,7 +51,34 @@ class DecodedImage:
     sop_instance_uid: str
 
 
-def _fused_lut(ds: pydicom.Dataset, stored: np.ndarray) -> tuple[np.ndarray, int]:
+#: Body Part Examined (0018,0015) values accepted; others (CHEST, SKULL…) are refused. Absent is accepted.
+HIP_BODY_PARTS = frozenset({"PELVIS", "HIP", "HIPS", "LHIP", "RHIP", "PELVIS_HIPS", "FEMUR", "LOWER_LIMB", "LEG"})
+
+
+def read_dicom(source: str | Path | bytes | BinaryIO) -> pydicom.Dataset:
+    """Parse a DICOM file (path, bytes or stream); a file pydicom cannot read is an UnusableImageError."""
+    try:
+        stream = io.BytesIO(source) if isinstance(source, bytes) else source
+        return pydicom.dcmread(stream, force=False)
+    except Exception as exc:  # InvalidDicomError, EOFError, struct errors…: all mean "unreadable"
+        raise UnusableImageError(f"not a readable DICOM file ({type(exc).__name__})") from exc
+
+
+def _padding_mask(ds: pydicom.Dataset, stored: np.ndarray) -> np.ndarray | None:
+    """Pixels marked as padding (Pixel Padding Value / Range Limit, PS3.3 C.7.5.1.1.2), or None."""
+    value = ds.get("PixelPaddingValue")
+    if value is None or isinstance(value, bytes):
+        return None
+    limit = ds.get("PixelPaddingRangeLimit")
+    if limit is None or isinstance(limit, bytes):
+        mask = stored == int(value)
+    else:
+        lo, hi = sorted((int(value), int(limit)))
+        mask = (stored >= lo) & (stored <= hi)
+    return mask if mask.any() else None
+
+
+def _fused_lut(ds: pydicom.Dataset, stored: np.ndarray, padding: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Run the Modality and VOI LUTs over every possible stored value once.
 
     Returns the table (float32 in [0, 1]) and the stored value of its first entry.
@@ -67,7 +97,10 @@ def _fused_lut(ds: pydicom.Dataset, stored: np.ndarray) -> tuple[np.ndarray, int
     vmin, vmax = float(values.min()), float(values.max())
     if not has_voi:
         # Without a VOI the stored range that actually occurs is stretched, not the theoretical one.
-        used = np.asarray(apply_modality_lut(np.array([stored.min(), stored.max()]), ds), np.float64)
+        real = stored[~padding] if padding is not None else stored
+        if real.size == 0:
+            raise UnusableImageError("every pixel is padding")
+        used = np.asarray(apply_modality_lut(np.array([real.min(), real.max()]), ds), np.float64)
         vmin, vmax = float(used.min()), float(used.max())
     scale = 1.0 / (vmax - vmin) if vmax > vmin else 0.0
     lut = np.clip((values - vmin) * scale, 0.0, 1.0).astype(np.float32)
@@ -78,14 +111,26 @@ def decode_dataset(ds: pydicom.Dataset) -> DecodedImage:
     """Decode a single-frame grey-scale DICOM image (any transfer syntax pydicom can read).
 
     Raises:
-        UnusableImageError: not an image, colour, multi-frame, too small or too large, or the
-            pixel data cannot be decoded. The message never contains patient data.
+        UnusableImageError: not an image, colour, multi-frame, another body part, too small or too
+            large, or the pixel data or header cannot be decoded. The message never contains patient data.
     """
+    try:
+        return _decode(ds)
+    except UnusableImageError:
+        raise
+    except Exception as exc:  # a malformed header value can fail anywhere: never crash the hook
+        raise UnusableImageError(f"malformed image header or pixel data ({type(exc).__name__})") from exc
+
+
+def _decode(ds: pydicom.Dataset) -> DecodedImage:
     if "PixelData" not in ds:
         raise UnusableImageError("no Pixel Data (0x7FE0,0010): not an image object")
     photometric = str(getattr(ds, "PhotometricInterpretation", "")).strip()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise UnusableImageError(f"Photometric Interpretation {photometric or 'absent'} is not grey-scale")
+        raise UnusableImageError(f"Photometric Interpretation {photometric[:16] or 'absent'} is not grey-scale")
+    body_part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
+    if body_part and body_part not in HIP_BODY_PARTS:
+        raise UnusableImageError(f"Body Part Examined is {body_part[:16]}, not the hip or pelvis")
     if int(getattr(ds, "NumberOfFrames", 1) or 1) != 1:
         raise UnusableImageError("multi-frame image: a single radiograph is expected")
     rows, cols = int(getattr(ds, "Rows", 0)), int(getattr(ds, "Columns", 0))
@@ -102,11 +147,14 @@ def decode_dataset(ds: pydicom.Dataset) -> DecodedImage:
     if not np.issubdtype(stored.dtype, np.integer):
         raise UnusableImageError("floating-point pixel data is not supported")
 
-    lut, offset = _fused_lut(ds, stored)
+    padding = _padding_mask(ds, stored)
+    lut, offset = _fused_lut(ds, stored, padding)
     index = stored.astype(np.int64, copy=False) - offset if offset else stored
     pixels = np.take(lut, np.clip(index, 0, lut.size - 1))
     if photometric == "MONOCHROME1":
         pixels = 1.0 - pixels
+    if padding is not None:
+        pixels[padding] = 0.0  # padding is background: black, whatever the photometric interpretation
 
     orientation = getattr(ds, "PatientOrientation", None)
     row_direction = None

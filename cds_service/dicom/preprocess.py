@@ -62,8 +62,28 @@ def _sides(row_direction: str | None) -> tuple[Laterality | None, Laterality | N
     return None, None
 
 
+def unilateral_crop(image: DecodedImage, size: int) -> HipCrop:
+    """A single-hip view (Image Laterality R or L): the whole image is one hip.
+
+    It is mirrored when its midline lies on the image's left, as the image-right half of a pelvis is:
+    a left hip in the usual display (row direction "L"), or a right hip in a flipped one.
+    """
+    grey = to_uint8(image.pixels)
+    rows, cols = grey.shape
+    laterality: Laterality = "L" if image.image_laterality == "L" else "R"
+    flipped = bool(image.row_direction and image.row_direction.startswith("R"))
+    mirrored = (laterality == "L") != flipped
+    pixels = grey[:, ::-1] if mirrored else grey
+    return HipCrop(laterality, resize(np.ascontiguousarray(pixels), size, size), mirrored, (0, 0, cols, rows))
+
+
 def split_hips(image: DecodedImage, size: int) -> list[HipCrop]:
-    """Split a bilateral AP pelvis into two hip crops of ``size`` × ``size`` (image-left half first)."""
+    """Split a bilateral AP pelvis into two hip crops of ``size`` × ``size`` (image-left half first).
+
+    A single-hip view (Image Laterality R or L) gives one crop of the whole image instead.
+    """
+    if image.image_laterality in ("R", "L"):
+        return [unilateral_crop(image, size)]
     grey = to_uint8(image.pixels)
     rows, cols = grey.shape
     middle = cols // 2

@@ -38,3 +38,15 @@ def test_image_right_half_is_mirrored_to_the_canonical_orientation():
 def test_display_image_is_bounded():
     assert max(display_image(image("L", 3000, 2500)).shape) == DISPLAY_MAX_EDGE
     assert display_image(image("L", 100, 80), 1024).shape == (100, 80)
+
+
+def test_unilateral_left_hip_view_is_one_mirrored_crop():
+    pixels = np.zeros((100, 80), np.float32)
+    crops = split_hips(DecodedImage(pixels, "L", "L", "1"), 32)
+    assert len(crops) == 1 and crops[0].laterality == "L" and crops[0].mirrored
+    assert crops[0].box == (0, 0, 80, 100)
+
+
+def test_unilateral_right_hip_view_is_not_mirrored():
+    crops = split_hips(DecodedImage(np.zeros((100, 80), np.float32), "L", "R", "1"), 32)
+    assert [(c.laterality, c.mirrored) for c in crops] == [("R", False)]
