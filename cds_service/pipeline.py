@@ -167,8 +167,8 @@ class AnalysisPipeline:
         with tracer().start_as_current_span("decode") as span:
             span.set_attribute("dicom.transfer_syntax_uid", str(dataset.file_meta.get("TransferSyntaxUID", "")))
             image = decode_dataset(dataset)
-            span.set_attribute("dicom.rows", image.pixels.shape[0])
-            span.set_attribute("dicom.columns", image.pixels.shape[1])
+            span.set_attribute("dicom.rows", image.grey.shape[0])
+            span.set_attribute("dicom.columns", image.grey.shape[1])
             return image
 
     # Stage: split hips -----------------------------------------------------------------------
@@ -197,8 +197,8 @@ class AnalysisPipeline:
                 for i, crop in enumerate(crops)
             ]
             display = display_image(image)
-            heat = heat_canvas(heatmaps, image.pixels.shape, display.shape)
-            png = render_overlay_png(display, heatmaps, image.pixels.shape, heat=heat)
+            heat = heat_canvas(heatmaps, image.grey.shape, display.shape)
+            png = render_overlay_png(display, heatmaps, image.grey.shape, heat=heat)
             return heatmaps, display, heat.astype(np.float16), png
 
     # Stage: report ---------------------------------------------------------------------------
@@ -237,7 +237,7 @@ class AnalysisPipeline:
         )
         fracture_index = fracture.class_names.index("fracture") if "fracture" in fracture.class_names else 1
         heatmaps, display, heat, png = await asyncio.to_thread(self.explain, image, crops, outputs, fracture_index)
-        analysis = Analysis(findings, png, image.pixels.shape, heatmaps, display, heat)
+        analysis = Analysis(findings, png, image.grey.shape, heatmaps, display, heat)
         self._remember((image.sop_instance_uid, models_key), analysis)
         return analysis
 

@@ -42,11 +42,6 @@ class HipCrop:
     box: tuple[int, int, int, int]
 
 
-def to_uint8(pixels: np.ndarray) -> np.ndarray:
-    """Map float grey levels in [0, 1] to uint8 with rounding."""
-    return np.clip(pixels * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
 def resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
     """Resize a uint8 grey image with antialiasing (PIL's reducing gap keeps big images fast)."""
     image = Image.fromarray(pixels, mode="L")
@@ -68,7 +63,7 @@ def unilateral_crop(image: DecodedImage, size: int) -> HipCrop:
     It is mirrored when its midline lies on the image's left, as the image-right half of a pelvis is:
     a left hip in the usual display (row direction "L"), or a right hip in a flipped one.
     """
-    grey = to_uint8(image.pixels)
+    grey = image.grey
     rows, cols = grey.shape
     laterality: Laterality = "L" if image.image_laterality == "L" else "R"
     flipped = bool(image.row_direction and image.row_direction.startswith("R"))
@@ -84,7 +79,7 @@ def split_hips(image: DecodedImage, size: int) -> list[HipCrop]:
     """
     if image.image_laterality in ("R", "L"):
         return [unilateral_crop(image, size)]
-    grey = to_uint8(image.pixels)
+    grey = image.grey
     rows, cols = grey.shape
     middle = cols // 2
     left_side, right_side = _sides(image.row_direction)
@@ -113,7 +108,7 @@ DISPLAY_MAX_EDGE = 768
 
 def display_image(image: DecodedImage, max_edge: int = DISPLAY_MAX_EDGE) -> np.ndarray:
     """A uint8 copy of the whole radiograph, at most ``max_edge`` pixels wide or high, for overlays."""
-    grey = to_uint8(image.pixels)
+    grey = image.grey
     rows, cols = grey.shape
     scale = min(1.0, max_edge / max(rows, cols))
     if scale >= 1.0:
