@@ -74,6 +74,7 @@ class AnalysisPipeline:
         self.retriever = retriever
         self._cache: OrderedDict[tuple[str, str], Analysis] = OrderedDict()
         self._running: dict[tuple[str, str | None], asyncio.Task[Analysis]] = {}
+        self.order_codes = relevance.code_set(settings.relevant_order_codes)
         self.cache_size = 128  # ≈ 1.5 MB each at the display size
 
     @classmethod
@@ -96,7 +97,7 @@ class AnalysisPipeline:
         with tracer().start_as_current_span("relevance") as span:
             if request.hook not in ORDER_HOOKS:
                 return None
-            orders = relevance.relevant_orders(request.context)
+            orders = relevance.relevant_orders(request.context, self.order_codes)
             span.set_attribute("hipcad.relevant_orders", len(orders))
             return orders
 
@@ -204,7 +205,8 @@ class AnalysisPipeline:
     # Stage: report ---------------------------------------------------------------------------
     def report(self, analysis: Analysis, context: ReportContext) -> DiagnosticReport:
         with tracer().start_as_current_span("report"):
-            return build_diagnostic_report(analysis.findings, context, analysis.overlay_png)
+            rows, cols = analysis.display.shape
+            return build_diagnostic_report(analysis.findings, context, analysis.overlay_png, overlay_size=(cols, rows))
 
     # Stage: card -----------------------------------------------------------------------------
     def card(self, analysis: Analysis, report: DiagnosticReport) -> Card | None:

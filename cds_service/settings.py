@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cds_service.cdshooks.relevance import DEFAULT_CODES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -58,6 +60,12 @@ class Settings(BaseSettings):
         default_factory=list, description="Browser origins allowed by CORS (JSON list); `*` only in development."
     )
     feedback_db: Path = Field(REPO_ROOT / "var" / "feedback.sqlite3", description="SQLite file for cards and feedback.")
+
+    # Relevance
+    relevant_order_codes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_CODES),
+        description="Order codes that make a hook relevant, JSON list of 'system|code' (CPT, LOINC, SNOMED CT).",
+    )
 
     # Images
     dicom_folder: Path = Field(

@@ -13,8 +13,28 @@ OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-catego
 V3_OBSERVATION_VALUE = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"
 LOCAL_SYSTEM = "https://hipcad.example.org/fhir/CodeSystem/hipcad"
 
-#: LOINC 18748-4 "Diagnostic imaging study" (document type of an imaging report).
-REPORT_CODE = {"system": LOINC, "code": "18748-4", "display": "Diagnostic imaging study"}
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+MEDIA_TYPE = "http://terminology.hl7.org/CodeSystem/media-type"
+
+#: LOINC 30768-6 "XR Pelvis and Hip - bilateral Views" (RSNA/LOINC radiology playbook), for the
+#: bilateral AP pelvis; LOINC 30767-8 "XR Pelvis and Hip Views" for a single-hip view.
+REPORT_CODE_BILATERAL = {"system": LOINC, "code": "30768-6", "display": "XR Pelvis and Hip - bilateral Views"}
+REPORT_CODE_UNILATERAL = {"system": LOINC, "code": "30767-8", "display": "XR Pelvis and Hip Views"}
+#: SNOMED CT 359817006 "Closed fracture of hip (disorder)" — DiagnosticReport.conclusionCode when a
+#: fracture is suspected (member of the VSAC "Lower Body Fracture" value set
+#: 2.16.840.1.113883.3.464.1003.113.12.1037). A radiograph cannot tell open from closed; hip
+#: fractures are almost always closed, and the report is preliminary.
+HIP_FRACTURE = {"system": SNOMED, "code": "359817006", "display": "Closed fracture of hip (disorder)"}
+#: SNOMED CT 359820003 "Closed fracture of neck of femur (disorder)" (same value set), added when the
+#: Garden model's staging is reported (a femoral-neck fracture).
+NECK_OF_FEMUR_FRACTURE = {
+    "system": SNOMED,
+    "code": "359820003",
+    "display": "Closed fracture of neck of femur (disorder)",
+}
+#: DICOM DCM 130401 "Visual Explanation": the heat map is the AI's visual explanation of its finding.
+VISUAL_EXPLANATION = {"system": DCM, "code": "130401", "display": "Visual Explanation"}
+IMAGE = {"system": MEDIA_TYPE, "code": "image", "display": "Image"}
 #: HL7 v2 table 0074 "RAD" (Radiology) — DiagnosticReport.category.
 RADIOLOGY = {"system": V2_0074, "code": "RAD", "display": "Radiology"}
 #: observation-category "imaging".

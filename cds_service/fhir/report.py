@@ -1,10 +1,14 @@
 """Build the FHIR R4 DiagnosticReport (preliminary) for one analysed study, with fhir.resources R4B.
 
 Shape (http://hl7.org/fhir/R4/diagnosticreport.html): ``status`` preliminary, ``category`` RAD,
-``result`` → one Observation per hip (fracture suspected or not, probability, Garden stage with
-probabilities), ``presentedForm`` → the heat-map overlay PNG. The Observations and the AI Device
-are ``contained`` so the suggestion's single ``create`` action is directly POSTable. R4's
-DiagnosticReport.performer does not admit a Device, so each Observation names it in ``device``.
+``code`` LOINC XR Pelvis and Hip, ``result`` → one Observation per hip (fracture suspected or not,
+probability, Garden stage with probabilities, undisplaced/displaced), ``conclusion`` and
+``conclusionCode`` (SNOMED CT) when a fracture is suspected, ``media`` → a Media resource coded as a
+visual explanation (DICOM DCM 130401) holding the heat-map overlay, ``presentedForm`` → the same PNG,
+``meta.tag`` AIAST (AI asserted) everywhere. The Observations, the Media and the AI Device are
+``contained`` so the suggestion's single ``create`` action is directly POSTable. R4's
+DiagnosticReport.performer does not admit a Device, so the Observations name it in ``device``
+and the Media in ``device``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 
 from cds_service import __version__
 from cds_service.fhir import codes
+from cds_service.fhir.validate import check_bindings
 from cds_service.findings import GARDEN_STAGES, HipFinding, StudyFindings
 
 
@@ -121,31 +126,75 @@ def conclusion_text(findings: StudyFindings) -> str:
     return prefix + " ".join(parts)
 
 
+def _media(png_b64: str, context: ReportContext, issued: str, size: tuple[int, int] | None) -> dict:
+    media = {
+        "resourceType": "Media",
+        "id": "heatmap",
+        "meta": {"tag": [codes.AI_ASSERTED]},
+        "status": "completed",
+        "type": {"coding": [codes.IMAGE]},
+        "modality": {"coding": [codes.VISUAL_EXPLANATION]},
+        "subject": {"reference": f"Patient/{context.patient_id}"},
+        "issued": issued,
+        "device": {"reference": "#ai-device"},
+        "content": {"contentType": "image/png", "data": png_b64, "title": "AI heat map over the radiograph"},
+    }
+    if size:
+        media["width"], media["height"] = size
+    return media
+
+
+def _conclusion_codes(findings: StudyFindings) -> list[dict]:
+    fractured = findings.fractured_hips
+    if not fractured:
+        return []
+    coding = [codes.HIP_FRACTURE]
+    return [{"coding": coding, "text": "Suspected hip fracture (AI, preliminary)"}]
+
+
 def build_diagnostic_report(
-    findings: StudyFindings, context: ReportContext, overlay_png: bytes, issued: datetime | None = None
+    findings: StudyFindings,
+    context: ReportContext,
+    overlay_png: bytes,
+    issued: datetime | None = None,
+    overlay_size: tuple[int, int] | None = None,
 ) -> DiagnosticReport:
-    """The preliminary DiagnosticReport with contained Observations/Device and the heat-map PNG."""
-    issued = issued or datetime.now(UTC)
+    """The preliminary DiagnosticReport with contained Observations, Media and Device, and the heat-map PNG.
+
+    Raises:
+        InvalidResourceError: a coded value we emit breaks a FHIR binding (a bug, never the input's fault).
+    """
+    issued_at = (issued or datetime.now(UTC)).isoformat(timespec="seconds")
     observations = [_observation(i, hip, findings, context) for i, hip in enumerate(findings.hips)]
+    png_b64 = base64.b64encode(overlay_png).decode("ascii")
+    unilateral = len(findings.hips) == 1
     report: dict = {
         "resourceType": "DiagnosticReport",
         "meta": {"tag": [codes.AI_ASSERTED]},
-        "contained": [_device(findings), *observations],
+        "contained": [_device(findings), *observations, _media(png_b64, context, issued_at, overlay_size)],
         "status": "preliminary",
         "category": [{"coding": [codes.RADIOLOGY]}],
-        "code": {"coding": [codes.REPORT_CODE], "text": "AI hip fracture assessment"},
+        "code": {
+            "coding": [codes.REPORT_CODE_UNILATERAL if unilateral else codes.REPORT_CODE_BILATERAL],
+            "text": "AI hip fracture assessment",
+        },
         "subject": {"reference": f"Patient/{context.patient_id}"},
-        "issued": issued.isoformat(timespec="seconds"),
+        "issued": issued_at,
         "result": [{"reference": f"#{obs['id']}", "display": obs["bodySite"]["text"]} for obs in observations],
+        "media": [
+            {"comment": "Heat map: where the model looked (class activation map)", "link": {"reference": "#heatmap"}}
+        ],
         "conclusion": conclusion_text(findings),
         "presentedForm": [
             {
                 "contentType": "image/png",
-                "data": base64.b64encode(overlay_png).decode("ascii"),
+                "data": png_b64,
                 "title": "Heat map (class activation map) over the radiograph",
             }
         ],
     }
+    if conclusion_codes := _conclusion_codes(findings):
+        report["conclusionCode"] = conclusion_codes
     if context.effective:
         report["effectiveDateTime"] = context.effective
     if context.order_reference:
@@ -155,4 +204,5 @@ def build_diagnostic_report(
     if context.encounter_id:
         report["encounter"] = {"reference": f"Encounter/{context.encounter_id}"}
     report["contained"][0] = {k: v for k, v in report["contained"][0].items() if v is not None}
+    check_bindings(report)
     return DiagnosticReport.model_validate(report)

@@ -36,3 +36,15 @@ def test_selections_limit_the_orders_considered():
 
 def test_example_irrelevant_request_has_no_relevant_orders():
     assert relevant_orders(load_example("order-select-irrelevant.json")["context"]) == []
+
+
+def test_loinc_coded_orders_are_relevant_by_default():
+    assert is_hip_imaging_order(order("30768-6", system="http://loinc.org"))
+
+
+def test_the_code_set_is_configurable():
+    from cds_service.cdshooks.relevance import code_set
+
+    snomed = code_set(["http://snomed.info/sct|12345"])
+    assert is_hip_imaging_order(order("12345", system="http://snomed.info/sct"), snomed)
+    assert not is_hip_imaging_order(order("73502"), snomed)

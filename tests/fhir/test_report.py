@@ -46,3 +46,22 @@ def test_conclusion_carries_the_disclaimer_and_ai_tag():
     report = build()
     assert "not for clinical use" in report.conclusion
     assert report.meta.tag[0].code == "AIAST"
+
+
+def test_heat_map_media_is_coded_as_a_visual_explanation():
+    report = build()
+    media = next(r for r in report.contained if r.get_resource_type() == "Media")
+    assert media.modality.coding[0].system == "http://dicom.nema.org/resources/ontology/DCM"
+    assert media.modality.coding[0].code == "130401"
+    assert media.content.contentType == "image/png" and media.content.data == PNG
+    assert report.media[0].link.reference == "#heatmap"
+
+
+def test_conclusion_code_only_when_a_fracture_is_suspected():
+    assert build().conclusionCode[0].coding[0].code == "359817006"
+    assert build(right=0.1).conclusionCode is None
+
+
+def test_report_code_is_loinc_xr_pelvis_and_hip():
+    coding = build().code.coding[0]
+    assert (coding.system, coding.code) == ("http://loinc.org", "30768-6")

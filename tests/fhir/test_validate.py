@@ -1,0 +1,32 @@
+import pytest
+
+from cds_service.fhir.report import ReportContext, build_diagnostic_report
+from cds_service.fhir.validate import InvalidResourceError, check_bindings, problems
+from tests.findings_factory import findings
+
+
+def report_json() -> dict:
+    report = build_diagnostic_report(findings(), ReportContext("p1"), b"png")
+    return report.model_dump(mode="json", exclude_none=True)
+
+
+def test_what_we_emit_has_no_binding_problems():
+    assert problems(report_json()) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r.update(status="bogus"), "DiagnosticReport.status"),
+        (lambda r: r["contained"][1].update(status="done"), "Observation.status"),
+        (lambda r: r["contained"][0]["deviceName"][0].update(type="nickname"), "DeviceNameType"),
+        (lambda r: r["category"][0]["coding"][0].update(system="http://example.org/made-up"), "unknown code system"),
+        (lambda r: r["result"][0].update(reference="#nowhere"), "does not resolve"),
+        (lambda r: r["presentedForm"][0].update(contentType="text/plain"), "not an image type"),
+    ],
+)
+def test_binding_violations_are_caught(change, message):
+    resource = report_json()
+    change(resource)
+    with pytest.raises(InvalidResourceError, match=message):
+        check_bindings(resource)
