@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -21,6 +22,7 @@ from cds_service.errors import AuthenticationError, BadRequestError, PrefetchUna
 from cds_service.pipeline import AnalysisPipeline
 from cds_service.settings import Settings, get_settings
 from cds_service.telemetry import setup_tracing
+from cds_service.viewer import ResultStore, build_router, viewer_link
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +68,12 @@ def create_app(settings: Settings | None = None, pipeline: AnalysisPipeline | No
     verifier = JwtVerifier(trusted_issuers(settings), leeway_s=settings.jwt_leeway_s)
     feedback = FeedbackStore(settings.feedback_db)
 
+    viewer_store = ResultStore(settings.result_ttl_s)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pipeline = pipeline or AnalysisPipeline.from_settings(settings)
+        app.state.pipeline.viewer_link = partial(viewer_link, settings, viewer_store)
         grpc_server = None
         if settings.grpc_port:
             from cds_service.grpc_api import start_server
@@ -81,6 +86,8 @@ def create_app(settings: Settings | None = None, pipeline: AnalysisPipeline | No
 
     app = FastAPI(title="hipcad CDS service", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.feedback = feedback
+    app.state.viewer_store = viewer_store
+    app.include_router(build_router(settings, viewer_store))
     if settings.cors_allow_origins:
         if "*" in settings.cors_allow_origins:
             log.warning("CORS allows any origin: acceptable for development only")

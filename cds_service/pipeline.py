@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,10 +69,17 @@ class HookOutcome:
 class AnalysisPipeline:
     """Answers hook requests; one instance per process (it owns the cache and the clients)."""
 
-    def __init__(self, settings: Settings, inference: TritonInferenceClient, retriever: DicomRetriever) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        inference: TritonInferenceClient,
+        retriever: DicomRetriever,
+        viewer_link: Callable[[Analysis], str] | None = None,
+    ) -> None:
         self.settings = settings
         self.inference = inference
         self.retriever = retriever
+        self.viewer_link = viewer_link  # the card's "View heat map" link (set by the web app)
         self._cache: OrderedDict[tuple[str, str], Analysis] = OrderedDict()
         self._running: dict[tuple[str, str | None], asyncio.Task[Analysis]] = {}
         self.order_codes = relevance.code_set(settings.relevant_order_codes)
@@ -214,7 +222,10 @@ class AnalysisPipeline:
             if not analysis.findings.fractured_hips and not self.settings.negative_card:
                 return None
             card = cards.finding_card(
-                analysis.findings, report.model_dump(mode="json", exclude_none=True), self.settings.base_url()
+                analysis.findings,
+                report.model_dump(mode="json", exclude_none=True),
+                self.settings.base_url(),
+                viewer_url=self.viewer_link(analysis) if self.viewer_link else None,
             )
             span.set_attribute("cds.indicator", card.indicator)
             return card

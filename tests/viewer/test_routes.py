@@ -1,0 +1,194 @@
+"""The viewer's routes around a real Analysis: page, images, headers, refusals, links."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from cds_service.explain.heatmap import COLORMAP
+from cds_service.viewer import ResultStore, build_router, issue_token, sign, smart_app_context, viewer_link
+from cds_service.viewer.routes import heat_rgba, viewer_secret
+from tests.conftest import require
+from tests.test_end_to_end import hook_request, post
+from tests.viewer.conftest import make_analysis
+
+
+def path_of(url: str) -> str:
+    return url.removeprefix("http://127.0.0.1:8080")
+
+
+def check_headers(response) -> None:
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    csp = response.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp
+
+
+def test_viewer_link_is_absolute_and_signed(viewer_settings, store, analysis):
+    url = viewer_link(viewer_settings, store, analysis)
+    assert url.startswith("http://127.0.0.1:8080/viewer/")
+    token = url.rsplit("/", 1)[1]
+    assert len(store) == 1
+    assert viewer_link(viewer_settings, store, analysis).startswith("http://127.0.0.1:8080/viewer/")
+    assert len(store) == 1  # the same analysis is stored once
+    payload = base64.urlsafe_b64decode(token.split(".")[0] + "==").decode()
+    assert "pat-" not in payload and "1.2.3" not in payload  # no patient or study data
+
+
+def test_page_shows_findings_controls_and_disclaimer(viewer_client, viewer_settings, store, analysis):
+    response = viewer_client.get(path_of(viewer_link(viewer_settings, store, analysis)))
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    check_headers(response)
+    page = response.text
+    assert "NOT FOR CLINICAL USE" in page and "synthetic phantoms" in page
+    assert 'id="opacity"' in page and 'id="toggle"' in page
+    assert '<label for="opacity">' in page and '<label class="toggle" for="toggle">' in page
+    assert "Right hip" in page and "Left hip" in page
+    assert "94\u00a0%" in page and "3\u00a0%" in page
+    assert "<strong>III</strong> — displaced (Garden III–IV)" in page
+    assert page.count("Garden stage") == 1  # only the fractured hip is staged
+    assert "fracture@1" in page and "garden@1" in page
+    assert 'name="viewport"' in page and "alt=" in page
+    assert "http" not in page.replace("http-equiv", "")  # no external assets, no absolute URLs
+    assert "<script>" not in page and "<style" not in page and " style=" not in page  # CSP: no inline code
+
+
+def test_unknown_laterality_is_labelled_with_a_question_mark(viewer_client, viewer_settings, store, phantom_display):
+    analysis = make_analysis(phantom_display, right=0.2)
+    findings = analysis.findings
+    hips = [type(h)(None, h.fracture_probability, h.fractured, h.garden_probabilities) for h in findings.hips]
+    analysis = type(analysis)(
+        type(findings)(hips, findings.fracture_model, findings.garden_model, findings.sop_instance_uid),
+        analysis.overlay_png,
+        analysis.image_shape,
+        analysis.heatmaps,
+        analysis.display,
+        analysis.heat,
+    )
+    page = viewer_client.get(path_of(viewer_link(viewer_settings, store, analysis))).text
+    assert page.count(">?</span>") == 4  # two on the image, two in the findings
+    assert "Side unknown" in page and "Garden stage" not in page
+
+
+def test_images_match_the_analysis(viewer_client, viewer_settings, store, analysis):
+    base = path_of(viewer_link(viewer_settings, store, analysis))
+    grey = viewer_client.get(base + "/radiograph.png")
+    heat = viewer_client.get(base + "/heat.png")
+    for response in (grey, heat):
+        assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+        check_headers(response)
+    grey_image = Image.open(io.BytesIO(grey.content))
+    assert grey_image.mode == "L"
+    assert np.array_equal(np.asarray(grey_image), analysis.display)
+    rgba = np.asarray(Image.open(io.BytesIO(heat.content)))
+    assert rgba.shape == (*analysis.display.shape, 4)
+    values = analysis.heat.astype(np.float32)
+    assert (rgba[values < 0.2, 3] == 0).all()  # cold areas are transparent
+    hot = np.unravel_index(np.argmax(values), values.shape)
+    level = int(values[hot] * 255)
+    assert level >= 250 and rgba[hot][3] >= 253 and tuple(rgba[hot][:3]) == tuple(COLORMAP[level])
+    middle = analysis.display.shape[1] // 2
+    assert rgba[:, :middle, 3].any() and not rgba[:, middle + 1 :, 3].any()  # heat only on the right hip
+
+
+def test_heat_rgba_alpha_rises_with_heat():
+    rgba = heat_rgba(np.array([[0.0, 0.19, 0.25, 0.6, 1.0, np.nan]], dtype=np.float16))
+    assert [int(a) for a in rgba[0, :, 3]] == [0, 0, 159, 204, 255, 0]
+
+
+def test_static_assets_are_served_and_unknown_ones_are_not(viewer_client):
+    js = viewer_client.get("/viewer/static/viewer.js")
+    css = viewer_client.get("/viewer/static/viewer.css")
+    assert js.status_code == 200 and "javascript" in js.headers["content-type"] and "opacity" in js.text
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert "http" not in js.text and "@import" not in css.text and "url(" not in css.text
+    assert viewer_client.get("/viewer/static/routes.py").status_code == 404
+    assert viewer_client.get("/viewer/static/other.js").status_code == 404
+
+
+@pytest.mark.parametrize("suffix", ["", "/radiograph.png", "/heat.png"])
+def test_expired_link_is_refused_with_403(viewer_client, viewer_settings, store, analysis, suffix):
+    result_id = store.put(analysis)
+    token = sign(result_id, viewer_secret(viewer_settings), ttl_s=60, now=time.time() - 61)
+    response = viewer_client.get(f"/viewer/{token}{suffix}")
+    assert response.status_code == 403
+    assert "expired" in response.text
+    check_headers(response)
+
+
+@pytest.mark.parametrize("suffix", ["", "/radiograph.png", "/heat.png"])
+def test_tampered_link_is_refused_with_403(viewer_client, viewer_settings, store, analysis, suffix):
+    token = issue_token(viewer_settings, store, analysis)
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    for bad in (tampered, "garbage", "a.b", "x" * 2000, sign("guessed", b"other key", 60)):
+        response = viewer_client.get(f"/viewer/{bad}{suffix}")
+        assert response.status_code == 403, bad
+        assert "not valid" in response.text
+        check_headers(response)
+
+
+def test_link_signed_by_another_process_key_is_refused(viewer_settings, store, analysis):
+    other = viewer_settings.model_copy(update={"viewer_secret": ""})  # the random per-process key
+    token = issue_token(other, store, analysis)
+    app = FastAPI()
+    app.include_router(build_router(viewer_settings, store))
+    assert TestClient(app).get(f"/viewer/{token}").status_code == 403
+    app_default = FastAPI()
+    app_default.include_router(build_router(other, store))
+    assert TestClient(app_default).get(f"/viewer/{token}").status_code == 200
+
+
+def test_result_no_longer_kept_gets_404(viewer_settings, analysis):
+    store = ResultStore(ttl_s=3600, max_entries=1)
+    app = FastAPI()
+    app.include_router(build_router(viewer_settings, store))
+    token = issue_token(viewer_settings, store, analysis)
+    store.put(make_analysis(analysis.display))  # evicts the first
+    response = TestClient(app).get(f"/viewer/{token}")
+    assert response.status_code == 404 and "no longer available" in response.text
+    check_headers(response)
+
+
+def test_link_lifetime_is_capped_by_the_result_ttl(viewer_settings, analysis):
+    store = ResultStore(ttl_s=100)
+    token = issue_token(viewer_settings, store, analysis, now=1_000_000.0)
+    payload = base64.urlsafe_b64decode(token.split(".")[0] + "==").decode()
+    assert payload.endswith(".1000100")
+
+
+def test_smart_app_context_is_a_json_string_with_the_token():
+    context = smart_app_context("tok.en")
+    assert isinstance(context, str)
+    assert json.loads(context) == {"hipcadViewerToken": "tok.en", "viewerPath": "/viewer/tok.en"}
+
+
+def test_real_pipeline_result_is_viewable(service, ehr_keys, dicom_store, viewer_settings):
+    """A real analysis (Triton, the sample right Garden III phantom) through the viewer."""
+    response = post(service, ehr_keys[0], hook_request(dicom_store))
+    assert response.status_code == 200, response.text
+    cached = list(service.app.state.pipeline._cache.values())
+    require(bool(cached), "the pipeline cached no analysis")
+    analysis = cached[-1]
+    store = ResultStore(viewer_settings.result_ttl_s)
+    app = FastAPI()
+    app.include_router(build_router(viewer_settings, store))
+    client = TestClient(app)
+    base = path_of(viewer_link(viewer_settings, store, analysis))
+    page = client.get(base)
+    assert page.status_code == 200
+    for hip in analysis.findings.hips:
+        assert f"{100 * hip.fracture_probability:.0f}\u00a0%" in page.text
+    assert analysis.findings.fracture_model.label in page.text
+    heat = np.asarray(Image.open(io.BytesIO(client.get(base + "/heat.png").content)))
+    assert heat.shape == (*analysis.display.shape, 4)
+    # Visible exactly where the heat reaches the floor (the shipped untrained models may give none).
+    assert np.array_equal(heat[..., 3] > 0, analysis.heat.astype(np.float32) >= 0.2)
