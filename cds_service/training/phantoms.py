@@ -73,6 +73,7 @@ class HipTruth:
     side: str  # "R" or "L" (patient side)
     label: str
     box: tuple[int, int, int, int] | None
+    femur_box: tuple[int, int, int, int] | None = None  # proximal femur: head to lesser trochanter
 
     @property
     def fractured(self) -> bool:
@@ -88,7 +89,7 @@ class Phantom:
     """One rendered radiograph: intensity in [0, 1] (1 = bright bone) at working resolution."""
 
     image: np.ndarray
-    hips: tuple[HipTruth, HipTruth]  # (right, left) in work-resolution pixels
+    hips: tuple[HipTruth, ...]  # (right, left) in work-resolution pixels
     confounders: tuple[str, ...]
 
 
@@ -130,8 +131,11 @@ def _segment_mask(draw_size: tuple[int, int], points: list[tuple[float, float]],
 
 def _draw_hip(
     canvas: np.ndarray, rng: np.random.Generator, sign: int, label: str, implant: bool, arthritis: bool
-) -> tuple[int, int, int, int] | None:
-    """Draw one hip; ``sign`` -1 for the image-left hip, +1 for the image-right. Returns the fracture box."""
+) -> tuple[tuple[int, int, int, int] | None, tuple[int, int, int, int]]:
+    """Draw one hip; ``sign`` -1 for the image-left hip, +1 for the image-right.
+
+    Returns the fracture box (None without a fracture) and the proximal-femur box.
+    """
     rows, cols = canvas.shape
     yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
     scale = cols * rng.uniform(0.95, 1.05)
@@ -165,13 +169,17 @@ def _draw_hip(
     femur = np.maximum(femur, 0.65 * _soft(_ellipse(yy, xx, lesser[1], lesser[0], r_head * 0.35, r_head * 0.3)))
 
     head = _bone(_ellipse(yy, xx, cy, cx, r_head, r_head))
+    landmarks = np.array([[cx - r_head, cy - r_head], [cx + r_head, cy + r_head], troch, lesser + [0, r_head]])
+    femur_box = _clip_box(
+        (landmarks[:, 0].min(), landmarks[:, 1].min(), landmarks[:, 0].max(), landmarks[:, 1].max()), rows, cols
+    )
     box = None
     if implant:
         stem = _segment_mask(canvas.shape, [(cx, cy), tuple(base), tuple(shaft_top + [0, 4 * r_head])], r_head * 0.5)
         ball = _soft(_ellipse(yy, xx, cy, cx, r_head * 0.8, r_head * 0.8), 0.02)
         canvas += femur * 0.8 + 0.2 * head
         canvas += 1.2 * np.maximum(stem, ball)
-        return None
+        return None, femur_box
     if label.startswith("garden"):
         stage = GARDEN[label]
         t = rng.uniform(0.35, 0.6)
@@ -196,9 +204,15 @@ def _draw_hip(
         box = (points[:, 0].min() - pad, points[:, 1].min() - pad, points[:, 0].max() + pad, points[:, 1].max() + pad)
     elif label.startswith("ao"):
         kind = label[-2:]
-        a, b = troch + np.array([lateral * r_head * 0.4, -r_head * 0.5]), lesser + np.array([-lateral * r_head * 0.2, 0])
+        a, b = (
+            troch + np.array([lateral * r_head * 0.4, -r_head * 0.5]),
+            lesser + np.array([-lateral * r_head * 0.2, 0]),
+        )
         if kind == "A3":  # reverse obliquity
-            a, b = troch + np.array([lateral * r_head * 0.5, r_head * 1.5]), base + np.array([-lateral * r_head * 0.5, 0])
+            a, b = (
+                troch + np.array([lateral * r_head * 0.5, r_head * 1.5]),
+                base + np.array([-lateral * r_head * 0.5, 0]),
+            )
         line = _segment_mask(canvas.shape, [tuple(a), tuple(b)], max(1.5, r_head * 0.08))
         if kind == "A2":
             mid = (a + b) / 2
@@ -212,14 +226,35 @@ def _draw_hip(
     if arthritis:
         head = head * 1.1
     canvas += np.maximum(femur, head)
-    if box is None:
-        return None
+    return (None if box is None else _clip_box(box, rows, cols)), femur_box
+
+
+def _clip_box(box: tuple[float, float, float, float], rows: int, cols: int) -> tuple[int, int, int, int]:
     x0, y0, x1, y1 = box
     return (max(0, int(x0)), max(0, int(y0)), min(cols, int(x1) + 1), min(rows, int(y1) + 1))
 
 
-def render(rng: np.random.Generator, right: str, left: str, confounders: tuple[str, ...] = ()) -> Phantom:
-    """Draw one AP pelvis in the usual display (patient's right hip on the image left)."""
+def _rotate_box(
+    box: tuple[int, int, int, int] | None, angle: float, rows: int, cols: int
+) -> tuple[int, int, int, int] | None:
+    """The bounding box of ``box`` after PIL's ``rotate(angle)`` about the image centre."""
+    if box is None:
+        return None
+    x0, y0, x1, y1 = box
+    corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], dtype=np.float64) - [cols / 2, rows / 2]
+    theta = math.radians(angle)  # counter-clockwise on screen, y pointing down
+    rotation = np.array([[math.cos(theta), math.sin(theta)], [-math.sin(theta), math.cos(theta)]])
+    moved = corners @ rotation.T + [cols / 2, rows / 2]
+    return _clip_box((*moved.min(0), *moved.max(0)), rows, cols)
+
+
+def render(
+    rng: np.random.Generator, right: str, left: str, confounders: tuple[str, ...] = (), swap_marker: bool = False
+) -> Phantom:
+    """Draw one AP pelvis in the usual display (patient's right hip on the image left).
+
+    ``swap_marker`` burns the other laterality letter, everything else identical (the marker test).
+    """
     rows, cols = WORK
     yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
     canvas = 0.18 * _soft(_ellipse(yy, xx, rows * 0.55, cols / 2, rows * 0.75, cols * rng.uniform(0.42, 0.5)), 0.6)
@@ -238,8 +273,8 @@ def render(rng: np.random.Generator, right: str, left: str, confounders: tuple[s
             canvas += 1.0 * _segment_mask(canvas.shape, [(cols / 2 - 25, rows * y), (cols / 2 + 25, rows * y)], 6)
     implant_side = "R" if "implant_right" in confounders else "L" if "implant_left" in confounders else None
     arthritis = "osteoarthritis" in confounders
-    box_r = _draw_hip(canvas, rng, -1, right, implant_side == "R", arthritis)
-    box_l = _draw_hip(canvas, rng, +1, left, implant_side == "L", arthritis)
+    box_r, femur_r = _draw_hip(canvas, rng, -1, right, implant_side == "R", arthritis)
+    box_l, femur_l = _draw_hip(canvas, rng, +1, left, implant_side == "L", arthritis)
     image = np.clip(canvas / rng.uniform(1.6, 1.9), 0, 1)
     # Positioning: a small rotation; exposure: offset and contrast.
     angle = rng.uniform(-3, 3)
@@ -250,9 +285,14 @@ def render(rng: np.random.Generator, right: str, left: str, confounders: tuple[s
     if rng.random() < 0.8:  # laterality marker burned in at a random place (must not be learned)
         marker = Image.fromarray((image * 255).astype(np.uint8))
         x, y = int(rng.uniform(20, cols - 60)), int(rng.uniform(15, rows * 0.3))
-        ImageDraw.Draw(marker).text((x, y), str(rng.choice(["R", "L"])), fill=255, font_size=int(rng.uniform(20, 36)))
+        letter = str(rng.choice(["R", "L"]))
+        letter = {"R": "L", "L": "R"}[letter] if swap_marker else letter
+        ImageDraw.Draw(marker).text((x, y), letter, fill=255, font_size=int(rng.uniform(20, 36)))
         image = np.maximum(image, np.asarray(marker, np.float32) / 255.0 * (np.asarray(marker) == 255))
-    hips = (HipTruth("R", right, box_r), HipTruth("L", left, box_l))
+    hips = tuple(
+        HipTruth(side, label, _rotate_box(box, angle, rows, cols), _rotate_box(femur, angle, rows, cols))
+        for side, label, box, femur in (("R", right, box_r, femur_r), ("L", left, box_l, femur_l))
+    )
     return Phantom(image=image.astype(np.float32), hips=hips, confounders=confounders)
 
 
@@ -278,10 +318,14 @@ def _scale_box(box: tuple[int, int, int, int] | None, sx: float, sy: float) -> t
     return (int(box[0] * sx), int(box[1] * sy), math.ceil(box[2] * sx), math.ceil(box[3] * sy))
 
 
-def to_dataset(phantom: Phantom, site: SiteProfile, seed: int, index: int = 0) -> tuple[pydicom.Dataset, tuple[HipTruth, ...]]:
+def to_dataset(
+    phantom: Phantom, site: SiteProfile, seed: int, index: int = 0
+) -> tuple[pydicom.Dataset, tuple[HipTruth, ...]]:
     """Encode a phantom as a DICOM dataset of the site's profile; boxes are scaled to stored pixels."""
     rows, cols = phantom.image.shape
-    image = np.asarray(Image.fromarray(phantom.image, mode="F").resize((site.columns, site.rows), Image.Resampling.BILINEAR))
+    image = np.asarray(
+        Image.fromarray(phantom.image, mode="F").resize((site.columns, site.rows), Image.Resampling.BILINEAR)
+    )
     rng = np.random.default_rng([seed, index, 99])
     image = np.clip(image + rng.normal(0, site.noise, image.shape).astype(np.float32), 0, 1) ** site.gamma
     if site.photometric == "MONOCHROME1":
@@ -289,7 +333,9 @@ def to_dataset(phantom: Phantom, site: SiteProfile, seed: int, index: int = 0) -
     top = (1 << site.bits) - 1
     stored = np.round(image * top).astype(np.uint8 if site.bits <= 8 else np.uint16)
     sx, sy = site.columns / cols, site.rows / rows
-    hips = tuple(HipTruth(h.side, h.label, _scale_box(h.box, sx, sy)) for h in phantom.hips)
+    hips = tuple(
+        HipTruth(h.side, h.label, _scale_box(h.box, sx, sy), _scale_box(h.femur_box, sx, sy)) for h in phantom.hips
+    )
 
     uid = lambda kind: generate_uid(UID_PREFIX, entropy_srcs=[str(seed), str(index), site.name, kind])  # noqa: E731
     ds = pydicom.Dataset()
@@ -354,7 +400,9 @@ def write_phantom_set(folder: Path, count: int, seed: int, sites: tuple[str, ...
             name = f"phantom-{seed}-{index:05d}.dcm"
             ds.save_as(folder / name, enforce_file_format=True)
             for hip in hips:
-                writer.writerow([name, hip.side, hip.label, *(hip.box or ("", "", "", "")), site.name, "|".join(confounders)])
+                writer.writerow(
+                    [name, hip.side, hip.label, *(hip.box or ("", "", "", "")), site.name, "|".join(confounders)]
+                )
     return folder / "labels.csv"
 
 

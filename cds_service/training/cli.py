@@ -1,0 +1,105 @@
+"""Training commands for ``cds-service``: phantoms, train, export, evaluate (torch imported lazily)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cds_service.settings import REPO_ROOT
+
+
+def _phantoms(args: argparse.Namespace) -> int:
+    from cds_service.training.phantoms import SITES, TRAINING_SITES, write_phantom_set
+
+    sites = tuple(args.sites.split(",")) if args.sites else TRAINING_SITES
+    unknown = [site for site in sites if site not in SITES]
+    if unknown:
+        raise SystemExit(f"unknown site profile(s): {', '.join(unknown)}; known: {', '.join(SITES)}")
+    labels = write_phantom_set(Path(args.output), args.count, args.seed, sites)
+    print(f"wrote {args.count} studies and {labels}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from cds_service.training.train import TrainConfig, train_all
+
+    config = TrainConfig(
+        backbone=args.backbone,
+        input_size=args.input_size,
+        train_studies=args.train_studies,
+        val_studies=args.val_studies,
+        fracture_epochs=args.fracture_epochs,
+        garden_epochs=args.garden_epochs,
+        seed=args.seed,
+    )
+    summary = train_all(config, Path(args.repository), Path(args.work))
+    fracture = summary["fracture"]
+    print(
+        f"fracture: validation AUC {fracture['val_auc']:.3f}, threshold {fracture['threshold']:.3f} "
+        f"(sensitivity {fracture['val_sensitivity']:.3f}, specificity {fracture['val_specificity']:.3f})"
+    )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    import torch
+
+    from cds_service.training.export import ExportMetadata, export_model
+    from cds_service.training.model import CamNet, create_backbone
+    from cds_service.training.train import FRACTURE_CLASSES, GARDEN_CLASSES
+
+    torch.manual_seed(args.seed)
+    for name, classes in (("fracture", FRACTURE_CLASSES), ("garden", GARDEN_CLASSES)):
+        net = CamNet(create_backbone(args.backbone, len(classes))).eval()
+        path = export_model(net, Path(args.repository), name, ExportMetadata(classes, args.backbone, args.input_size))
+        print(f"exported untrained {name} to {path}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from cds_service.training.evaluate import evaluate
+
+    evaluate(Path(args.repository), Path(args.output), studies=args.studies, seed=args.seed, fast=args.fast)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the training subcommands to the ``cds-service`` parser."""
+    from cds_service.training.train import TrainConfig
+
+    defaults = TrainConfig()
+    repository = str(REPO_ROOT / "model_repository")
+
+    phantoms = subparsers.add_parser("phantoms", help="write synthetic AP pelvis phantoms (DICOM + labels.csv)")
+    phantoms.add_argument("--output", default="var/phantoms", help="folder (default: %(default)s)")
+    phantoms.add_argument("--count", type=int, default=100, help="number of studies (default: %(default)s)")
+    phantoms.add_argument("--seed", type=int, default=1)
+    phantoms.add_argument("--sites", default="", help="comma-separated site profiles (default: the training sites)")
+    phantoms.set_defaults(func=_phantoms)
+
+    train = subparsers.add_parser("train", help="train the fracture and Garden models and export them [train extra]")
+    train.add_argument("--backbone", default=defaults.backbone, help="timm model name (default: %(default)s)")
+    train.add_argument("--input-size", type=int, default=defaults.input_size)
+    train.add_argument("--train-studies", type=int, default=defaults.train_studies)
+    train.add_argument("--val-studies", type=int, default=defaults.val_studies)
+    train.add_argument("--fracture-epochs", type=int, default=defaults.fracture_epochs)
+    train.add_argument("--garden-epochs", type=int, default=defaults.garden_epochs)
+    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--repository", default=repository, help="model repository to export into")
+    train.add_argument("--work", default="var/training", help="datasets, checkpoints, summary")
+    train.set_defaults(func=_train)
+
+    export = subparsers.add_parser("export", help="export UNTRAINED models with the serving contract [train extra]")
+    export.add_argument("--backbone", default=defaults.backbone)
+    export.add_argument("--input-size", type=int, default=defaults.input_size)
+    export.add_argument("--seed", type=int, default=0)
+    export.add_argument("--repository", default=repository)
+    export.set_defaults(func=_export)
+
+    evaluate = subparsers.add_parser("evaluate", help="STARD-style evaluation on fresh held-out phantoms [train extra]")
+    evaluate.add_argument("--repository", default=repository)
+    evaluate.add_argument("--output", default="docs/evaluation", help="report folder (default: %(default)s)")
+    evaluate.add_argument("--studies", type=int, default=400, help="studies per site group (default: %(default)s)")
+    evaluate.add_argument("--seed", type=int, default=424242)
+    evaluate.add_argument("--fast", action="store_true", help="small set, fewer bootstrap resamples (CI)")
+    evaluate.set_defaults(func=_evaluate)

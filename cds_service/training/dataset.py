@@ -1,0 +1,150 @@
+"""Hip-crop datasets from phantoms, through the serving preprocessing (decode → LUT → split → resize).
+
+Each phantom study is rendered, encoded as DICOM with a site profile (at a reduced size: the model
+only sees S×S crops, and every step of the stored-image path is still exercised), decoded with
+:func:`cds_service.dicom.decode.decode_dataset` and split with
+:func:`cds_service.dicom.preprocess.split_hips` — the very functions serving uses — so training and
+serving cannot drift. Fracture boxes are mapped into crop coordinates with the same split and mirroring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cds_service.dicom.decode import decode_dataset
+from cds_service.dicom.preprocess import HipCrop, split_hips
+from cds_service.training.phantoms import (
+    GARDEN,
+    LABELS,
+    SITES,
+    TRAINING_SITES,
+    HipTruth,
+    random_confounders,
+    render,
+    to_dataset,
+)
+
+
+@dataclass
+class CropSet:
+    """Hip crops with their ground truth (first axis = crop)."""
+
+    images: np.ndarray  # uint8 [N, S, S]
+    label: np.ndarray  # int [N], index into phantoms.LABELS
+    boxes: np.ndarray  # float [N, 4] (x0, y0, x1, y1) in crop pixels; NaN when no fracture
+    site: np.ndarray  # str [N]
+    femur: np.ndarray  # float [N, 4] proximal-femur box in crop pixels
+
+    @property
+    def fractured(self) -> np.ndarray:
+        return self.label != 0
+
+    @property
+    def garden(self) -> np.ndarray:
+        """Garden stage index 0–3, or -1 when the crop is not a femoral-neck fracture."""
+        return np.array([GARDEN.get(LABELS[i], -1) for i in self.label])
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def subset(self, mask: np.ndarray) -> CropSet:
+        return CropSet(self.images[mask], self.label[mask], self.boxes[mask], self.site[mask], self.femur[mask])
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, **dataclasses.asdict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> CropSet:
+        with np.load(path, allow_pickle=False) as data:
+            return cls(**{field.name: data[field.name] for field in dataclasses.fields(cls)})
+
+
+def crop_box(box: tuple[int, int, int, int], crop: HipCrop, size: int) -> np.ndarray:
+    """A stored-image box in the crop's pixel coordinates (same split, mirroring and resize)."""
+    x0, y0, x1, y1 = crop.box
+    sx, sy = size / (x1 - x0), size / (y1 - y0)
+    bx0, bx1 = box[0] - x0, box[2] - x0
+    if crop.mirrored:
+        bx0, bx1 = (x1 - x0) - bx1, (x1 - x0) - bx0
+    return np.array([bx0 * sx, (box[1] - y0) * sy, bx1 * sx, (box[3] - y0) * sy], dtype=np.float32).clip(0, size)
+
+
+def _labels(rng: np.random.Generator, p_fracture: float) -> tuple[str, str]:
+    if rng.random() >= p_fracture:
+        return "none", "none"
+    label = str(rng.choice(LABELS[1:], p=[0.15, 0.15, 0.15, 0.15, 0.14, 0.13, 0.13]))
+    return (label, "none") if rng.random() < 0.5 else ("none", label)
+
+
+def _chunk(args: tuple[int, int, int, tuple[str, ...], int, float, float, bool, bool]) -> CropSet:
+    seed, start, count, sites, size, scale, p_fracture, swap_marker, compression = args
+    images, labels, boxes, site_names, femurs = [], [], [], [], []
+    for index in range(start, start + count):
+        rng = np.random.default_rng([seed, index])
+        right, left = _labels(rng, p_fracture)
+        phantom = render(rng, right, left, random_confounders(rng, right, left), swap_marker=swap_marker)
+        base = SITES[sites[index % len(sites)]]
+        site = dataclasses.replace(
+            base,
+            columns=int(base.columns * scale),
+            rows=int(base.rows * scale),
+            compressed=base.compressed and compression,
+        )
+        ds, hips = to_dataset(phantom, site, seed, index)
+        truth: dict[str, HipTruth] = {hip.side: hip for hip in hips}
+        for crop in split_hips(decode_dataset(ds), size):
+            hip = truth[crop.laterality or "R"]
+            images.append(crop.pixels)
+            labels.append(LABELS.index(hip.label))
+            boxes.append(crop_box(hip.box, crop, size) if hip.box else np.full(4, np.nan, np.float32))
+            site_names.append(site.name)
+            femurs.append(crop_box(hip.femur_box, crop, size) if hip.femur_box else np.full(4, np.nan, np.float32))
+    return CropSet(np.stack(images), np.array(labels), np.stack(boxes), np.array(site_names), np.stack(femurs))
+
+
+def generate(
+    count: int,
+    seed: int,
+    size: int,
+    sites: tuple[str, ...] = TRAINING_SITES,
+    scale: float = 0.25,
+    p_fracture: float = 0.9,
+    workers: int = 2,
+    progress: bool = True,
+    swap_marker: bool = False,
+    compression: bool = False,
+) -> CropSet:
+    """``count`` phantom studies → 2·count hip crops, deterministic by ``seed`` whatever ``workers`` is.
+
+    Images are stored at ``scale`` × the site's size; ``compression`` keeps the site's lossless
+    compression (slower; pixel-identical, so training skips it).
+    """
+    from rich.progress import Progress
+
+    chunk = 25
+    jobs = [
+        (seed, start, min(chunk, count - start), sites, size, scale, p_fracture, swap_marker, compression)
+        for start in range(0, count, chunk)
+    ]
+    parts: list[CropSet] = []
+    # "spawn": forking a process whose OpenMP/torch threads are running can deadlock the children.
+    context = multiprocessing.get_context("spawn")
+    with Progress(disable=not progress) as bar, ProcessPoolExecutor(workers, mp_context=context) as pool:
+        task = bar.add_task(f"Phantoms (seed {seed}, {'/'.join(sites)})", total=count)
+        for part in pool.map(_chunk, jobs):
+            parts.append(part)
+            bar.advance(task, len(part) // 2)
+    return CropSet(
+        np.concatenate([p.images for p in parts]),
+        np.concatenate([p.label for p in parts]),
+        np.concatenate([p.boxes for p in parts]),
+        np.concatenate([p.site for p in parts]),
+        np.concatenate([p.femur for p in parts]),
+    )

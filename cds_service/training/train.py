@@ -1,0 +1,185 @@
+"""Train the fracture (2-class) and Garden (4-class) models on phantom hip crops, deterministically.
+
+The operating threshold of the fracture model is chosen on the validation split (Youden's J) and
+stored with the exported model together with the validation sensitivity and specificity.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from cds_service.training.dataset import generate
+from cds_service.training.export import SYNTHETIC_DISCLAIMER, ExportMetadata, export_model
+from cds_service.training.metrics import roc_auc, youden_threshold
+from cds_service.training.model import CamNet, create_backbone, normalise_batch
+
+FRACTURE_CLASSES = ("no_fracture", "fracture")
+GARDEN_CLASSES = ("garden_I", "garden_II", "garden_III", "garden_IV")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines the shipped weights (stored next to them)."""
+
+    backbone: str = "test_resnet"  # timm's tiny ResNet (0.37 M parameters): trains on a 2-core CPU
+    input_size: int = 192
+    train_studies: int = 2500
+    val_studies: int = 400
+    fracture_epochs: int = 8
+    garden_epochs: int = 20
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    seed: int = 20261122
+    threads: int = 2
+
+
+def seed_everything(seed: int, threads: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+
+
+def _augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Exposure and noise jitter on uint8 crops (no flips: crops share one canonical orientation)."""
+    x = batch.float()
+    gain = 0.85 + 0.3 * torch.rand(len(x), 1, 1, 1, generator=generator)
+    offset = -20 + 40 * torch.rand(len(x), 1, 1, 1, generator=generator)
+    noise = 4 * torch.randn(x.shape, generator=generator)
+    shift = [int(v) for v in torch.randint(-8, 9, (2,), generator=generator)]
+    x = torch.roll(x * gain + offset + noise, shifts=shift, dims=(2, 3))
+    return x.clamp(0, 255)
+
+
+def predict(net: CamNet, images: np.ndarray, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities and raw CAMs for uint8 crops [N, S, S] (eval mode, no grad)."""
+    net.eval()
+    probs, cams = [], []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            x = torch.from_numpy(images[start : start + batch_size]).unsqueeze(1)
+            logits, cam = net(normalise_batch(x))
+            probs.append(torch.softmax(logits, 1).numpy())
+            cams.append(cam.numpy())
+    return np.concatenate(probs), np.concatenate(cams)
+
+
+def fit(
+    images: np.ndarray,
+    targets: np.ndarray,
+    classes: int,
+    config: TrainConfig,
+    epochs: int,
+    title: str,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[CamNet, list[dict]]:
+    """Train a CamNet from scratch; returns it (eval mode) and the per-epoch history."""
+    seed_everything(config.seed, config.threads)
+    net = CamNet(create_backbone(config.backbone, classes))
+    optimiser = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+    steps = epochs * math.ceil(len(images) / config.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate, total_steps=steps)
+    counts = np.bincount(targets, minlength=classes).astype(np.float32)
+    weights = torch.from_numpy(counts.sum() / (classes * np.maximum(counts, 1)))
+    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=0.05)
+    generator = torch.Generator().manual_seed(config.seed)
+    history = []
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    with Progress(*columns) as bar:
+        task = bar.add_task(title, total=steps)
+        for epoch in range(epochs):
+            net.train()
+            order = torch.randperm(len(images), generator=generator).numpy()
+            total, started = 0.0, time.perf_counter()
+            for start in range(0, len(order), config.batch_size):
+                index = order[start : start + config.batch_size]
+                x = _augment(torch.from_numpy(images[index]).unsqueeze(1), generator)
+                logits, _ = net(normalise_batch(x))
+                loss = loss_fn(logits, torch.from_numpy(targets[index]).long())
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                total += float(loss) * len(index)
+                bar.advance(task)
+            record = {"epoch": epoch + 1, "loss": total / len(images), "seconds": time.perf_counter() - started}
+            if val is not None:
+                probs, _ = predict(net, val[0])
+                record["val_accuracy"] = float((probs.argmax(1) == val[1]).mean())
+                if classes == 2:
+                    record["val_auc"] = roc_auc(val[1], probs[:, 1])
+            history.append(record)
+            bar.console.print(f"{title} epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items()))
+    return net.eval(), history
+
+
+def train_all(config: TrainConfig, repository: Path, work: Path) -> dict:
+    """Generate data, train both models, choose the operating point, export to ``repository``."""
+    work.mkdir(parents=True, exist_ok=True)
+    train = generate(config.train_studies, config.seed, config.input_size)
+    val = generate(config.val_studies, config.seed + 1, config.input_size)
+    train.save(work / "train.npz")
+    val.save(work / "val.npz")
+
+    fracture, fracture_history = fit(
+        train.images,
+        train.fractured.astype(int),
+        2,
+        config,
+        config.fracture_epochs,
+        "fracture",
+        val=(val.images, val.fractured.astype(int)),
+    )
+    p_val, _ = predict(fracture, val.images)
+    threshold, sensitivity, specificity = youden_threshold(val.fractured, p_val[:, 1])
+
+    neck_train, neck_val = train.subset(train.garden >= 0), val.subset(val.garden >= 0)
+    garden, garden_history = fit(
+        neck_train.images,
+        neck_train.garden,
+        4,
+        config,
+        config.garden_epochs,
+        "garden",
+        val=(neck_val.images, neck_val.garden),
+    )
+    common = {
+        "architecture": config.backbone,
+        "input_size": config.input_size,
+        "training_data": "synthetic-phantoms",
+        "disclaimer": SYNTHETIC_DISCLAIMER,
+        "extra": {"train_config": json.dumps(asdict(config))},
+    }
+    export_model(
+        fracture,
+        repository,
+        "fracture",
+        ExportMetadata(
+            FRACTURE_CLASSES, operating_threshold=threshold, sensitivity=sensitivity, specificity=specificity, **common
+        ),
+    )
+    export_model(garden, repository, "garden", ExportMetadata(GARDEN_CLASSES, **common))
+    torch.save(fracture.state_dict(), work / "fracture.pt")
+    torch.save(garden.state_dict(), work / "garden.pt")
+    summary = {
+        "config": asdict(config),
+        "fracture": {
+            "history": fracture_history,
+            "threshold": threshold,
+            "val_sensitivity": sensitivity,
+            "val_specificity": specificity,
+            "val_auc": roc_auc(val.fractured, p_val[:, 1]),
+        },
+        "garden": {"history": garden_history},
+    }
+    (work / "training-summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

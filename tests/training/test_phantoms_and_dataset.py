@@ -1,0 +1,54 @@
+import numpy as np
+import pydicom
+
+from cds_service.dicom.decode import decode_dataset, read_dicom
+from cds_service.training.dataset import generate
+from cds_service.training.phantoms import SITES, render, to_dataset, write_sample_study
+
+
+def test_sample_study_is_valid_dicom_with_laterality_and_uids(tmp_path):
+    path = write_sample_study(tmp_path, seed=7)
+    ds = pydicom.dcmread(path)
+    assert ds.file_meta.TransferSyntaxUID and ds.SOPInstanceUID == ds.file_meta.MediaStorageSOPInstanceUID
+    assert ds.PatientOrientation == ["L", "F"] and ds.BodyPartExamined == "PELVIS" and ds.ViewPosition == "AP"
+    assert "phantom" in ds.StudyDescription.lower()
+    assert decode_dataset(read_dicom(path)).grey.shape == (ds.Rows, ds.Columns)
+
+
+def test_phantoms_are_deterministic_by_seed(tmp_path):
+    a = write_sample_study(tmp_path / "a", seed=9).read_bytes()
+    b = write_sample_study(tmp_path / "b", seed=9).read_bytes()
+    c = write_sample_study(tmp_path / "c", seed=10).read_bytes()
+    assert a == b and a != c
+
+
+def test_every_site_profile_encodes_and_decodes():
+    phantom = render(np.random.default_rng(1), "garden_IV", "none")
+    for site in SITES.values():
+        small = site.__class__(**{**site.__dict__, "columns": site.columns // 8, "rows": site.rows // 8})
+        ds, hips = to_dataset(phantom, small, seed=1)
+        image = decode_dataset(ds)
+        assert image.grey.shape == (small.rows, small.columns)
+        assert hips[0].box is not None and hips[1].box is None
+        # MONOCHROME1 sites are inverted back: bone is bright in the decoded image either way.
+        x0, y0, x1, y1 = hips[0].femur_box
+        assert image.grey[y0:y1, x0:x1].mean() > image.grey.mean()
+
+
+def test_fracture_boxes_follow_the_split_and_mirroring():
+    crops = generate(6, seed=4, size=64, progress=False, workers=1)
+    fractured = crops.fractured
+    assert fractured.any() and (~fractured).any()
+    assert np.isnan(crops.boxes[~fractured]).all() and not np.isnan(crops.boxes[fractured]).any()
+    boxes = crops.boxes[fractured]
+    assert ((boxes[:, 0] < boxes[:, 2]) & (boxes[:, 2] <= 64) & (boxes[:, 0] >= 0)).all()
+    # Mirrored crops put every hip in one orientation: fracture boxes sit on the same side of the crop.
+    femur_centres = (crops.femur[:, 0] + crops.femur[:, 2]) / 2
+    assert np.ptp(femur_centres) < 20
+
+
+def test_generation_is_deterministic_whatever_the_worker_count():
+    one = generate(4, seed=2, size=32, progress=False, workers=1)
+    two = generate(4, seed=2, size=32, progress=False, workers=2)
+    np.testing.assert_array_equal(one.images, two.images)
+    np.testing.assert_array_equal(one.label, two.label)
