@@ -24,7 +24,7 @@ from cds_service.cdshooks import cards, relevance
 from cds_service.cdshooks.models import Card, CdsResponse, HookRequest
 from cds_service.dicom.decode import DecodedImage, decode_dataset
 from cds_service.dicom.preprocess import HipCrop, display_image, split_hips
-from cds_service.dicom.retrieve import DicomRetriever
+from cds_service.dicom.retrieve import DicomRetriever, DicomwebCredentials
 from cds_service.errors import (
     InferenceError,
     PrefetchUnavailableError,
@@ -90,6 +90,7 @@ class AnalysisPipeline:
         retriever = DicomRetriever(
             [*settings.dicomweb_allowed_bases, settings.dicom_folder.resolve().as_uri()],
             timeout_s=settings.dicomweb_timeout_s,
+            credentials={base: DicomwebCredentials(**value) for base, value in settings.dicomweb_credentials.items()},
         )
         inference = TritonInferenceClient(settings.triton_url, settings.triton_model, settings.triton_timeout_s)
         return cls(settings, inference, retriever)

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="DICOMweb base URLs the service may contact (JSON list); the local folder store is always allowed.",
     )
+    dicomweb_credentials: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description='Credentials per DICOMweb base, JSON: {"<base>": {"username": "...", "password": "..."} '
+        'or {"bearer_token": "..."}}.',
+    )
     fhir_allowed_bases: list[str] = Field(
         default_factory=list, description="FHIR server base URLs the service may search (JSON list)."
     )

@@ -10,11 +10,14 @@ thread with a deadline.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import pydicom
+import requests
 from dicomweb_client import DICOMfileClient, DICOMwebClient
 from dicomweb_client.api import DICOMClient
 
@@ -26,12 +29,39 @@ log = logging.getLogger(__name__)
 STORED = (("application/dicom", "*"),)
 
 
+@dataclass(frozen=True)
+class DicomwebCredentials:
+    """How to authenticate to one DICOMweb base: HTTP basic or a bearer token (never the EHR's FHIR token)."""
+
+    username: str | None = None
+    password: str | None = None
+    bearer_token: str | None = None
+
+    def __repr__(self) -> str:  # never print secrets
+        return f"DicomwebCredentials(username={self.username!r}, password=<redacted>, bearer_token=<redacted>)"
+
+    def session(self, timeout_s: float) -> requests.Session:
+        session = requests.Session()
+        if self.username is not None:
+            session.auth = (self.username, self.password or "")
+        if self.bearer_token:
+            session.headers["Authorization"] = f"Bearer {self.bearer_token}"
+        session.request = functools.partial(session.request, timeout=timeout_s)  # type: ignore[method-assign]
+        return session
+
+
 class DicomRetriever:
     """Retrieves instances from allow-listed DICOMweb bases; clients are cached per base."""
 
-    def __init__(self, allowed_bases: Sequence[str], timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        allowed_bases: Sequence[str],
+        timeout_s: float = 10.0,
+        credentials: Mapping[str, DicomwebCredentials] | None = None,
+    ) -> None:
         self.allowed_bases = [base.rstrip("/") for base in allowed_bases]
         self.timeout_s = timeout_s
+        self.credentials = {base.rstrip("/"): value for base, value in (credentials or {}).items()}
         self._clients: dict[str, DICOMClient] = {}
         self._lock = threading.Lock()
 
@@ -46,7 +76,9 @@ class DicomRetriever:
                 if address.startswith("file://"):
                     client = DICOMfileClient(url=address, update_db=True, in_memory=True)
                 else:
-                    client = DICOMwebClient(url=address)
+                    base = next((b for b in self.credentials if address == b or address.startswith(b + "/")), None)
+                    creds = self.credentials.get(base, DicomwebCredentials()) if base else DicomwebCredentials()
+                    client = DICOMwebClient(url=address, session=creds.session(self.timeout_s))
                 self._clients[address] = client
             return client
 
@@ -74,5 +106,10 @@ class DicomRetriever:
             raise
         except TimeoutError as exc:
             raise StudyUnavailableError(f"the image store did not answer within {self.timeout_s:.0f} s") from exc
-        except Exception as exc:  # HTTP errors, missing files, parse errors: all mean "no image"
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else "?"
+            raise StudyUnavailableError(f"the image store answered HTTP {status}") from exc
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise StudyUnavailableError(f"the image store is unreachable ({type(exc).__name__})") from exc
+        except Exception as exc:  # missing files, parse errors: all mean "no image"
             raise StudyUnavailableError(f"image retrieval failed ({type(exc).__name__})") from exc
