@@ -197,12 +197,25 @@ class AnalysisPipeline:
 
     # Stage: explain --------------------------------------------------------------------------
     def explain(
-        self, image: DecodedImage, crops: list[HipCrop], outputs: HipInference, fracture_index: int
+        self,
+        image: DecodedImage,
+        crops: list[HipCrop],
+        outputs: HipInference,
+        fracture_index: int,
+        probabilities: list[float],
     ) -> tuple[list[HipHeatmap], np.ndarray, np.ndarray, bytes]:
+        """Each hip's fracture-class map, normalised, then scaled by that hip's fracture probability.
+
+        The scaling keeps a confident "no fracture" hip from showing a full-strength map: min-max
+        normalisation alone would blow its noise up to the same colours as a real finding.
+        """
         with tracer().start_as_current_span("explain"):
             heatmaps = [
                 HipHeatmap(
-                    crop.laterality, normalise_cam(outputs.fracture_cam[i, fracture_index]), crop.mirrored, crop.box
+                    crop.laterality,
+                    normalise_cam(outputs.fracture_cam[i, fracture_index]) * np.float32(probabilities[i]),
+                    crop.mirrored,
+                    crop.box,
                 )
                 for i, crop in enumerate(crops)
             ]
@@ -250,7 +263,10 @@ class AnalysisPipeline:
             sop_instance_uid=image.sop_instance_uid,
         )
         fracture_index = fracture.class_names.index("fracture") if "fracture" in fracture.class_names else 1
-        heatmaps, display, heat, png = await asyncio.to_thread(self.explain, image, crops, outputs, fracture_index)
+        probabilities = [hip.fracture_probability for hip in findings.hips]
+        heatmaps, display, heat, png = await asyncio.to_thread(
+            self.explain, image, crops, outputs, fracture_index, probabilities
+        )
         analysis = Analysis(findings, png, image.grey.shape, heatmaps, display, heat)
         self._remember((image.sop_instance_uid, models_key), analysis)
         return analysis

@@ -32,7 +32,12 @@ def _train(args: argparse.Namespace) -> int:
         garden_epochs=args.garden_epochs,
         seed=args.seed,
     )
-    summary = train_all(config, Path(args.repository), Path(args.work))
+    if args.export_only:
+        from cds_service.training.train import export_checkpoints
+
+        summary = export_checkpoints(config, Path(args.repository), Path(args.work))
+    else:
+        summary = train_all(config, Path(args.repository), Path(args.work))
     fracture = summary["fracture"]
     print(
         f"fracture: validation AUC {fracture['val_auc']:.3f}, threshold {fracture['threshold']:.3f} "
@@ -87,6 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--repository", default=repository, help="model repository to export into")
     train.add_argument("--work", default="var/training", help="datasets, checkpoints, summary")
+    train.add_argument("--export-only", action="store_true", help="re-export the checkpoints in --work (no training)")
     train.set_defaults(func=_train)
 
     export = subparsers.add_parser("export", help="export UNTRAINED models with the serving contract [train extra]")

@@ -63,7 +63,9 @@ class CropSet:
     @classmethod
     def load(cls, path: Path) -> CropSet:
         with np.load(path, allow_pickle=False) as data:
-            return cls(**{field.name: data[field.name] for field in dataclasses.fields(cls)})
+            values = {field.name: data[field.name] for field in dataclasses.fields(cls) if field.name in data}
+        values.setdefault("femur", np.full((len(values["label"]), 4), np.nan, np.float32))  # older files
+        return cls(**values)
 
 
 def crop_box(box: tuple[int, int, int, int], crop: HipCrop, size: int) -> np.ndarray:

@@ -69,11 +69,16 @@ def export_onnx(net: CamNet, path: Path, input_size: int) -> tuple[int, int]:
     return int(cam.shape[2]), int(cam.shape[3])
 
 
+def _escape(value: str) -> str:
+    """A protobuf text-format string literal body (quotes and backslashes escaped)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def triton_config(name: str, metadata: ExportMetadata, cam_hw: tuple[int, int]) -> str:
     """The production ``config.pbtxt`` (protobuf text format)."""
     size, classes = metadata.input_size, len(metadata.class_names)
     params = "\n".join(
-        f'parameters {{ key: "{key}" value {{ string_value: "{value}" }} }}'
+        f'parameters {{ key: "{key}" value {{ string_value: "{_escape(value)}" }} }}'
         for key, value in metadata.parameters().items()
     )
     return f"""# Production GPU Triton: onnxruntime backend with the TensorRT FP16 accelerator.

@@ -49,10 +49,17 @@ def roc_curve(truth: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def youden_threshold(truth: np.ndarray, score: np.ndarray) -> tuple[float, float, float]:
-    """Threshold maximising sensitivity + specificity − 1; returns (threshold, sensitivity, specificity)."""
+    """Threshold maximising sensitivity + specificity − 1; returns (threshold, sensitivity, specificity).
+
+    The threshold sits in the middle of the gap below the best cut-off score (between it and the next
+    lower score), not on a training score itself: with well-separated classes that leaves a margin on
+    both sides for data that drifts (another site).
+    """
     fpr, tpr, thresholds = roc_curve(truth, score)
-    best = int(np.argmax(tpr - fpr + 1e-9 * thresholds.clip(max=1)))  # ties: the higher threshold
-    threshold = float(min(thresholds[best], 1.0))
+    best = int(np.argmax(tpr - fpr))
+    cut = float(min(thresholds[best], 1.0))
+    lower = score[score < cut]
+    threshold = (cut + float(lower.max())) / 2 if lower.size else cut
     return threshold, float(tpr[best]), float(1 - fpr[best])
 
 

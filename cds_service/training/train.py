@@ -17,7 +17,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from cds_service.training.dataset import generate
+from cds_service.training.dataset import CropSet, generate
 from cds_service.training.export import SYNTHETIC_DISCLAIMER, ExportMetadata, export_model
 from cds_service.training.metrics import roc_auc, youden_threshold
 from cds_service.training.model import CamNet, create_backbone, normalise_batch
@@ -123,13 +123,12 @@ def fit(
 
 
 def train_all(config: TrainConfig, repository: Path, work: Path) -> dict:
-    """Generate data, train both models, choose the operating point, export to ``repository``."""
+    """Generate data, train both models, save checkpoints, then :func:`export_checkpoints`."""
     work.mkdir(parents=True, exist_ok=True)
     train = generate(config.train_studies, config.seed, config.input_size)
     val = generate(config.val_studies, config.seed + 1, config.input_size)
     train.save(work / "train.npz")
     val.save(work / "val.npz")
-
     fracture, fracture_history = fit(
         train.images,
         train.fractured.astype(int),
@@ -139,9 +138,6 @@ def train_all(config: TrainConfig, repository: Path, work: Path) -> dict:
         "fracture",
         val=(val.images, val.fractured.astype(int)),
     )
-    p_val, _ = predict(fracture, val.images)
-    threshold, sensitivity, specificity = youden_threshold(val.fractured, p_val[:, 1])
-
     neck_train, neck_val = train.subset(train.garden >= 0), val.subset(val.garden >= 0)
     garden, garden_history = fit(
         neck_train.images,
@@ -152,6 +148,21 @@ def train_all(config: TrainConfig, repository: Path, work: Path) -> dict:
         "garden",
         val=(neck_val.images, neck_val.garden),
     )
+    torch.save(fracture.state_dict(), work / "fracture.pt")
+    torch.save(garden.state_dict(), work / "garden.pt")
+    (work / "history.json").write_text(json.dumps({"fracture": fracture_history, "garden": garden_history}))
+    return export_checkpoints(config, repository, work)
+
+
+def export_checkpoints(config: TrainConfig, repository: Path, work: Path) -> dict:
+    """Choose the operating point on the validation split and export both checkpoints to ``repository``."""
+    val = CropSet.load(work / "val.npz")
+    fracture = CamNet(create_backbone(config.backbone, 2))
+    fracture.load_state_dict(torch.load(work / "fracture.pt", weights_only=True))
+    garden = CamNet(create_backbone(config.backbone, 4))
+    garden.load_state_dict(torch.load(work / "garden.pt", weights_only=True))
+    p_val, _ = predict(fracture.eval(), val.images)
+    threshold, sensitivity, specificity = youden_threshold(val.fractured, p_val[:, 1])
     common = {
         "architecture": config.backbone,
         "input_size": config.input_size,
@@ -160,26 +171,24 @@ def train_all(config: TrainConfig, repository: Path, work: Path) -> dict:
         "extra": {"train_config": json.dumps(asdict(config))},
     }
     export_model(
-        fracture,
+        fracture.eval(),
         repository,
         "fracture",
         ExportMetadata(
             FRACTURE_CLASSES, operating_threshold=threshold, sensitivity=sensitivity, specificity=specificity, **common
         ),
     )
-    export_model(garden, repository, "garden", ExportMetadata(GARDEN_CLASSES, **common))
-    torch.save(fracture.state_dict(), work / "fracture.pt")
-    torch.save(garden.state_dict(), work / "garden.pt")
+    export_model(garden.eval(), repository, "garden", ExportMetadata(GARDEN_CLASSES, **common))
+    history_path = work / "history.json"
     summary = {
         "config": asdict(config),
+        "history": json.loads(history_path.read_text()) if history_path.exists() else None,
         "fracture": {
-            "history": fracture_history,
             "threshold": threshold,
             "val_sensitivity": sensitivity,
             "val_specificity": specificity,
             "val_auc": roc_auc(val.fractured, p_val[:, 1]),
         },
-        "garden": {"history": garden_history},
     }
     (work / "training-summary.json").write_text(json.dumps(summary, indent=2))
     return summary

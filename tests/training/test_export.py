@@ -24,7 +24,8 @@ def exported(tmp_path_factory):
     with torch.no_grad():
         net.classifier.weight.normal_(0, 1)
     repo = tmp_path_factory.mktemp("repo")
-    path = export_model(net, repo, "fracture", ExportMetadata(("no_fracture", "fracture"), "test_resnet", 96))
+    metadata = ExportMetadata(("no_fracture", "fracture"), "test_resnet", 96, extra={"train_config": '{"a": "b\\\\c"}'})
+    path = export_model(net, repo, "fracture", metadata)
     return net, path, repo
 
 
@@ -116,3 +117,10 @@ def test_shipped_models_meet_the_contract():
         assert [t.name for t in config.input] == ["image"] and [t.name for t in config.output] == ["logits", "cam"]
         assert list(config.output[0].dims) == [classes]
         assert config.parameters["disclaimer"].string_value
+
+
+def test_parameters_with_quotes_survive_the_text_format(exported):
+    from cds_service.inference.triton_server import read_model_config
+
+    config = read_model_config(exported[2] / "fracture" / "config.pbtxt")
+    assert config.parameters["train_config"].string_value == '{"a": "b\\\\c"}'
