@@ -14,6 +14,7 @@ import functools
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pydicom
@@ -62,6 +63,9 @@ class DicomRetriever:
         self.allowed_bases = [base.rstrip("/") for base in allowed_bases]
         self.timeout_s = timeout_s
         self.credentials = {base.rstrip("/"): value for base, value in (credentials or {}).items()}
+        # DICOMfileClient keeps its index in an SQLite connection bound to the thread that made it: each
+        # folder store gets one worker thread of its own. Web clients run on the shared default pool.
+        self._file_threads: dict[str, ThreadPoolExecutor] = {}
         self._clients: dict[str, DICOMClient] = {}
         self._lock = threading.Lock()
 
@@ -98,10 +102,17 @@ class DicomRetriever:
         """Fetch one instance (the first of the study when UIDs are missing) in its stored syntax."""
         if not self.is_allowed(address):
             raise StudyUnavailableError("the study's DICOMweb address is not on the allow-list")
+        call = functools.partial(self._retrieve, address, study_uid, series_uid, sop_uid)
+        if address.startswith("file://"):
+            with self._lock:
+                executor = self._file_threads.setdefault(
+                    address, ThreadPoolExecutor(max_workers=1, thread_name_prefix="dicom-folder")
+                )
+            pending = asyncio.get_running_loop().run_in_executor(executor, call)
+        else:
+            pending = asyncio.to_thread(call)
         try:
-            return await asyncio.wait_for(
-                asyncio.to_thread(self._retrieve, address, study_uid, series_uid, sop_uid), self.timeout_s
-            )
+            return await asyncio.wait_for(pending, self.timeout_s)
         except StudyUnavailableError:
             raise
         except TimeoutError as exc:

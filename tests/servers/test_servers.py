@@ -77,3 +77,12 @@ def test_fhir_server_searches_imaging_studies_as_the_service_does(fhir_server):
         )
     bundle = fhir_server.get("ImagingStudy", patient="Patient/srv-1", _sort="-started")
     assert [e["resource"]["id"] for e in bundle["entry"]] == ["newer", "older"]
+
+
+def test_the_folder_store_answers_repeated_calls_from_new_event_loops(dicom_store):
+    """DICOMfileClient's SQLite index is bound to one thread: every call must land on that thread."""
+    ds = pydicom.dcmread(next(dicom_store.glob("*.dcm")), stop_before_pixels=True)
+    retriever = DicomRetriever([dicom_store.as_uri()])
+    for _ in range(4):
+        got = asyncio.run(retriever.retrieve_instance(dicom_store.as_uri(), ds.StudyInstanceUID, None, None))
+        assert got.SOPInstanceUID == ds.SOPInstanceUID
