@@ -1,0 +1,72 @@
+"""Steps for resident_accepts.feature (real Triton, real FHIR server, viewer, feedback)."""
+
+from __future__ import annotations
+
+import re
+
+from pytest_bdd import given, scenarios, then, when
+
+from tests.cdshooks.test_conformance import auth, feedback_body
+from tests.test_end_to_end import hook_request, post
+
+scenarios("resident_accepts.feature")
+
+
+@given("the patient's AP pelvis shows a displaced right femoral-neck fracture", target_fixture="store")
+def _store(dicom_store):
+    return dicom_store  # the demo's sample study: a right Garden III phantom
+
+
+@when("the resident selects a hip X-ray order", target_fixture="card")
+def _select(service, ehr_keys, store):
+    response = post(service, ehr_keys[0], hook_request(store))
+    assert response.status_code == 200
+    return response.json()["cards"][0]
+
+
+@then("a critical card names a displaced right femoral neck fracture with its probability")
+def _critical(card):
+    assert card["indicator"] == "critical"
+    assert "displaced right femoral neck fracture" in card["summary"]
+    assert re.search(r"\d+ %", card["summary"])
+
+
+@when("the resident opens the card's heat-map link", target_fixture="page")
+def _open(service, card):
+    link = next(link for link in card["links"] if link["type"] == "absolute")
+    path = link["url"].removeprefix(str(service.base_url).rstrip("/"))
+    return service, path, service.get(path)
+
+
+@then("the viewer shows the radiograph, the heat map and the disclaimer")
+def _viewer(page):
+    client, path, response = page
+    assert response.status_code == 200
+    assert "not for clinical use" in response.text.lower()
+    for image in ("radiograph.png", "heat.png"):
+        got = client.get(f"{path}/{image}")
+        assert got.status_code == 200 and got.content[:4] == b"\x89PNG"
+
+
+@when("the resident accepts the suggestion", target_fixture="accepted")
+def _accept(service, ehr_keys, card, fhir_server):
+    report = card["suggestions"][0]["actions"][0]["resource"]
+    created = fhir_server.post(report)  # what the EHR does with a create action
+    path = "/cds-services/hip-fracture-order-select/feedback"
+    body = feedback_body(card["uuid"], card["suggestions"][0]["uuid"])
+    feedback = service.post(path, json=body, headers=auth(service, ehr_keys[0], path))
+    return created, feedback
+
+
+@then("the EHR stores the preliminary DiagnosticReport on its FHIR server")
+def _stored(accepted, fhir_server):
+    created, _ = accepted
+    assert created.status_code == 201
+    stored = fhir_server.get(f"DiagnosticReport/{created.json()['id']}")
+    assert stored["status"] == "preliminary" and stored["conclusionCode"][0]["coding"][0]["code"] == "359817006"
+
+
+@then("the service counts the card as accepted")
+def _counted(accepted, service):
+    assert accepted[1].status_code == 200
+    assert 'hipcad_cards_accepted_total{indicator="critical"} 1' in service.get("/metrics").text
