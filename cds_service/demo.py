@@ -41,23 +41,26 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_service(settings: Settings) -> Iterator[str]:
-    """Run the service (uvicorn) in a thread; yields its base URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
-    )
+def running_server(app: object, settings: Settings) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn in a thread on ``settings.host:port``; yields the base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the CDS service did not start")
+            raise RuntimeError("the HTTP server did not start")
         time.sleep(0.05)
     try:
         yield settings.base_url()
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def running_service(settings: Settings) -> contextlib.AbstractContextManager[str]:
+    """The CDS service (uvicorn) in a thread; yields its base URL."""
+    return running_server(create_app(settings), settings)
 
 
 def print_cards(console: Console, response: dict) -> None:

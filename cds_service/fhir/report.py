@@ -44,17 +44,14 @@ def _side_text(hip: HipFinding) -> str:
     return {"R": "Right hip", "L": "Left hip"}.get(hip.laterality or "", "Hip (side unknown)")
 
 
+def _percent(probability: float) -> dict:
+    """A UCUM percentage Quantity."""
+    return {"value": round(100 * probability, 1), "unit": "%", "system": "http://unitsofmeasure.org", "code": "%"}
+
+
 def _observation(index: int, hip: HipFinding, findings: StudyFindings, context: ReportContext) -> dict:
     components = [
-        {
-            "code": {"coding": [codes.FRACTURE_PROBABILITY]},
-            "valueQuantity": {
-                "value": round(100 * hip.fracture_probability, 1),
-                "unit": "%",
-                "system": "http://unitsofmeasure.org",
-                "code": "%",
-            },
-        }
+        {"code": {"coding": [codes.FRACTURE_PROBABILITY]}, "valueQuantity": _percent(hip.fracture_probability)}
     ]
     if hip.fractured:
         components.append(
@@ -68,15 +65,7 @@ def _observation(index: int, hip: HipFinding, findings: StudyFindings, context: 
             }
         )
         components.append(
-            {
-                "code": {"coding": [codes.DISPLACED_PROBABILITY]},
-                "valueQuantity": {
-                    "value": round(100 * hip.displaced_probability, 1),
-                    "unit": "%",
-                    "system": "http://unitsofmeasure.org",
-                    "code": "%",
-                },
-            }
+            {"code": {"coding": [codes.DISPLACED_PROBABILITY]}, "valueQuantity": _percent(hip.displaced_probability)}
         )
     observation = {
         "resourceType": "Observation",

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import uvicorn
 from fastapi import FastAPI
 
+from cds_service.demo import running_server
 from cds_service.settings import Settings
 from cds_service.viewer import ResultStore, build_router
 
@@ -50,21 +47,8 @@ def offline_only(context: Any, blocked: list[str]) -> None:
     context.route("**/*", handle)
 
 
-@contextmanager
-def viewer_server(settings: Settings, store: ResultStore) -> Iterator[str]:
+def viewer_server(settings: Settings, store: ResultStore) -> AbstractContextManager[str]:
     """A real uvicorn server with only the viewer's router, in a thread; yields its base URL."""
     app = FastAPI()
     app.include_router(build_router(settings, store))
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the viewer server did not start")
-        time.sleep(0.02)
-    try:
-        yield settings.base_url()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    return running_server(app, settings)
