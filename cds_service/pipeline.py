@@ -163,7 +163,7 @@ class AnalysisPipeline:
             next_url = next(
                 (link.get("url") for link in page.get("link") or [] if link.get("relation") == "next"), None
             )
-        return {**bundle, "entry": entries}
+        return await client.with_endpoints({**bundle, "entry": entries})
 
     # Stage: fetch ----------------------------------------------------------------------------
     async def fetch(self, study: StudyRef) -> Any:
@@ -350,13 +350,19 @@ class AnalysisPipeline:
             except (StudyUnavailableError, UnusableImageError, InferenceError) as exc:
                 span.set_attribute("hipcad.outcome", type(exc).__name__)
                 log.warning("study not analysed: %s", exc)
-                card = cards.problem_card(
-                    "AI hip fracture analysis unavailable for the latest hip radiograph",
-                    f"The study could not be analysed: {exc}. Please review the images directly.",
-                    base,
-                )
-                return HookOutcome(CdsResponse(cards=[card]))
+                return HookOutcome(CdsResponse(cards=[self._unavailable(str(exc))]))
+            except Exception as exc:  # a bug must not take the hook down: honest card, full log
+                span.set_attribute("hipcad.outcome", "internal-error")
+                log.exception("unexpected error while analysing a study (%s)", type(exc).__name__)
+                return HookOutcome(CdsResponse(cards=[self._unavailable("internal error")]))
             return self._answer(request, study, analysis, orders, span)
+
+    def _unavailable(self, reason: str) -> Card:
+        return cards.problem_card(
+            "AI hip fracture analysis unavailable for the latest hip radiograph",
+            f"The study could not be analysed: {reason}. Please review the images directly.",
+            self.settings.base_url(),
+        )
 
     def _answer(
         self, request: HookRequest, study: StudyRef, analysis: Analysis, orders: list[dict[str, Any]], span: Any

@@ -143,3 +143,19 @@ def test_a_hanging_pacs_gets_an_honest_card_within_the_deadline(make_service, eh
     card = response.json()["cards"][0]
     assert card["indicator"] == "info" and check_response(response.json()) == []
     assert "unavailable" in card["summary"] and "did not answer" in card["detail"]
+
+
+def test_a_paginated_prefetch_is_followed_to_the_next_page(real_service, ehr_keys, fhir_server, chart):
+    request = fhir_request(fhir_server)
+    request["prefetch"] = {
+        "studies": {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [],
+            "link": [{"relation": "next", "url": f"{fhir_server.base_url}/ImagingStudy?patient=Patient/{PATIENT}"}],
+        }
+    }
+    response = post(real_service, ehr_keys[0], request)
+    assert response.status_code == 200
+    card = response.json()["cards"][0]
+    assert "unavailable" not in card["summary"] and card["indicator"] in {"warning", "critical"}

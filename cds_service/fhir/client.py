@@ -37,15 +37,29 @@ class FhirClient:
             raise PrefetchUnavailableError(f"FHIR server unreachable ({type(exc).__name__})") from exc
         if response.status_code != 200:
             raise PrefetchUnavailableError(f"FHIR server answered HTTP {response.status_code}")
-        return response.json()
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise PrefetchUnavailableError("FHIR server answered with invalid JSON") from exc
+        if not isinstance(body, dict):
+            raise PrefetchUnavailableError("FHIR server answered with something other than a resource")
+        return body
 
     async def imaging_studies(self, patient_id: str) -> dict[str, Any]:
         """The patient's ImagingStudies, newest first, as a searchset Bundle with their Endpoints."""
         bundle = await self.get(
             "ImagingStudy", {"patient": f"Patient/{patient_id}", "_sort": "-started", "_count": "20"}
         )
+        return await self.with_endpoints(bundle)
+
+    async def with_endpoints(self, bundle: dict[str, Any]) -> dict[str, Any]:
+        """The Bundle plus every ``Endpoint/<id>`` its ImagingStudies reference and it does not hold yet."""
         entries = list(bundle.get("entry") or [])
-        seen: set[str] = set()
+        seen = {
+            f"Endpoint/{(e.get('resource') or {}).get('id')}"
+            for e in entries
+            if (e.get("resource") or {}).get("resourceType") == "Endpoint"
+        }
         for entry in list(entries):
             study = entry.get("resource") or {}
             refs = [r.get("reference", "") for r in study.get("endpoint") or []]
