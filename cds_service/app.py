@@ -63,7 +63,7 @@ def trusted_issuers(settings: Settings) -> list[TrustedIssuer]:
 def create_app(settings: Settings | None = None, pipeline: AnalysisPipeline | None = None) -> FastAPI:
     """Build the ASGI app; ``pipeline`` may be injected (tests), else it is built from settings."""
     settings = settings or get_settings()
-    setup_tracing(console=settings.otel_console)
+    setup_tracing(console=settings.otel_console, otlp_endpoint=settings.otlp_endpoint)
     services = load_services()
     verifier = JwtVerifier(trusted_issuers(settings), leeway_s=settings.jwt_leeway_s)
     feedback = FeedbackStore(settings.feedback_db)

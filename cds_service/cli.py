@@ -34,6 +34,9 @@ def _triton(args: argparse.Namespace) -> int:
         grpc_port=settings.triton_grpc_port,
         http_port=settings.triton_http_port,
         metrics_port=settings.triton_metrics_port,
+        trace_url=settings.otlp_endpoint.rstrip("/") + "/v1/traces"
+        if settings.triton_trace and settings.otlp_endpoint
+        else None,
     )
     server.start()
     print(f"Triton ready: gRPC {server.grpc_url}; log {server.log_path}. Ctrl-C to stop.", flush=True)

@@ -117,6 +117,13 @@ class Settings(BaseSettings):
 
     # Observability
     otel_console: bool = Field(False, description="Print finished trace spans to stderr.")
+    otlp_endpoint: str = Field(
+        "", description="OpenTelemetry collector base URL (OTLP/HTTP, e.g. http://otel-collector:4318); empty = off."
+    )
+    triton_trace: bool = Field(
+        False,
+        description="Local Triton exports its own spans to the OTLP endpoint too (opt-in: Triton 2.51 tracing bug).",
+    )
 
     def base_url(self) -> str:
         """The external URL of the service, without a trailing slash."""

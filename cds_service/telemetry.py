@@ -5,15 +5,21 @@ from __future__ import annotations
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
 
 from cds_service import __version__
 
 TRACER_NAME = "cds_service"
 
 
-def setup_tracing(console: bool = False, processors: list[SpanProcessor] | None = None) -> TracerProvider:
-    """Install a tracer provider (once per process); extra processors are added to the existing one."""
+def setup_tracing(
+    console: bool = False, processors: list[SpanProcessor] | None = None, otlp_endpoint: str = ""
+) -> TracerProvider:
+    """Install a tracer provider (once per process); extra processors are added to the existing one.
+
+    With ``otlp_endpoint`` spans go to an OpenTelemetry collector over OTLP/HTTP in batches; Triton's
+    own spans join the same trace through the W3C ``traceparent`` the inference client sends.
+    """
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
         provider = TracerProvider(
@@ -22,6 +28,11 @@ def setup_tracing(console: bool = False, processors: list[SpanProcessor] | None 
         trace.set_tracer_provider(provider)
         if console:
             provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+        if otlp_endpoint:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            exporter = OTLPSpanExporter(endpoint=otlp_endpoint.rstrip("/") + "/v1/traces")
+            provider.add_span_processor(BatchSpanProcessor(exporter))
     for processor in processors or []:
         provider.add_span_processor(processor)
     return provider
