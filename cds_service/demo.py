@@ -69,25 +69,16 @@ def print_cards(console: Console, response: dict) -> None:
     if not cards:
         console.print("[dim]No cards.[/dim]")
     for card in cards:
-        body = [Markdown(card.get("detail", ""))]
-        for suggestion in card.get("suggestions", []):
-            console.print()
-            body.append(Markdown(f"**Suggestion:** {suggestion['label']}"))
-        for link in card.get("links", []):
-            body.append(Markdown(f"**Link:** [{link['label']}]({link['url']})"))
+        parts = [f"**{card['summary']}**", card.get("detail", "")]
+        parts += [f"**Suggestion:** {suggestion['label']}" for suggestion in card.get("suggestions", [])]
+        parts += [f"**Link:** {link['label']} (live while the service runs)" for link in card.get("links", [])]
         console.print(
-            Panel.fit(
-                Markdown(card.get("detail", "")) if len(body) == 1 else _group(body),
-                title=f"[{STYLE.get(card['indicator'], '')}]{card['indicator'].upper()}[/] {card['summary']}",
+            Panel(
+                Markdown("\n\n".join(parts)),
+                title=f"[{STYLE.get(card['indicator'], '')}]{card['indicator'].upper()}[/]",
                 subtitle=card["source"]["label"],
             )
         )
-
-
-def _group(items: list) -> object:
-    from rich.console import Group
-
-    return Group(*items)
 
 
 def write_outputs(output: Path, request: dict, response: dict) -> list[Path]:

@@ -31,13 +31,14 @@ def _train(args: argparse.Namespace) -> int:
         fracture_epochs=args.fracture_epochs,
         garden_epochs=args.garden_epochs,
         seed=args.seed,
+        **({"training_data": args.training_data} if args.data else {}),
     )
     if args.export_only:
         from cds_service.training.train import export_checkpoints
 
         summary = export_checkpoints(config, Path(args.repository), Path(args.work))
     else:
-        summary = train_all(config, Path(args.repository), Path(args.work))
+        summary = train_all(config, Path(args.repository), Path(args.work), Path(args.data) if args.data else None)
     fracture = summary["fracture"]
     print(
         f"fracture: validation AUC {fracture['val_auc']:.3f}, threshold {fracture['threshold']:.3f} "
@@ -93,6 +94,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--repository", default=repository, help="model repository to export into")
     train.add_argument("--work", default="var/training", help="datasets, checkpoints, summary")
     train.add_argument("--export-only", action="store_true", help="re-export the checkpoints in --work (no training)")
+    train.add_argument(
+        "--data",
+        default="",
+        help="folder of DICOM files + labels.csv to train on instead of phantoms (site 'val' = validation)",
+    )
+    train.add_argument(
+        "--training-data", default="real-radiographs", help="how the --data set is described in the model"
+    )
     train.set_defaults(func=_train)
 
     export = subparsers.add_parser("export", help="export UNTRAINED models with the serving contract [train extra]")

@@ -150,3 +150,48 @@ def generate(
         np.concatenate([p.site for p in parts]),
         np.concatenate([p.femur for p in parts]),
     )
+
+
+def from_folder(folder: Path, size: int, sites: tuple[str, ...] | None = None) -> CropSet:
+    """Hip crops from a folder of DICOM files and its ``labels.csv`` (one row per hip), e.g. real data.
+
+    Columns: ``file,side,label,x0,y0,x1,y1,site,confounders`` — what ``cds-service phantoms`` writes.
+    ``side`` is the patient side (R/L), matched to the crops by the laterality the header gives; a
+    study whose header does not give laterality is skipped (it could not be matched honestly).
+    ``label`` is one of :data:`phantoms.LABELS`; the box (fracture, stored-image pixels) may be empty.
+    """
+    import csv
+
+    from rich.progress import track
+
+    from cds_service.dicom.decode import read_dicom
+    from cds_service.errors import UnusableImageError
+
+    rows: dict[str, dict[str, dict[str, str]]] = {}
+    with (folder / "labels.csv").open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["label"] not in LABELS:
+                raise ValueError(f"labels.csv: unknown label {row['label']!r} (expected one of {LABELS})")
+            if sites is None or row.get("site") in sites:
+                rows.setdefault(row["file"], {})[row["side"].upper()] = row
+    images, labels, boxes, site_names, femurs = [], [], [], [], []
+    skipped = 0
+    for name, sides in track(sorted(rows.items()), description=f"Reading {folder}"):
+        try:
+            crops = split_hips(decode_dataset(read_dicom(folder / name)), size)
+        except (UnusableImageError, OSError):
+            skipped += 1
+            continue
+        for crop in crops:
+            row = sides.get(crop.laterality or "")
+            if row is None:
+                continue
+            box = tuple(int(float(row[k])) for k in ("x0", "y0", "x1", "y1")) if row.get("x0") else None
+            images.append(crop.pixels)
+            labels.append(LABELS.index(row["label"]))
+            boxes.append(crop_box(box, crop, size) if box else np.full(4, np.nan, np.float32))
+            site_names.append(row.get("site", ""))
+            femurs.append(np.full(4, np.nan, np.float32))  # not annotated in real data
+    if not images:
+        raise ValueError(f"no usable labelled hips in {folder} ({skipped} files unreadable)")
+    return CropSet(np.stack(images), np.array(labels), np.stack(boxes), np.array(site_names), np.stack(femurs))

@@ -17,7 +17,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from cds_service.training.dataset import CropSet, generate
+from cds_service.training.dataset import CropSet, from_folder, generate
 from cds_service.training.export import SYNTHETIC_DISCLAIMER, ExportMetadata, export_model
 from cds_service.training.metrics import roc_auc, youden_threshold
 from cds_service.training.model import CamNet, create_backbone, normalise_batch
@@ -40,6 +40,8 @@ class TrainConfig:
     learning_rate: float = 2e-3
     seed: int = 20261122
     threads: int = 2
+    training_data: str = "synthetic-phantoms"  # anything else: describe the real data set
+    disclaimer: str = "Research use only; not cleared for clinical use."  # used when training_data is real
 
 
 def seed_everything(seed: int, threads: int) -> None:
@@ -122,11 +124,20 @@ def fit(
     return net.eval(), history
 
 
-def train_all(config: TrainConfig, repository: Path, work: Path) -> dict:
-    """Generate data, train both models, save checkpoints, then :func:`export_checkpoints`."""
+def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | None = None) -> dict:
+    """Build the datasets (phantoms, or ``data``: a folder of DICOM + labels.csv), train both models,
+    save checkpoints, then :func:`export_checkpoints`. With ``data``, rows whose ``site`` is ``val``
+    form the validation split; the others train."""
     work.mkdir(parents=True, exist_ok=True)
-    train = generate(config.train_studies, config.seed, config.input_size)
-    val = generate(config.val_studies, config.seed + 1, config.input_size)
+    if data is None:
+        train = generate(config.train_studies, config.seed, config.input_size)
+        val = generate(config.val_studies, config.seed + 1, config.input_size)
+    else:
+        crops = from_folder(data, config.input_size)
+        is_val = crops.site == "val"
+        if not is_val.any() or is_val.all():
+            raise ValueError("labels.csv needs rows with site 'val' (validation) and rows with other sites (training)")
+        train, val = crops.subset(~is_val), crops.subset(is_val)
     train.save(work / "train.npz")
     val.save(work / "val.npz")
     fracture, fracture_history = fit(
@@ -166,8 +177,8 @@ def export_checkpoints(config: TrainConfig, repository: Path, work: Path) -> dic
     common = {
         "architecture": config.backbone,
         "input_size": config.input_size,
-        "training_data": "synthetic-phantoms",
-        "disclaimer": SYNTHETIC_DISCLAIMER,
+        "training_data": config.training_data,
+        "disclaimer": SYNTHETIC_DISCLAIMER if config.training_data == "synthetic-phantoms" else config.disclaimer,
         "extra": {"train_config": json.dumps(asdict(config))},
     }
     export_model(

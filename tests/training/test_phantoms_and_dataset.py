@@ -52,3 +52,19 @@ def test_generation_is_deterministic_whatever_the_worker_count():
     two = generate(4, seed=2, size=32, progress=False, workers=2)
     np.testing.assert_array_equal(one.images, two.images)
     np.testing.assert_array_equal(one.label, two.label)
+
+
+def test_a_labelled_dicom_folder_loads_through_the_serving_path(tmp_path):
+    import csv
+
+    from cds_service.training.dataset import from_folder
+    from cds_service.training.phantoms import LABELS, write_phantom_set
+
+    write_phantom_set(tmp_path, count=4, seed=5, sites=("site-c",))
+    crops = from_folder(tmp_path, 64)
+    assert crops.images.shape == (8, 64, 64)
+    with (tmp_path / "labels.csv").open() as handle:
+        expected = sorted(LABELS.index(row["label"]) for row in csv.DictReader(handle))
+    assert sorted(crops.label.tolist()) == expected  # every hip found and labelled
+    assert crops.fractured.sum() == (~np.isnan(crops.boxes[:, 0])).sum()
+    assert (crops.boxes[crops.fractured] <= 64).all()
