@@ -15,6 +15,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -111,7 +112,7 @@ class AnalysisPipeline:
             return orders
 
     # Stage: find study -----------------------------------------------------------------------
-    async def find_study(self, request: HookRequest) -> StudyRef | None:
+    async def find_study(self, request: HookRequest, orders: list[dict[str, Any]] | None = None) -> StudyRef | None:
         """The newest usable hip/pelvis study: prefetch first, else a FHIR search with the token.
 
         A prefetch key that is absent, ``null`` (the EHR could not prefetch) or an OperationOutcome
@@ -126,7 +127,12 @@ class AnalysisPipeline:
                 source = "fhir-search"
                 bundle = await self._search_studies(request)
             span.set_attribute("hipcad.study_source", source)
-            study = select_study(bundle)
+            days = self.settings.study_lookback_days
+            study = select_study(
+                bundle,
+                lookback=timedelta(days=days) if days > 0 else None,
+                order_ids={str(order.get("id")) for order in orders or [] if order.get("id")},
+            )
             span.set_attribute("hipcad.study_found", study is not None)
             return study
 
@@ -327,7 +333,7 @@ class AnalysisPipeline:
             orders = self.relevance(request)
             if orders is not None and not orders:
                 return HookOutcome(CdsResponse())
-            study = await self.find_study(request)
+            study = await self.find_study(request, orders)
             if study is None:
                 span.set_attribute("hipcad.outcome", "no-study")
                 return HookOutcome(CdsResponse())

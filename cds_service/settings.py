@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     )
 
     # Images
+    study_lookback_days: float = Field(
+        30.0, description="Only ImagingStudies started within this many days are analysed (0 = no limit)."
+    )
     dicom_folder: Path = Field(
         REPO_ROOT / "var" / "dicom", description="Local DICOMweb folder store (embedded default)."
     )

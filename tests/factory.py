@@ -6,6 +6,8 @@ testing the decoder's handling of the DICOM encoding itself.
 
 from __future__ import annotations
 
+import datetime
+
 import numpy as np
 import pydicom
 from pydicom.dataset import FileMetaDataset
@@ -33,7 +35,7 @@ def radiograph(
     ds.Modality = "DX"
     ds.BodyPartExamined = "PELVIS"
     ds.PatientID = "test-patient"
-    ds.StudyDate = "20261120"
+    ds.StudyDate = datetime.date.today().strftime("%Y%m%d")
     ds.StudyTime = "101500"
     if orientation is not None:
         ds.PatientOrientation = list(orientation)

@@ -8,8 +8,9 @@ DICOMweb base ``address``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 RADIOGRAPHY = frozenset({"CR", "DX"})
@@ -81,31 +82,69 @@ def _endpoint_address(reference: dict[str, Any], study: dict[str, Any], bundle: 
     return None
 
 
-def select_study(bundle: dict[str, Any] | None) -> StudyRef | None:
-    """Pick the newest CR/DX hip or pelvis study of a searchset Bundle that has a DICOMweb endpoint."""
+def _series_rank(series: dict[str, Any]) -> int:
+    """Lower is better: an AP pelvis series first, then any pelvis/hip series, then the rest."""
+    site = series.get("bodySite") or {}
+    text = " ".join(
+        [str(series.get("description") or ""), str(site.get("display") or "")]
+        + [str(i.get("title") or "") for i in series.get("instance") or []]
+    ).lower()
+    is_pelvis = site.get("code") in {"12921003", "362188000"} or "pelvis" in text
+    is_ap = bool(re.search(r"\bap\b|antero-?posterior", text))
+    return 0 if (is_pelvis and is_ap) else 1 if is_pelvis else 2 if _is_hip({"series": [series]}) else 3
+
+
+def _instance(series: dict[str, Any]) -> dict[str, Any] | None:
+    """The AP instance of a series when titles say so, else the first."""
+    instances = series.get("instance") or []
+    titled = [i for i in instances if re.search(r"\bap\b", str(i.get("title") or "").lower())]
+    return (titled or instances or [None])[0]
+
+
+def _based_on(study: dict[str, Any], order_ids: set[str]) -> bool:
+    return any(str(ref.get("reference", "")).split("/")[-1] in order_ids for ref in study.get("basedOn") or [])
+
+
+def select_study(
+    bundle: dict[str, Any] | None,
+    lookback: timedelta | None = None,
+    order_ids: set[str] | None = None,
+    now: datetime | None = None,
+) -> StudyRef | None:
+    """Pick the study to analyse from a searchset Bundle of ImagingStudies (with their Endpoints).
+
+    Candidates: CR/DX, hip or pelvis (series body site, or description), not entered-in-error, with a
+    ``dicom-wado-rs`` Endpoint, started within ``lookback`` when it is given. Preference: a study
+    ``basedOn`` one of ``order_ids``, then the newest; within it the AP pelvis series and instance.
+    """
     resources = _resources(bundle)
     studies = [
         r for r in resources if r.get("resourceType") == "ImagingStudy" and r.get("status") != "entered-in-error"
     ]
     studies = [s for s in studies if _modalities(s) & RADIOGRAPHY and _is_hip(s)]
-    for study in sorted(studies, key=_started, reverse=True):
+    if lookback is not None:
+        cutoff = (now or datetime.now(UTC)) - lookback
+        studies = [s for s in studies if "started" not in s or _started(s) >= cutoff]
+    order_ids = order_ids or set()
+    studies.sort(key=lambda s: (_based_on(s, order_ids), _started(s)), reverse=True)
+    for study in studies:
         study_uid = next(
             (_uid(i.get("value")) for i in study.get("identifier") or [] if i.get("system") == "urn:dicom:uid"),
             None,
         )
         if not study_uid:
             continue
-        for series in study.get("series") or [{}]:
+        for series in sorted(study.get("series") or [{}], key=_series_rank):
             references = list(series.get("endpoint") or []) + list(study.get("endpoint") or [])
             address = next((a for ref in references if (a := _endpoint_address(ref, study, resources))), None)
             if not address:
                 continue
-            instances = series.get("instance") or []
+            instance = _instance(series)
             return StudyRef(
                 imaging_study_id=study.get("id"),
                 study_instance_uid=study_uid,
                 series_instance_uid=series.get("uid"),
-                sop_instance_uid=instances[0].get("uid") if instances else None,
+                sop_instance_uid=instance.get("uid") if instance else None,
                 endpoint_address=address,
                 started=study.get("started"),
             )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -186,10 +187,12 @@ def _draw_hip(
         centre = np.array([cx, cy]) + axis * neck_len * t
         normal = np.array([-axis[1], axis[0]])
         half = width * (0.5 if stage == 0 else 0.75)
-        start = centre - normal * half * (0.2 if stage == 0 else 1.0)
+        # Garden I is incomplete (the line stops part-way across the neck); I and II are thin and faint.
+        start = centre - normal * half * (rng.uniform(-0.4, 0.4) if stage == 0 else 1.0)
         end = centre + normal * half
-        gap_width = max(1.5, r_head * (0.05, 0.08, 0.12, 0.18)[stage])
-        line = _segment_mask(canvas.shape, [tuple(start), tuple(end)], gap_width)
+        gap_width = max(1.0, r_head * rng.uniform(*((0.03, 0.05), (0.04, 0.07), (0.08, 0.12), (0.12, 0.18))[stage]))
+        contrast = rng.uniform(0.35, 0.75) if stage < 2 else rng.uniform(0.6, 0.9)
+        line = contrast * _segment_mask(canvas.shape, [tuple(start), tuple(end)], gap_width)
         if stage >= 2:  # displaced: the head fragment shifts and rotates (varus)
             shift = r_head * (0.25 if stage == 2 else 0.6) * rng.uniform(0.8, 1.2)
             dy, dx = int(round(-axis[1] * shift * 0.6)), int(round(-axis[0] * shift))
@@ -197,8 +200,8 @@ def _draw_hip(
             femur_side = ((xx - centre[0]) * axis[0] + (yy - centre[1]) * axis[1]) < 0
             moved = np.roll(np.roll(femur * femur_side, dy, axis=0), dx, axis=1)
             femur = femur * ~femur_side + moved
-        femur = femur * (1 - 0.9 * line)
-        head = head * (1 - 0.9 * line)
+        femur = femur * (1 - line)
+        head = head * (1 - line)
         points = np.array([start, end])
         pad = r_head * 0.6
         box = (points[:, 0].min() - pad, points[:, 1].min() - pad, points[:, 0].max() + pad, points[:, 1].max() + pad)
@@ -213,13 +216,14 @@ def _draw_hip(
                 troch + np.array([lateral * r_head * 0.5, r_head * 1.5]),
                 base + np.array([-lateral * r_head * 0.5, 0]),
             )
-        line = _segment_mask(canvas.shape, [tuple(a), tuple(b)], max(1.5, r_head * 0.08))
+        contrast = rng.uniform(0.35, 0.7) if kind == "A1" else rng.uniform(0.5, 0.9)  # A1: often subtle
+        line = _segment_mask(canvas.shape, [tuple(a), tuple(b)], max(1.0, r_head * rng.uniform(0.04, 0.08)))
         if kind == "A2":
             mid = (a + b) / 2
             line = np.maximum(
-                line, _segment_mask(canvas.shape, [tuple(mid), tuple(lesser + [0, r_head])], max(1.5, r_head * 0.06))
+                line, _segment_mask(canvas.shape, [tuple(mid), tuple(lesser + [0, r_head])], max(1.0, r_head * 0.05))
             )
-        femur = femur * (1 - 0.9 * line)
+        femur = femur * (1 - contrast * line)
         pts = np.array([a, b, lesser])
         pad = r_head * 0.6
         box = (pts[:, 0].min() - pad, pts[:, 1].min() - pad, pts[:, 0].max() + pad, pts[:, 1].max() + pad)
@@ -275,13 +279,21 @@ def render(
     arthritis = "osteoarthritis" in confounders
     box_r, femur_r = _draw_hip(canvas, rng, -1, right, implant_side == "R", arthritis)
     box_l, femur_l = _draw_hip(canvas, rng, +1, left, implant_side == "L", arthritis)
+    # Trabecular/overlap texture (strongest where there is bone) and bowel gas over the pelvis: line-
+    # and edge-like structures that are not fractures, so a dark streak alone does not mean "fracture".
+    texture = _blur(rng.normal(0, 1, canvas.shape).astype(np.float32), rng.uniform(1.5, 3.5))
+    canvas *= 1 + rng.uniform(0.15, 0.35) * texture / max(float(texture.std()), 1e-6) * 0.3
+    for _ in range(int(rng.integers(3, 9))):
+        gy, gx = rng.uniform(0.3, 0.8) * rows, cols / 2 + rng.uniform(-0.3, 0.3) * cols
+        gas = _soft(_ellipse(yy, xx, gy, gx, rng.uniform(8, 30), rng.uniform(8, 40), rng.uniform(0, 3)), 0.5)
+        canvas *= 1 - rng.uniform(0.1, 0.3) * gas
     image = np.clip(canvas / rng.uniform(1.6, 1.9), 0, 1)
     # Positioning: a small rotation; exposure: offset and contrast.
     angle = rng.uniform(-3, 3)
     image = np.asarray(Image.fromarray(image.astype(np.float32), mode="F").rotate(angle, Image.Resampling.BILINEAR))
     image = _blur(image, rng.uniform(0.6, 1.4))
     image = np.clip(image * rng.uniform(0.85, 1.1) + rng.uniform(-0.05, 0.08), 0, 1)
-    image = np.clip(image + rng.normal(0, rng.uniform(0.01, 0.03), image.shape).astype(np.float32), 0, 1)
+    image = np.clip(image + rng.normal(0, rng.uniform(0.015, 0.045), image.shape).astype(np.float32), 0, 1)
     if rng.random() < 0.8:  # laterality marker burned in at a random place (must not be learned)
         marker = Image.fromarray((image * 255).astype(np.uint8))
         x, y = int(rng.uniform(20, cols - 60)), int(rng.uniform(15, rows * 0.3))
@@ -319,7 +331,7 @@ def _scale_box(box: tuple[int, int, int, int] | None, sx: float, sy: float) -> t
 
 
 def to_dataset(
-    phantom: Phantom, site: SiteProfile, seed: int, index: int = 0
+    phantom: Phantom, site: SiteProfile, seed: int, index: int = 0, study_date: str = "20261120"
 ) -> tuple[pydicom.Dataset, tuple[HipTruth, ...]]:
     """Encode a phantom as a DICOM dataset of the site's profile; boxes are scaled to stored pixels."""
     rows, cols = phantom.image.shape
@@ -349,7 +361,7 @@ def to_dataset(
     ds.StudyInstanceUID, ds.SeriesInstanceUID = uid("study"), uid("series")
     ds.PatientName, ds.PatientID = f"Phantom^{seed}-{index}", f"PHANTOM-{seed}-{index}"
     ds.PatientSex, ds.PatientBirthDate = "F", "19410302"
-    ds.StudyDate, ds.StudyTime, ds.SeriesNumber, ds.InstanceNumber = "20261120", "101500", 1, 1
+    ds.StudyDate, ds.StudyTime, ds.SeriesNumber, ds.InstanceNumber = study_date, "101500", 1, 1
     ds.AccessionNumber, ds.StudyID = f"ACC{seed}{index:05d}", "1"
     ds.Modality, ds.Manufacturer = site.modality, f"hipcad phantom ({site.name})"
     ds.StudyDescription = "XR PELVIS AP (synthetic phantom)"
@@ -376,7 +388,8 @@ def write_sample_study(
     """Write one bilateral AP pelvis study (one instance) into ``folder``; returns its path."""
     rng = np.random.default_rng(seed)
     phantom = render(rng, right, left)
-    ds, _ = to_dataset(phantom, SITES[site], seed)
+    # Acquired "today", so the sample passes the service's look-back window whenever the demo runs.
+    ds, _ = to_dataset(phantom, SITES[site], seed, study_date=date.today().strftime("%Y%m%d"))
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"sample-{seed}.dcm"
     ds.save_as(path, enforce_file_format=True)
