@@ -111,7 +111,7 @@ def fit(
                 loss.backward()
                 optimiser.step()
                 schedule.step()
-                total += float(loss) * len(index)
+                total += float(loss.detach()) * len(index)
                 bar.advance(task)
             record = {"epoch": epoch + 1, "loss": total / len(images), "seconds": time.perf_counter() - started}
             if val is not None:
