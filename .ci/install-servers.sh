@@ -5,8 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 plugins=/usr/share/orthanc/plugins
 if [[ ! -x /usr/sbin/Orthanc || ! -f $plugins/libOrthancDicomWeb.so || ! -f $plugins/libOrthancGdcm.so ]]; then
-  [[ -n "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -print -quit 2>/dev/null)" ]] || apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends orthanc orthanc-dicomweb orthanc-gdcm > /dev/null
+  bash .ci/apt-install.sh orthanc orthanc-dicomweb orthanc-gdcm
 fi
 lock=tests/fhir_server/package-lock.json
 stamp=tests/fhir_server/node_modules/.installed
