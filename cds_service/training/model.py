@@ -11,9 +11,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-#: Shipped default: small enough to train on a 2-core CPU; resnet's head is exactly GAP + linear.
-DEFAULT_BACKBONE = "resnet10t"
-DEFAULT_INPUT_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
