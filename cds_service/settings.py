@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,7 +40,14 @@ class Settings(BaseSettings):
         "", description="External base URL of the service (JWT `aud`, links); default http://host:port."
     )
     grpc_port: int = Field(0, description="Port of the hipcad.v1 gRPC API (AnalyzeStudy); 0 = off.")
-    max_request_bytes: int = Field(5_000_000, description="Largest accepted hook request body.")
+    grpc_host: str = Field(
+        "127.0.0.1", description="Address the gRPC API listens on (loopback unless set; callers need a JWT)."
+    )
+    max_request_bytes: int = Field(5_000_000, description="Largest accepted hook request body (413 beyond).")
+    max_json_depth: int = Field(64, description="Deepest JSON nesting accepted in a request body (400 beyond).")
+    max_json_number_digits: int = Field(
+        64, description="Longest JSON number literal accepted in a request body, in characters (400 beyond)."
+    )
 
     # Security (CDS Hooks 2.0 JWT)
     jwt_required: bool = Field(True, description="Require a valid CDS Hooks JWT on every endpoint.")
@@ -67,6 +75,10 @@ class Settings(BaseSettings):
         description="Order codes that make a hook relevant, JSON list of 'system|code' (CPT, LOINC, SNOMED CT).",
     )
 
+    selection_behavior: Literal["at-most-one", "any"] = Field(
+        "at-most-one", description="Card `selectionBehavior` for suggestions (`any` suits some EHRs)."
+    )
+
     # Images
     study_lookback_days: float = Field(
         30.0, description="Only ImagingStudies started within this many days are analysed (0 = no limit)."
@@ -88,6 +100,12 @@ class Settings(BaseSettings):
     )
     fhir_timeout_s: float = Field(5.0, description="Timeout of one FHIR request, seconds.")
     dicomweb_timeout_s: float = Field(10.0, description="Timeout of one DICOMweb retrieval, seconds.")
+    dicomweb_max_clients: int = Field(
+        16, description="Most DICOMweb clients kept open at once (one per allow-listed base, least recently used out)."
+    )
+    max_image_pixels: int = Field(
+        60_000_000, description="Largest image (rows × columns × frames) decoded; bigger ones are refused unread."
+    )
 
     # Inference
     triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC address (host:port).")
