@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,14 +10,20 @@ from functools import partial
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import ValidationError
 
 from cds_service import __version__
+from cds_service.cdshooks.cards import problem_card
 from cds_service.cdshooks.discovery import load_services
 from cds_service.cdshooks.feedback import FeedbackStore, parse_feedback
 from cds_service.cdshooks.jwt import SANDBOX_ISSUER, SANDBOX_JWKS, JwtVerifier, TrustedIssuer
-from cds_service.cdshooks.models import HookRequest, to_json
-from cds_service.errors import AuthenticationError, BadRequestError, PrefetchUnavailableError
+from cds_service.cdshooks.models import CdsResponse, to_json
+from cds_service.cdshooks.requests import parse_hook_request
+from cds_service.errors import (
+    AuthenticationError,
+    BadRequestError,
+    PayloadTooLargeError,
+    PrefetchUnavailableError,
+)
 from cds_service.pipeline import AnalysisPipeline
 from cds_service.settings import Settings, get_settings
 from cds_service.telemetry import setup_tracing
@@ -56,7 +61,17 @@ def trusted_issuers(settings: Settings) -> list[TrustedIssuer]:
             "DEVELOPMENT SWITCH ON: trusting the public CDS Hooks sandbox issuer, whose private key is public. "
             "Anyone can sign requests this service accepts. Never enable this in production."
         )
-        issuers.append(TrustedIssuer(SANDBOX_ISSUER, jwks_url=SANDBOX_JWKS, jku_allowed=(SANDBOX_JWKS,)))
+        # The sandbox's published public key is built in (no internet needed); its JWKS is the fallback.
+        from cds_service.cdshooks.jwt import SANDBOX_PUBLIC_JWK
+
+        issuers.append(
+            TrustedIssuer(
+                SANDBOX_ISSUER,
+                jwks_url=SANDBOX_JWKS,
+                jku_allowed=(SANDBOX_JWKS,),
+                builtin_jwks=(SANDBOX_PUBLIC_JWK,),
+            )
+        )
     return issuers
 
 
@@ -78,7 +93,9 @@ def create_app(settings: Settings | None = None, pipeline: AnalysisPipeline | No
         if settings.grpc_port:
             from cds_service.grpc_api import start_server
 
-            grpc_server = await start_server(app.state.pipeline, settings.grpc_port, settings.host)
+            grpc_server = await start_server(
+                app.state.pipeline, settings.grpc_port, settings.grpc_host, verifier, settings
+            )
         yield
         if grpc_server is not None:
             await grpc_server.stop(grace=2)
@@ -102,16 +119,42 @@ def create_app(settings: Settings | None = None, pipeline: AnalysisPipeline | No
     async def authenticate(request: Request) -> None:
         if settings.jwt_required:
             audience = settings.base_url() + request.url.path
-            await verifier.verify(request.headers.get("authorization"), audience)
+            try:
+                await verifier.verify(request.headers.get("authorization"), audience)
+            except AuthenticationError:
+                raise
+            except Exception as exc:  # a verifier bug must fail closed (401), never answer unauthenticated
+                log.exception("unexpected error while verifying a JWT (%s)", type(exc).__name__)
+                raise AuthenticationError("JWT verification failed") from None
 
     async def read_body(request: Request) -> bytes:
+        """The body, refused with 413 as soon as it exceeds ``max_request_bytes`` (while streaming:
+        a missing or lying Content-Length changes nothing)."""
+        limit = settings.max_request_bytes
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > settings.max_request_bytes:
-            raise BadRequestError(f"request body larger than {settings.max_request_bytes} bytes")
-        body = await request.body()
-        if len(body) > settings.max_request_bytes:
-            raise BadRequestError(f"request body larger than {settings.max_request_bytes} bytes")
-        return body
+        if declared is not None:
+            if not declared.strip().isdigit():
+                raise BadRequestError("invalid Content-Length header")
+            if int(declared) > limit:
+                raise PayloadTooLargeError(f"request body larger than {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(f"request body larger than {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def unavailable_response() -> JSONResponse:
+        """HTTP 200 with one honest card: what an unexpected error in the hook route answers."""
+        card = problem_card(
+            "AI hip fracture analysis unavailable",
+            "The hip fracture analysis could not be run for this request because of an internal error. "
+            "Please review the images directly.",
+            settings.base_url(),
+        )
+        return JSONResponse(to_json(CdsResponse(cards=[card])))
 
     @app.exception_handler(AuthenticationError)
     async def _unauthorised(_: Request, exc: AuthenticationError) -> Response:
@@ -122,6 +165,11 @@ def create_app(settings: Settings | None = None, pipeline: AnalysisPipeline | No
     async def _bad_request(_: Request, exc: BadRequestError) -> Response:
         log.info("400: %s", exc)
         return operation_outcome(400, "invalid", str(exc))
+
+    @app.exception_handler(PayloadTooLargeError)
+    async def _too_large(_: Request, exc: PayloadTooLargeError) -> Response:
+        log.info("413: %s", exc)
+        return operation_outcome(413, "too-long", str(exc))
 
     @app.exception_handler(PrefetchUnavailableError)
     async def _precondition(_: Request, exc: PrefetchUnavailableError) -> Response:
@@ -149,27 +197,32 @@ def create_app(settings: Settings | None = None, pipeline: AnalysisPipeline | No
             return operation_outcome(404, "not-found", "unknown CDS service id")
         body = await read_body(request)
         try:
-            hook_request = HookRequest.model_validate(json.loads(body))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BadRequestError("request body is not valid JSON") from exc
-        except ValidationError as exc:
-            fields = ", ".join(".".join(str(p) for p in err["loc"]) or "body" for err in exc.errors())
-            raise BadRequestError(f"invalid hook request: {fields}") from exc
-        if hook_request.hook != service.hook:
-            raise BadRequestError(f"service {service_id!r} answers {service.hook!r}, not {hook_request.hook!r}")
-        outcome = await request.app.state.pipeline.handle(hook_request)
-        feedback.record_cards(service_id, outcome.response.cards)
-        return JSONResponse(to_json(outcome.response))
+            hook_request = parse_hook_request(
+                body,
+                service.hook,
+                max_depth=settings.max_json_depth,
+                max_number_digits=settings.max_json_number_digits,
+            )
+            outcome = await request.app.state.pipeline.handle(hook_request)
+            feedback.record_cards(service_id, outcome.response.cards)
+            return JSONResponse(to_json(outcome.response))
+        except (BadRequestError, PrefetchUnavailableError, PayloadTooLargeError, AuthenticationError):
+            raise  # answered by their handlers (400 / 412 / 413 / 401)
+        except Exception as exc:  # last resort: a bug must not answer 500 (nor drop the connection)
+            log.exception("unexpected error while answering a hook (%s)", type(exc).__name__)
+            return unavailable_response()
 
     @app.post("/cds-services/{service_id}/feedback")
     async def post_feedback(service_id: str, request: Request) -> Response:
         await authenticate(request)
         if service_id not in services:
             return operation_outcome(404, "not-found", "unknown CDS service id")
-        try:
-            entries = parse_feedback(await read_body(request)).feedback
-        except (ValueError, ValidationError) as exc:
-            raise BadRequestError("invalid feedback body") from exc
+        # Input faults are BadRequestError (400, naming the field) from parse_feedback; an exception
+        # from the store (SQLite: disk full, locked database) is a genuine server fault and stays a 500.
+        body = await read_body(request)
+        entries = parse_feedback(
+            body, max_depth=settings.max_json_depth, max_number_digits=settings.max_json_number_digits
+        ).feedback
         new = feedback.add(service_id, entries)
         log.info("feedback: %d entries, %d new", len(entries), new)
         return Response(status_code=200)

@@ -11,6 +11,10 @@ import threading
 from pathlib import Path
 
 from cds_service.settings import get_settings
+from cds_service.training.cli import register as register_training
+
+#: Modules of the optional ``[train]`` extra; a command that needs them says how to install them.
+TRAIN_EXTRA = frozenset({"torch", "torchvision", "timm", "pytorch_grad_cam", "onnx", "onnxruntime", "matplotlib"})
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -105,12 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7, help="phantom seed of the sample study")
     demo.set_defaults(func=_demo)
 
-    try:
-        from cds_service.training.cli import register
-    except ImportError:
-        pass
-    else:
-        register(sub)
+    register_training(sub)  # torch-free: torch is imported only when a training command runs
     return parser
 
 
@@ -120,7 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("dicomweb_client", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in TRAIN_EXTRA:
+            raise
+        print(
+            f"cds-service {args.command} needs the [train] extra ({exc.name} is missing): pip install -e '.[train]'",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Writes a sample bilateral AP pelvis study (a synthetic phantom) into the local DICOM folder store,
 starts the real Triton (local CPU build) and the service, sends an ``order-select`` hook exactly as
 an EHR would (signed JWT, prefetch with the ImagingStudy Bundle, a draft hip X-ray order), prints
-the cards, writes the response, the DiagnosticReport and the heat-map PNG to the output folder,
+the cards, writes the response, the DiagnosticReport and the heat map (PNG) to the output folder,
 and stops what it started.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import socket
 import threading
@@ -82,13 +83,23 @@ def print_cards(console: Console, response: dict) -> None:
 
 
 def write_outputs(output: Path, request: dict, response: dict) -> list[Path]:
-    """Write the request, the CDS response, the DiagnosticReport and the heat-map PNG(s)."""
+    """Write the request, the CDS response, the DiagnosticReport, its chart image and the heat map.
+
+    ``heatmap.png`` is the full display-size view a clinician opens from the card's link (the
+    radiograph with the heat layer over it, fetched from the running service's viewer); the
+    DiagnosticReport carries one small chart image (``heatmap-report.jpg``).
+    """
     output.mkdir(parents=True, exist_ok=True)
     written = []
 
     def dump(name: str, payload: object) -> None:
         path = output / name
         path.write_text(json.dumps(payload, indent=2) + "\n")
+        written.append(path)
+
+    def save(name: str, data: bytes) -> None:
+        path = output / name
+        path.write_bytes(data)
         written.append(path)
 
     dump("hook-request.json", request)
@@ -99,12 +110,31 @@ def write_outputs(output: Path, request: dict, response: dict) -> list[Path]:
                 resource = action.get("resource") or {}
                 if resource.get("resourceType") == "DiagnosticReport":
                     dump("diagnostic-report.json", resource)
-                    for i, form in enumerate(resource.get("presentedForm", [])):
-                        if form.get("contentType") == "image/png":
-                            path = output / ("heatmap.png" if i == 0 else f"heatmap-{i}.png")
-                            path.write_bytes(base64.b64decode(form["data"]))
-                            written.append(path)
+                    for media in resource.get("contained", []):
+                        content = media.get("content") or {} if media.get("resourceType") == "Media" else {}
+                        if str(content.get("contentType", "")).startswith("image/") and content.get("data"):
+                            extension = content["contentType"].split("/")[1].replace("jpeg", "jpg")
+                            save(f"heatmap-report.{extension}", base64.b64decode(content["data"]))
+        for link in card.get("links", []):
+            if "/viewer/" in link.get("url", ""):
+                save("heatmap.png", viewer_overlay_png(link["url"]))
     return written
+
+
+def viewer_overlay_png(viewer_url: str) -> bytes:
+    """The viewer's radiograph with its heat layer composited over it, as one PNG."""
+    import httpx
+    from PIL import Image
+
+    layers = []
+    for name in ("radiograph.png", "heat.png"):
+        answer = httpx.get(f"{viewer_url}/{name}", timeout=30)
+        answer.raise_for_status()
+        layers.append(Image.open(io.BytesIO(answer.content)).convert("RGBA"))
+    composite = Image.alpha_composite(*layers).convert("RGB")
+    buffer = io.BytesIO()
+    composite.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def run_demo(settings: Settings, output: Path, seed: int = 7) -> int:
@@ -153,9 +183,10 @@ def run_demo(settings: Settings, output: Path, seed: int = 7) -> int:
             response = answer.json()
             console.print(f"[green]✓[/] answered in {elapsed:.2f} s")
             print_cards(console, response)
-            for written in write_outputs(output, request, response):
-                console.print(f"  wrote {written}")
-            if not any(p.suffix == ".png" for p in output.iterdir()):
+            written = write_outputs(output, request, response)
+            for path in written:
+                console.print(f"  wrote {path}")
+            if output / "heatmap.png" not in written:
                 console.print("[red]✗ no heat map in the response")
                 return 1
     finally:

@@ -17,7 +17,7 @@ import pydicom
 
 from cds_service.cdshooks.jwt import sign_request_jwt
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "hooks" / "examples"
+EXAMPLES = Path(__file__).resolve().parent / "hooks" / "examples"  # package data (see cdshooks/discovery.py)
 
 
 def _fhir_datetime(ds: pydicom.Dataset) -> str | None:

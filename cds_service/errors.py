@@ -15,6 +15,10 @@ class BadRequestError(CdsServiceError):
     """The hook request is malformed (HTTP 400, OperationOutcome body)."""
 
 
+class PayloadTooLargeError(CdsServiceError):
+    """The request body is larger than ``max_request_bytes`` (HTTP 413, OperationOutcome ``too-long``)."""
+
+
 class AuthenticationError(CdsServiceError):
     """The bearer JWT is missing or invalid (bare HTTP 401)."""
 

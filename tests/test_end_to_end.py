@@ -51,9 +51,10 @@ def test_order_select_hook_answers_with_a_heat_map_card(service, ehr_keys, dicom
     sides = {obs.bodySite.text for obs in report.contained if obs.get_resource_type() == "Observation"}
     assert sides == {"Right hip", "Left hip"}  # laterality from PatientOrientation, never guessed
 
-    png = base64.b64decode(action["resource"]["presentedForm"][0]["data"])
-    image = Image.open(io.BytesIO(png))
-    assert image.format == "PNG" and image.mode == "RGB"
+    (media,) = [r for r in action["resource"]["contained"] if r["resourceType"] == "Media"]
+    assert "presentedForm" not in action["resource"]  # the heat map is carried once
+    image = Image.open(io.BytesIO(base64.b64decode(media["content"]["data"])))
+    assert image.format == "JPEG" and image.mode == "RGB"
     ds = pydicom.dcmread(next(dicom_store.rglob("*.dcm")), stop_before_pixels=True)
     scale = min(1.0, DISPLAY_MAX_EDGE / max(ds.Rows, ds.Columns))
     assert image.size == (round(ds.Columns * scale), round(ds.Rows * scale))

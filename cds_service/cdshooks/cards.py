@@ -8,11 +8,12 @@ suggestion creates the preliminary DiagnosticReport in the chart.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from cds_service.cdshooks.models import Action, Card, Coding, Indicator, Link, Source, Suggestion
 from cds_service.findings import HipFinding, StudyFindings
 
+SelectionBehavior = Literal["at-most-one", "any"]
 OVERRIDE_SYSTEM = "https://hipcad.example.org/fhir/CodeSystem/override-reason"
 OVERRIDE_REASONS = [
     Coding(system=OVERRIDE_SYSTEM, code="disagree", display="Disagree with the AI finding"),
@@ -83,8 +84,22 @@ def detail_markdown(findings: StudyFindings) -> str:
     return "\n".join(lines)
 
 
-def finding_card(findings: StudyFindings, report: dict[str, Any], base_url: str, viewer_url: str | None = None) -> Card:
-    """The card for an analysed study, with the create-DiagnosticReport suggestion."""
+def finding_card(
+    findings: StudyFindings,
+    report: dict[str, Any],
+    base_url: str,
+    viewer_url: str | None = None,
+    selection_behavior: SelectionBehavior = "at-most-one",
+) -> Card:
+    """The card for an analysed study, with the create-DiagnosticReport suggestion.
+
+    ``selection_behavior`` is the card's ``selectionBehavior`` (``settings.selection_behavior``:
+    "at-most-one", or "any" for EHRs that want it). ``report`` is embedded once, as the create
+    action's resource; it carries the chart-sized heat map, the full resolution is behind
+    ``viewer_url``.
+    """
+    if selection_behavior not in ("at-most-one", "any"):
+        raise ValueError(f"selectionBehavior {selection_behavior!r} is not 'at-most-one' or 'any'")
     summary, indicator = summary_and_indicator(findings)
     links = [Link(label="View heat map", url=viewer_url, type="absolute")] if viewer_url else None
     return Card(
@@ -105,7 +120,7 @@ def finding_card(findings: StudyFindings, report: dict[str, Any], base_url: str,
                 ],
             )
         ],
-        selectionBehavior="at-most-one",
+        selectionBehavior=selection_behavior,
         overrideReasons=OVERRIDE_REASONS,
         links=links,
     )

@@ -1,4 +1,9 @@
-"""CDS Service discovery (`GET /cds-services`) from the service definitions in ``hooks/``."""
+"""CDS Service discovery (`GET /cds-services`) from the service definitions in ``hooks/``.
+
+The definitions ship as package data: ``cds_service/hooks`` is a link to the repository's
+``hooks/`` folder in a checkout and a real folder in a built wheel, so an installed service finds
+them either way.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from pathlib import Path
 
 from cds_service.cdshooks.models import ServiceDefinition
 
-HOOKS_DIR = Path(__file__).resolve().parents[2] / "hooks"
+HOOKS_DIR = Path(__file__).resolve().parents[1] / "hooks"
 
 
 def load_services(folder: Path = HOOKS_DIR) -> dict[str, ServiceDefinition]:

@@ -9,38 +9,48 @@ and override rates per indicator can be monitored — the published reader study
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator, model_validator
 
-from cds_service.cdshooks.models import Card, Coding
+from cds_service.cdshooks.models import Card, FeedbackCoding
+from cds_service.cdshooks.requests import RequestShapeError, load_json, shape_errors
+from cds_service.errors import BadRequestError
 
 
 class AcceptedSuggestion(BaseModel):
     model_config = ConfigDict(extra="allow")
-    id: str
+    id: StrictStr
 
 
 class OverrideReason(BaseModel):
+    """`overrideReason`: the Coding the clinician chose (display optional here) and a free-text comment."""
+
     model_config = ConfigDict(extra="allow")
-    reason: Coding | None = None
-    userComment: str | None = None
+    reason: FeedbackCoding | None = None
+    userComment: StrictStr | None = None
 
 
 class Feedback(BaseModel):
     """One Feedback entry."""
 
     model_config = ConfigDict(extra="allow")
-    card: str
+    card: StrictStr
     outcome: Literal["accepted", "overridden"]
     acceptedSuggestions: list[AcceptedSuggestion] | None = None
     overrideReason: OverrideReason | None = None
     outcomeTimestamp: datetime
+
+    @field_validator("outcomeTimestamp", mode="before")
+    @classmethod
+    def _instant_string(cls, value: object) -> object:
+        if not isinstance(value, str | datetime):  # no Unix numbers: the spec's type is a FHIR instant string
+            raise ValueError("must be a date-time string")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Feedback:
@@ -150,6 +160,12 @@ class FeedbackStore:
         return "\n".join(lines) + "\n"
 
 
-def parse_feedback(body: bytes) -> FeedbackRequest:
-    """Parse a feedback request body (raises ValueError / pydantic.ValidationError)."""
-    return FeedbackRequest.model_validate(json.loads(body))
+def parse_feedback(body: bytes, *, max_depth: int = 64, max_number_digits: int = 64) -> FeedbackRequest:
+    """Parse a feedback request body with the JSON bounds; raises BadRequestError naming the failing field."""
+    data = load_json(body, max_depth=max_depth, max_number_digits=max_number_digits)
+    if not isinstance(data, dict):
+        raise BadRequestError("invalid feedback body: body: must be a JSON object")
+    try:
+        return FeedbackRequest.model_validate(data)
+    except ValidationError as exc:
+        raise BadRequestError(f"invalid feedback body: {RequestShapeError(shape_errors(exc, ''))}") from None

@@ -7,7 +7,9 @@ never ``none`` or HMAC, whatever the header says. Keys come from the issuer's co
 (or a static PEM), or from the header's ``jku`` only when that URL is allow-listed for the issuer;
 JWKS are cached by ``kid`` and refetched (at most every few seconds) when an unknown ``kid`` shows
 up, so key rotation works. A ``jti`` replay cache refuses a token seen before. Every failure is an
-:class:`AuthenticationError`; the web layer answers a bare 401 and logs only the reason.
+:class:`AuthenticationError`; the web layer answers a bare 401 and logs only the reason. The reason is
+written for the operator who has to fix the set-up (which issuer, which expected and received
+``aud``, which JWKS URL and error, which ``kid``, when it expired); it never contains the token.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,33 @@ REQUIRED_CLAIMS = ("iss", "aud", "exp", "iat", "jti")
 #: The public CDS Hooks sandbox signs with a key whose private half is published: development only.
 SANDBOX_ISSUER = "https://sandbox.cds-hooks.org"
 SANDBOX_JWKS = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
+#: The sandbox's PUBLIC signing key, built in so the development switch needs no internet access.
+#: Source: github.com/cds-hooks/sandbox, file ``.well-known/jwks.json`` (served at SANDBOX_JWKS); the
+#: sandbox's ``src/retrieve-data-helpers/jwt-generator.js`` signs with ``alg`` ES384 and this ``kid``
+#: (and sends ``jku`` SANDBOX_JWKS). Older sandbox builds used an ES256 key (kid d9cd3c4f-…): not
+#: built in; a token with another ``kid`` falls back to fetching SANDBOX_JWKS.
+SANDBOX_PUBLIC_JWK: dict[str, str] = {
+    "kty": "EC",
+    "use": "sig",
+    "crv": "P-384",
+    "kid": "44823f3d-0b01-4a6c-a80e-b9d3e8a7226f",
+    "x": "dw_JGR8nB2I6XveNxUOl2qk699ZPLM2nYI5STSdiEl9avAkrm3CkfYMbrrjr8laB",
+    "y": "Sm3mLE-n1zYNla_aiE3cb3nZsL51RbC7ysw3q8aJLxGm-hx79RPMYpITDjp7kgzy",
+    "alg": "ES384",
+}
+
+
+def _show(value: Any, limit: int = 120) -> str:
+    """A header/claim value for a log line: repr'd (no log injection), truncated, never the token."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _when(epoch: Any) -> str:
+    try:
+        return datetime.fromtimestamp(float(epoch), UTC).isoformat(timespec="seconds")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return _show(epoch)
 
 
 @dataclass(frozen=True)
@@ -48,6 +78,8 @@ class TrustedIssuer:
         jwks_url: the issuer's JWKS URL (configured, trusted).
         jku_allowed: ``jku`` header URLs this issuer may point to.
         tenants: when set, the ``tenant`` claim must be one of these.
+        builtin_jwks: public JWKs known in advance (the sandbox's): a token whose ``kid`` is one of
+            them is verified with it, without any network access.
     """
 
     issuer: str
@@ -55,6 +87,7 @@ class TrustedIssuer:
     jwks_url: str | None = None
     jku_allowed: tuple[str, ...] = ()
     tenants: tuple[str, ...] | None = None
+    builtin_jwks: tuple[dict[str, str], ...] = field(default=(), hash=False)
 
 
 @dataclass
@@ -71,7 +104,10 @@ class ReplayCache:
             if len(self.seen) % self.purge_every == 0:  # forget expired tokens now and then
                 self.seen = {key: exp for key, exp in self.seen.items() if exp > now}
             if (issuer, jti) in self.seen:
-                raise AuthenticationError("JWT jti replayed")
+                raise AuthenticationError(
+                    f"JWT jti replayed: issuer {_show(issuer)} sent a token with the same jti twice "
+                    "(a retried request must carry a fresh JWT)"
+                )
             self.seen[(issuer, jti)] = expires
 
 
@@ -97,7 +133,8 @@ class JwksCache:
                     self._fetched[url] = time.monotonic()
             keys = self._keys.get(url, {})
         if kid not in keys:
-            raise AuthenticationError("JWT kid not found in the issuer's JWKS")
+            known = ", ".join(sorted(keys)) or "none usable"
+            raise AuthenticationError(f"JWT kid {_show(kid)} not found in the JWKS at {url} (kids there: {known})")
         return keys[kid]
 
     async def _fetch(self, url: str) -> dict[str, Any]:
@@ -105,9 +142,14 @@ class JwksCache:
             async with httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False) as client:
                 response = await client.get(url, headers={"Accept": "application/json"})
             response.raise_for_status()
+        except httpx.HTTPStatusError as exc:
+            raise AuthenticationError(f"JWKS unreachable: {url} answered HTTP {exc.response.status_code}") from exc
+        except httpx.HTTPError as exc:
+            raise AuthenticationError(f"JWKS unreachable: {url} ({type(exc).__name__})") from exc
+        try:
             jwks = pyjwt.PyJWKSet.from_dict(response.json())
-        except (httpx.HTTPError, ValueError, pyjwt.PyJWTError) as exc:
-            raise AuthenticationError(f"JWKS unavailable ({type(exc).__name__})") from exc
+        except (ValueError, pyjwt.PyJWTError) as exc:
+            raise AuthenticationError(f"JWKS at {url} is not a usable JWK set ({type(exc).__name__})") from exc
         return {key.key_id: key.key for key in jwks.keys if key.key_id and key.algorithm_name in ALGORITHMS}
 
 
@@ -122,6 +164,13 @@ class JwtVerifier:
         jwks: JwksCache | None = None,
     ) -> None:
         self.issuers = {issuer.issuer: issuer for issuer in issuers}
+        self._builtin = {
+            issuer.issuer: {
+                jwk["kid"]: pyjwt.PyJWK.from_dict(dict(jwk)).key for jwk in issuer.builtin_jwks if jwk.get("kid")
+            }
+            for issuer in issuers
+            if issuer.builtin_jwks
+        }
         self.leeway_s = leeway_s
         self.max_lifetime_s = max_lifetime_s
         self.jwks = jwks or JwksCache()
@@ -130,7 +179,7 @@ class JwtVerifier:
     async def verify(self, authorization: str | None, audience: str) -> dict[str, Any]:
         """Check the ``Authorization`` header against ``audience`` (the exact URL invoked); return the claims."""
         if not authorization or not authorization.startswith("Bearer "):
-            raise AuthenticationError("no bearer token")
+            raise AuthenticationError("no bearer token in the Authorization header")
         token = authorization.removeprefix("Bearer ").strip()
         try:
             header = pyjwt.get_unverified_header(token)
@@ -138,12 +187,15 @@ class JwtVerifier:
         except pyjwt.PyJWTError as exc:
             raise AuthenticationError(f"malformed JWT ({type(exc).__name__})") from exc
         if header.get("alg") not in ALGORITHMS:
-            raise AuthenticationError("JWT algorithm not allowed")
+            raise AuthenticationError(
+                f"JWT algorithm {_show(header.get('alg'))} not allowed (accepted: {', '.join(ALGORITHMS)})"
+            )
         if header.get("typ", "JWT") != "JWT":
-            raise AuthenticationError("JWT typ is not JWT")
+            raise AuthenticationError(f"JWT typ {_show(header.get('typ'))} is not JWT")
         issuer = self.issuers.get(str(unverified.get("iss")))
         if issuer is None:
-            raise AuthenticationError("untrusted JWT issuer")
+            trusted = ", ".join(repr(name) for name in self.issuers) or "none configured"
+            raise AuthenticationError(f"untrusted JWT issuer {_show(unverified.get('iss'))} (trusted: {trusted})")
         key = await self._key(issuer, header)
         try:
             claims = pyjwt.decode(
@@ -156,31 +208,71 @@ class JwtVerifier:
                 options={"require": list(REQUIRED_CLAIMS), "verify_iat": True},
             )
         except pyjwt.PyJWTError as exc:
-            raise AuthenticationError(f"JWT rejected ({type(exc).__name__})") from exc
+            raise AuthenticationError(self._reason(exc, issuer, header, unverified, audience)) from exc
         now = time.time()
         if float(claims["iat"]) > now + self.leeway_s:
-            raise AuthenticationError("JWT issued in the future")
-        if float(claims["exp"]) - float(claims["iat"]) > self.max_lifetime_s:
-            raise AuthenticationError("JWT lifetime too long")
+            raise AuthenticationError(
+                f"JWT issued in the future (iat {_when(claims['iat'])}, now {_when(now)}): check the clocks"
+            )
+        lifetime = float(claims["exp"]) - float(claims["iat"])
+        if lifetime > self.max_lifetime_s:
+            raise AuthenticationError(f"JWT lifetime {lifetime:.0f} s exceeds the maximum {self.max_lifetime_s} s")
         if issuer.tenants is not None and claims.get("tenant") not in issuer.tenants:
-            raise AuthenticationError("JWT tenant not allowed")
+            raise AuthenticationError(
+                f"JWT tenant {_show(claims.get('tenant'))} not allowed for issuer {_show(issuer.issuer)}"
+            )
         self.replays.check_and_add(issuer.issuer, str(claims["jti"]), float(claims["exp"]) + self.leeway_s)
         return claims
+
+    def _reason(
+        self,
+        exc: pyjwt.PyJWTError,
+        issuer: TrustedIssuer,
+        header: dict[str, Any],
+        unverified: dict[str, Any],
+        audience: str,
+    ) -> str:
+        """Why PyJWT refused the token, in operator terms (PyJWT checks the signature before the claims)."""
+        who = f"issuer {_show(issuer.issuer)}"
+        if isinstance(exc, pyjwt.ExpiredSignatureError):
+            return (
+                f"JWT expired (exp {_when(unverified.get('exp'))}, now {_when(time.time())}, "
+                f"leeway {self.leeway_s} s; {who})"
+            )
+        if isinstance(exc, pyjwt.InvalidAudienceError):
+            return f"JWT audience mismatch: expected {audience!r}, received {_show(unverified.get('aud'), 300)} ({who})"
+        if isinstance(exc, pyjwt.MissingRequiredClaimError):
+            return f"JWT lacks the required claim {exc.claim!r} ({who})"
+        if isinstance(exc, pyjwt.ImmatureSignatureError):
+            return f"JWT not yet valid (iat {_when(unverified.get('iat'))}, now {_when(time.time())}): check the clocks"
+        if isinstance(exc, pyjwt.InvalidSignatureError):
+            return f"JWT signature does not verify with the key {_show(header.get('kid'))} of {who}"
+        if isinstance(exc, pyjwt.InvalidAlgorithmError):
+            return f"JWT algorithm {_show(header.get('alg'))} does not fit the key {_show(header.get('kid'))} of {who}"
+        return f"JWT rejected ({type(exc).__name__}: {exc}; {who})"
 
     async def _key(self, issuer: TrustedIssuer, header: dict[str, Any]) -> Any:
         kid = header.get("kid")
         if not kid:
-            raise AuthenticationError("JWT header has no kid")
+            raise AuthenticationError(f"JWT header has no kid (issuer {_show(issuer.issuer)})")
         jku = header.get("jku")
+        if jku is not None and jku not in issuer.jku_allowed:
+            raise AuthenticationError(f"JWT jku {_show(jku)} not allow-listed for issuer {_show(issuer.issuer)}")
+        builtin = self._builtin.get(issuer.issuer, {})
+        if str(kid) in builtin:
+            return builtin[str(kid)]
         if jku is not None:
-            if jku not in issuer.jku_allowed:
-                raise AuthenticationError("JWT jku not allow-listed for the issuer")
             return await self.jwks.key(jku, str(kid))
         if issuer.jwks_url:
             return await self.jwks.key(issuer.jwks_url, str(kid))
         if issuer.public_key_pem:
             return serialization.load_pem_public_key(issuer.public_key_pem)
-        raise AuthenticationError("no key configured for the issuer")
+        if builtin:
+            raise AuthenticationError(
+                f"JWT kid {_show(kid)} is not a built-in key of issuer {_show(issuer.issuer)} "
+                f"(built in: {', '.join(sorted(builtin))})"
+            )
+        raise AuthenticationError(f"no key configured for issuer {_show(issuer.issuer)}")
 
 
 def sign_request_jwt(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 Indicator = Literal["info", "warning", "critical"]
 
@@ -44,6 +44,17 @@ class HookRequest(_Model):
     fhirAuthorization: FhirAuthorization | None = None
     context: dict[str, Any]
     prefetch: dict[str, Any] | None = None
+    #: The hook's typed context (``cds_service.cdshooks.requests``), set once the context is validated;
+    #: ``context`` stays the plain dict the pipeline reads.
+    _typed_context: BaseModel | None = PrivateAttr(default=None)
+
+    @property
+    def typed_context(self) -> BaseModel | None:
+        return self._typed_context
+
+    @typed_context.setter
+    def typed_context(self, value: BaseModel | None) -> None:
+        self._typed_context = value
 
     @field_validator("hook", "hookInstance")
     @classmethod
@@ -54,11 +65,22 @@ class HookRequest(_Model):
 
 
 class Coding(_Model):
-    """A FHIR Coding, as used by `overrideReasons` (display is required there)."""
+    """A FHIR Coding, as used by a card's `overrideReasons` (display is required there)."""
 
     code: str
     system: str
     display: str
+
+
+class FeedbackCoding(_Model):
+    """The Coding a CDS Client sends back in feedback `overrideReason.reason`: code and system
+    required, `display` optional (the CDS Hooks sandbox sends only `system` and `code`)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, strict=True)
+
+    code: str
+    system: str
+    display: str | None = None
 
 
 class Source(_Model):

@@ -29,8 +29,11 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
 from cds_service.errors import UnusableImageError
 
-#: Largest image (in pixels) decoded; bigger ones are refused rather than exhausting memory.
-MAX_PIXELS = 64_000_000
+#: Default largest image (rows × columns × frames) decoded; bigger ones are refused before any pixel
+#: buffer is allocated (``HIPCAD_MAX_IMAGE_PIXELS`` sets it for the service).
+MAX_PIXELS = 60_000_000
+#: Largest pixel container: the fused LUT has 2^Bits Allocated entries (16 bits: 64 k; 32 bits: 4 G).
+MAX_BITS_ALLOCATED = 16
 #: Smallest usable edge: below this no hip anatomy can be resolved.
 MIN_EDGE = 64
 
@@ -135,22 +138,43 @@ def _apply_lut(lut: np.ndarray, index: np.ndarray) -> np.ndarray:
     return grey
 
 
-def decode_dataset(ds: pydicom.Dataset) -> DecodedImage:
+def decode_dataset(ds: pydicom.Dataset, max_pixels: int = MAX_PIXELS) -> DecodedImage:
     """Decode a single-frame grey-scale DICOM image (any transfer syntax pydicom can read).
+
+    Every bound (pixel count, bits allocated, frames, samples per pixel) is checked on the header,
+    before the pixel data is decoded: a hostile header cannot make the service allocate gigabytes.
 
     Raises:
         UnusableImageError: not an image, colour, multi-frame, another body part, too small or too
             large, or the pixel data or header cannot be decoded. The message never contains patient data.
     """
     try:
-        return _decode(ds)
+        return _decode(ds, max_pixels)
     except UnusableImageError:
         raise
     except Exception as exc:  # a malformed header value can fail anywhere: never crash the hook
         raise UnusableImageError(f"malformed image header or pixel data ({type(exc).__name__})") from exc
 
 
-def _decode(ds: pydicom.Dataset) -> DecodedImage:
+def _check_header(ds: pydicom.Dataset, max_pixels: int) -> tuple[int, int]:
+    """Rows and columns, once the header promises a decodable, bounded single grey-scale frame."""
+    if int(getattr(ds, "SamplesPerPixel", 1) or 1) != 1:
+        raise UnusableImageError("more than one sample per pixel: a grey-scale radiograph is expected")
+    allocated = int(getattr(ds, "BitsAllocated", 0) or 0)
+    if not 1 <= allocated <= MAX_BITS_ALLOCATED:
+        raise UnusableImageError(f"Bits Allocated {allocated} is not supported (1–{MAX_BITS_ALLOCATED})")
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if frames != 1:
+        raise UnusableImageError("multi-frame image: a single radiograph is expected")
+    rows, cols = int(getattr(ds, "Rows", 0)), int(getattr(ds, "Columns", 0))
+    if rows * cols * frames > max_pixels:
+        raise UnusableImageError(f"image of {rows}×{cols} pixels exceeds the {max_pixels} pixel limit")
+    if min(rows, cols) < MIN_EDGE:
+        raise UnusableImageError(f"image of {rows}×{cols} pixels is too small")
+    return rows, cols
+
+
+def _decode(ds: pydicom.Dataset, max_pixels: int) -> DecodedImage:
     if "PixelData" not in ds:
         raise UnusableImageError("no Pixel Data (0x7FE0,0010): not an image object")
     photometric = str(getattr(ds, "PhotometricInterpretation", "")).strip()
@@ -159,13 +183,7 @@ def _decode(ds: pydicom.Dataset) -> DecodedImage:
     body_part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
     if body_part and body_part not in HIP_BODY_PARTS:
         raise UnusableImageError(f"Body Part Examined is {body_part[:16]}, not the hip or pelvis")
-    if int(getattr(ds, "NumberOfFrames", 1) or 1) != 1:
-        raise UnusableImageError("multi-frame image: a single radiograph is expected")
-    rows, cols = int(getattr(ds, "Rows", 0)), int(getattr(ds, "Columns", 0))
-    if rows * cols > MAX_PIXELS:
-        raise UnusableImageError(f"image of {rows}×{cols} pixels exceeds the {MAX_PIXELS} pixel limit")
-    if min(rows, cols) < MIN_EDGE:
-        raise UnusableImageError(f"image of {rows}×{cols} pixels is too small")
+    rows, cols = _check_header(ds, max_pixels)
     try:
         stored = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for corrupt or unsupported pixel data

@@ -3,8 +3,11 @@
 One code path for both stores: ``DICOMfileClient`` serves a local folder (``file://`` address, the
 embedded default) and ``DICOMwebClient`` a PACS; both are ``dicomweb_client.DICOMClient``. Only
 addresses under an allow-listed base are contacted (the ImagingStudy chooses the address, so an
-open client would be an SSRF hole). Calls are blocking in the library, so they run in a worker
-thread with a deadline.
+open client would be an SSRF hole): the check is the shared :class:`cds_service.outbound.UrlPolicy`,
+and ``file://`` addresses must resolve inside the local folder. Redirects are never followed. Calls
+are blocking in the library, so they run in a worker thread with a deadline. Clients are kept per
+(allowed base, canonical address), at most ``max_clients``, least recently used out: the address
+is attacker-chosen, so an unbounded cache would be a thread and memory leak.
 """
 
 from __future__ import annotations
@@ -12,10 +15,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pydicom
 import requests
@@ -23,11 +31,45 @@ from dicomweb_client import DICOMfileClient, DICOMwebClient
 from dicomweb_client.api import DICOMClient
 
 from cds_service.errors import StudyUnavailableError
+from cds_service.outbound import AllowedBase, DisallowedUrlError, UrlPolicy, parse
 
 log = logging.getLogger(__name__)
 
 #: Ask for the stored transfer syntax: DICOMfileClient never transcodes, and we decode locally.
 STORED = (("application/dicom", "*"),)
+
+
+class RedirectRefusedError(requests.HTTPError):
+    """A DICOMweb store answered 3xx; the redirect is not followed (its target could be off the allow-list)."""
+
+
+class _RedirectResponse(requests.Response):
+    def raise_for_status(self) -> None:
+        raise RedirectRefusedError(f"redirect (HTTP {self.status_code}) not followed", response=self)
+
+
+class _StoreSession(requests.Session):
+    """A session for one DICOMweb store: a timeout on every call, and redirects never followed.
+
+    The refusal is raised from ``raise_for_status``, which dicomweb_client calls once after its
+    retry loop: raising inside the request would be retried (the loop retries on every exception),
+    repeating the request five times with back-off.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__()
+        self.timeout_s = timeout_s
+        # Not max_redirects = 0: with it requests raises even when asked not to follow (it still
+        # prepares the next request), and that exception would be retried as above.
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        kwargs["allow_redirects"] = False
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.timeout_s
+        response = super().request(method, url, *args, **kwargs)
+        if 300 <= response.status_code < 400:
+            response.__class__ = _RedirectResponse  # same object, a raise_for_status that refuses
+        return response
 
 
 @dataclass(frozen=True)
@@ -42,52 +84,124 @@ class DicomwebCredentials:
         return f"DicomwebCredentials(username={self.username!r}, password=<redacted>, bearer_token=<redacted>)"
 
     def session(self, timeout_s: float) -> requests.Session:
-        session = requests.Session()
+        """A session with these credentials that never follows redirects."""
+        session = _StoreSession(timeout_s)
         if self.username is not None:
             session.auth = (self.username, self.password or "")
         if self.bearer_token:
             session.headers["Authorization"] = f"Bearer {self.bearer_token}"
-        session.request = functools.partial(session.request, timeout=timeout_s)  # type: ignore[method-assign]
         return session
 
 
+@dataclass
+class _Store:
+    """One cached image store: its client, and what must be released with it."""
+
+    client: DICOMClient | None = None
+    #: Folder stores only: DICOMfileClient's SQLite index is bound to the thread that made it.
+    executor: ThreadPoolExecutor | None = None
+    session: requests.Session | None = None
+
+    def release(self) -> None:
+        # Work already queued still runs (wait=False); the thread then exits.
+        if self.executor is not None:
+            self.executor.shutdown(wait=False)
+        if self.session is not None:
+            self.session.close()
+
+
+def _file_bases_folder(allowed_bases: Sequence[str]) -> Path | None:
+    """The folder holding every ``file`` base (backwards compatibility when no local folder is given)."""
+    folders = [
+        Path(unquote(urlsplit(base).path)).resolve()
+        for base in allowed_bases
+        if urlsplit(base).scheme.lower() == "file"
+    ]
+    return Path(os.path.commonpath(folders)) if folders else None
+
+
 class DicomRetriever:
-    """Retrieves instances from allow-listed DICOMweb bases; clients are cached per base."""
+    """Retrieves instances from allow-listed DICOMweb bases and the local folder store."""
 
     def __init__(
         self,
         allowed_bases: Sequence[str],
         timeout_s: float = 10.0,
         credentials: Mapping[str, DicomwebCredentials] | None = None,
+        local_folder: Path | None = None,
+        max_clients: int = 16,
     ) -> None:
-        self.allowed_bases = [base.rstrip("/") for base in allowed_bases]
+        if max_clients < 1:
+            raise ValueError("max_clients must be at least 1")
+        self.policy = UrlPolicy(allowed_bases, local_folder or _file_bases_folder(allowed_bases))
+        self.allowed_bases = [base.url for base in self.policy.bases]
         self.timeout_s = timeout_s
-        self.credentials = {base.rstrip("/"): value for base, value in (credentials or {}).items()}
-        # DICOMfileClient keeps its index in an SQLite connection bound to the thread that made it: each
-        # folder store gets one worker thread of its own. Web clients run on the shared default pool.
-        self._file_threads: dict[str, ThreadPoolExecutor] = {}
-        self._clients: dict[str, DICOMClient] = {}
+        self.max_clients = max_clients
+        # Most specific base first, so nested bases with their own credentials win.
+        creds = [(parse(base)[0], value) for base, value in (credentials or {}).items()]
+        self._credentials = sorted(creds, key=lambda item: -len(item[0].segments))
+        self._stores: OrderedDict[tuple[str, str], _Store] = OrderedDict()
         self._lock = threading.Lock()
 
+    def _locate(self, address: str) -> tuple[AllowedBase, AllowedBase]:
+        """The address's allowed base and canonical location; raises DisallowedUrlError."""
+        base, location, query = self.policy.locate(address)
+        if query:  # the clients drop it: refuse rather than treat two different strings as one store
+            raise DisallowedUrlError("query not allowed")
+        return base, location
+
     def is_allowed(self, address: str) -> bool:
-        address = address.rstrip("/")
-        return any(address == base or address.startswith(base + "/") for base in self.allowed_bases)
+        """True when ``address`` may be contacted."""
+        return self.allowed_base(address) is not None
 
-    def _client(self, address: str) -> DICOMClient:
+    def allowed_base(self, address: str) -> str | None:
+        """The canonical allow-listed base ``address`` lies under (e.g. for cache keys), or None."""
+        try:
+            return self._locate(address)[0].url
+        except DisallowedUrlError:
+            return None
+
+    @property
+    def client_count(self) -> int:
+        """How many clients are open now (at most ``max_clients``)."""
+        return len(self._stores)
+
+    def close(self) -> None:
+        """Release every client, session and folder-store thread (a later call opens new ones)."""
         with self._lock:
-            client = self._clients.get(address)
-            if client is None:
-                if address.startswith("file://"):
-                    client = DICOMfileClient(url=address, update_db=True, in_memory=True)
-                else:
-                    base = next((b for b in self.credentials if address == b or address.startswith(b + "/")), None)
-                    creds = self.credentials.get(base, DicomwebCredentials()) if base else DicomwebCredentials()
-                    client = DICOMwebClient(url=address, session=creds.session(self.timeout_s))
-                self._clients[address] = client
-            return client
+            stores = list(self._stores.values())
+            self._stores.clear()
+        for store in stores:
+            store.release()
 
-    def _retrieve(self, address: str, study_uid: str, series_uid: str | None, sop_uid: str | None) -> pydicom.Dataset:
-        client = self._client(address)
+    def _store(self, base: AllowedBase, location: AllowedBase) -> _Store:
+        """The cached store for this location, made most recently used; the caller holds the lock."""
+        key = (base.url, location.url)
+        store = self._stores.get(key)
+        if store is not None:
+            self._stores.move_to_end(key)
+            return store
+        if location.scheme == "file":
+            store = _Store(executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="dicom-folder"))
+        else:
+            creds = next((c for b, c in self._credentials if b.contains(location)), DicomwebCredentials())
+            session = creds.session(self.timeout_s)
+            # The client passes its own timeout (default 20 s) to every request: give it ours.
+            client = DICOMwebClient(url=location.url, session=session, timeout=self.timeout_s)
+            store = _Store(client=client, session=session)
+        self._stores[key] = store
+        while len(self._stores) > self.max_clients:
+            self._stores.popitem(last=False)[1].release()
+        return store
+
+    @staticmethod
+    def _retrieve(
+        store: _Store, location: AllowedBase, study_uid: str, series_uid: str | None, sop_uid: str | None
+    ) -> pydicom.Dataset:
+        if store.client is None:  # a folder store: built here, on the one thread its index is bound to
+            # DICOMfileClient reads the URL's path without unquoting it: hand it the plain path.
+            store.client = DICOMfileClient(url=f"file://{location.folder}", update_db=True, in_memory=True)
+        client = store.client
         if not (series_uid and sop_uid):
             found = client.search_for_instances(study_instance_uid=study_uid)
             if not found:
@@ -100,23 +214,23 @@ class DicomRetriever:
         self, address: str, study_uid: str, series_uid: str | None, sop_uid: str | None
     ) -> pydicom.Dataset:
         """Fetch one instance (the first of the study when UIDs are missing) in its stored syntax."""
-        if not self.is_allowed(address):
-            raise StudyUnavailableError("the study's DICOMweb address is not on the allow-list")
-        call = functools.partial(self._retrieve, address, study_uid, series_uid, sop_uid)
-        if address.startswith("file://"):
-            with self._lock:
-                executor = self._file_threads.setdefault(
-                    address, ThreadPoolExecutor(max_workers=1, thread_name_prefix="dicom-folder")
-                )
-            pending = asyncio.get_running_loop().run_in_executor(executor, call)
-        else:
-            pending = asyncio.to_thread(call)
         try:
+            base, location = self._locate(address)
+        except DisallowedUrlError as exc:  # the reason only: the address may carry identifiers
+            raise StudyUnavailableError(f"the study's DICOMweb address is not on the allow-list ({exc})") from exc
+        try:
+            with self._lock:  # submit under the lock: an evicted executor accepts no new work
+                store = self._store(base, location)
+                call = functools.partial(self._retrieve, store, location, study_uid, series_uid, sop_uid)
+                # A folder store's own thread; DICOMweb calls go to the loop's default pool (None).
+                pending = asyncio.get_running_loop().run_in_executor(store.executor, call)
             return await asyncio.wait_for(pending, self.timeout_s)
         except StudyUnavailableError:
             raise
         except TimeoutError as exc:
             raise StudyUnavailableError(f"the image store did not answer within {self.timeout_s:.0f} s") from exc
+        except (RedirectRefusedError, requests.TooManyRedirects) as exc:
+            raise StudyUnavailableError("the image store answered with a redirect (not followed)") from exc
         except requests.HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else "?"
             raise StudyUnavailableError(f"the image store answered HTTP {status}") from exc

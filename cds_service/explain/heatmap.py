@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -123,3 +124,91 @@ def render_overlay_png(
     if heat is None:
         heat = heat_canvas(hips, image_shape, display.shape)
     return png_bytes(label_hips(overlay(display, heat, opacity), hips, image_shape))
+
+
+#: The chart copy of the heat map (the one the DiagnosticReport carries): longest side and size caps.
+CHART_MAX_SIDE = 1024
+CHART_MAX_BYTES = 150_000
+
+
+class ChartImage(NamedTuple):
+    """An encoded chart-sized image: bytes, MIME type, (width, height)."""
+
+    data: bytes
+    content_type: str
+    size: tuple[int, int]
+
+
+def _fit(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    width, height = size
+    scale = min(1.0, max_side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def encode_chart_image(
+    rgb: Image.Image | np.ndarray,
+    max_side: int = CHART_MAX_SIDE,
+    max_bytes: int = CHART_MAX_BYTES,
+    quality: int = 85,
+) -> ChartImage:
+    """Downsize to ``max_side`` (longest side) and encode as baseline JPEG, within ``max_bytes``.
+
+    JPEG, not PNG: a radiograph's noise makes PNG large (≈ 550 kB at 2039×1380), while JPEG at
+    quality 85 keeps the overlay readable in a chart at a fraction of that. Should a noisy image
+    still exceed ``max_bytes``, quality steps down (to 50), then the size, until it fits.
+    """
+    image = rgb if isinstance(rgb, Image.Image) else Image.fromarray(np.asarray(rgb, dtype=np.uint8))
+    image = image.convert("RGB")
+    side = max_side
+    while True:
+        resized = image.resize(_fit(image.size, side), Image.Resampling.LANCZOS) if max(image.size) > side else image
+        for step in (quality, *range(min(quality, 80) - 5, 49, -5)):
+            buffer = io.BytesIO()
+            resized.save(buffer, format="JPEG", quality=step, optimize=True)
+            if buffer.tell() <= max_bytes:
+                return ChartImage(buffer.getvalue(), "image/jpeg", resized.size)
+        if side <= 64:
+            return ChartImage(buffer.getvalue(), "image/jpeg", resized.size)
+        side = round(max(resized.size) * 0.8)
+
+
+def chart_image(overlay: bytes, max_side: int = CHART_MAX_SIDE, max_bytes: int = CHART_MAX_BYTES) -> ChartImage:
+    """The chart copy of an already rendered overlay (PNG or JPEG bytes).
+
+    An image already within the limits is kept as it is; a larger one is downsized and re-encoded
+    (see :func:`encode_chart_image`). Raises ``PIL.UnidentifiedImageError`` for bytes that are no image.
+    """
+    with Image.open(io.BytesIO(overlay)) as image:
+        fmt = (image.format or "").upper()
+        if fmt in ("PNG", "JPEG") and max(image.size) <= max_side and len(overlay) <= max_bytes:
+            return ChartImage(overlay, f"image/{fmt.lower()}", image.size)
+        image.load()
+        return encode_chart_image(image, max_side, max_bytes)
+
+
+def render_chart_image(
+    display: np.ndarray,
+    heat: np.ndarray,
+    hips: Sequence[HipHeatmap] = (),
+    image_shape: tuple[int, int] | None = None,
+    opacity: float = 0.45,
+    max_side: int = CHART_MAX_SIDE,
+    max_bytes: int = CHART_MAX_BYTES,
+) -> ChartImage:
+    """The heat map over the radiograph, chart-sized (≤ ``max_side`` px, ≤ ``max_bytes``, JPEG).
+
+    Downsizes the grey ``display`` and the float ``heat`` first (cheaper than shrinking the full
+    overlay), blends them, writes the laterality labels when ``hips`` and ``image_shape`` are given,
+    and encodes with :func:`encode_chart_image`. The full-resolution view stays in the viewer.
+    """
+    rows, cols = display.shape
+    width, height = _fit((cols, rows), max_side)
+    if (width, height) != (cols, rows):
+        display = np.asarray(
+            Image.fromarray(np.asarray(display, np.uint8)).resize((width, height), Image.Resampling.LANCZOS)
+        )
+        heat = _upsample(np.asarray(heat, np.float32), width, height)
+    rgb = overlay(display, np.clip(np.asarray(heat, np.float32), 0.0, 1.0), opacity)
+    if hips and image_shape is not None:
+        rgb = label_hips(rgb, hips, image_shape)
+    return encode_chart_image(rgb, max_side, max_bytes)

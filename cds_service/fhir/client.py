@@ -1,17 +1,21 @@
 """A small async FHIR R4 REST client (httpx) for the EHR's ``fhirServer``, with its bearer token.
 
 Only allow-listed bases are contacted: the hook request chooses ``fhirServer``, so an open client
-would let any caller make the service fetch arbitrary URLs (SSRF). The token is never logged.
+would let any caller make the service fetch arbitrary URLs (SSRF). The check is the shared
+:class:`cds_service.outbound.UrlPolicy`; redirects are never followed (a 3xx could leave the
+allow-list). The token is never logged.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
 from cds_service.errors import PrefetchUnavailableError
+from cds_service.outbound import UrlPolicy
 
 
 class FhirClient:
@@ -72,6 +76,14 @@ class FhirClient:
 
 
 def is_allowed(base_url: str, allowed: Sequence[str]) -> bool:
-    """True when ``base_url`` equals or lies under an allow-listed FHIR base."""
-    base = base_url.rstrip("/")
-    return any(base == a.rstrip("/") or base.startswith(a.rstrip("/") + "/") for a in allowed)
+    """True when ``base_url`` equals or lies under an allow-listed FHIR base (http/https only).
+
+    Raises ValueError when an allow-listed base is itself invalid (a configuration error).
+    """
+    return _policy(tuple(allowed)).is_allowed(base_url)
+
+
+@functools.lru_cache(maxsize=32)
+def _policy(allowed: tuple[str, ...]) -> UrlPolicy:
+    # Called per hook and per Bundle page with the same few allow-lists: parse each list once.
+    return UrlPolicy(allowed)

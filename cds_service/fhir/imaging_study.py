@@ -30,6 +30,7 @@ class StudyRef:
     sop_instance_uid: str | None
     endpoint_address: str
     started: str | None
+    subject: str | None = None  # the Patient id the ImagingStudy's ``subject`` names
 
 
 def _uid(value: str | None) -> str | None:
@@ -101,6 +102,15 @@ def _instance(series: dict[str, Any]) -> dict[str, Any] | None:
     return (titled or instances or [None])[0]
 
 
+def subject_id(study: dict[str, Any]) -> str | None:
+    """The id in ``ImagingStudy.subject`` when it is a Patient reference (``Patient/1``, ``…/Patient/1``)."""
+    reference = (study.get("subject") or {}).get("reference")
+    if not isinstance(reference, str):
+        return None
+    parts = reference.split("/_history/")[0].rstrip("/").split("/")
+    return parts[-1] if len(parts) >= 2 and parts[-2] == "Patient" and parts[-1] else None
+
+
 def _based_on(study: dict[str, Any], order_ids: set[str]) -> bool:
     return any(str(ref.get("reference", "")).split("/")[-1] in order_ids for ref in study.get("basedOn") or [])
 
@@ -110,18 +120,23 @@ def select_study(
     lookback: timedelta | None = None,
     order_ids: set[str] | None = None,
     now: datetime | None = None,
+    patient_id: str | None = None,
 ) -> StudyRef | None:
     """Pick the study to analyse from a searchset Bundle of ImagingStudies (with their Endpoints).
 
     Candidates: CR/DX, hip or pelvis (series body site, or description), not entered-in-error, with a
     ``dicom-wado-rs`` Endpoint, started within ``lookback`` when it is given. Preference: a study
     ``basedOn`` one of ``order_ids``, then the newest; within it the AP pelvis series and instance.
+    With ``patient_id`` (the hook's ``context.patientId``), a study whose ``subject`` names another
+    patient, or no patient, is never a candidate: an image must not cross patients.
     """
     resources = _resources(bundle)
     studies = [
         r for r in resources if r.get("resourceType") == "ImagingStudy" and r.get("status") != "entered-in-error"
     ]
     studies = [s for s in studies if _modalities(s) & RADIOGRAPHY and _is_hip(s)]
+    if patient_id is not None:
+        studies = [s for s in studies if subject_id(s) == patient_id]
     if lookback is not None:
         cutoff = (now or datetime.now(UTC)) - lookback
         studies = [s for s in studies if "started" not in s or _started(s) >= cutoff]
@@ -147,5 +162,6 @@ def select_study(
                 sop_instance_uid=instance.get("uid") if instance else None,
                 endpoint_address=address,
                 started=study.get("started"),
+                subject=subject_id(study),
             )
     return None

@@ -4,22 +4,33 @@ Shape (http://hl7.org/fhir/R4/diagnosticreport.html): ``status`` preliminary, ``
 ``code`` LOINC XR Pelvis and Hip, ``result`` → one Observation per hip (fracture suspected or not,
 probability, Garden stage with probabilities, undisplaced/displaced), ``conclusion`` and
 ``conclusionCode`` (SNOMED CT) when a fracture is suspected, ``media`` → a Media resource coded as a
-visual explanation (DICOM DCM 130401) holding the heat-map overlay, ``presentedForm`` → the same PNG,
-``meta.tag`` AIAST (AI asserted) everywhere. The Observations, the Media and the AI Device are
-``contained`` so the suggestion's single ``create`` action is directly POSTable. R4's
-DiagnosticReport.performer does not admit a Device, so the Observations name it in ``device``
-and the Media in ``device``.
+visual explanation (DICOM DCM 130401) holding the heat-map overlay, ``meta.tag`` AIAST (AI asserted)
+everywhere. The Observations, the Media and the AI Device are ``contained`` so the suggestion's
+single ``create`` action is directly POSTable. R4's DiagnosticReport.performer does not admit a
+Device, so the Observations name it in ``device`` and the Media in ``device``.
+
+The heat map is carried ONCE, chart-sized (≤ 1024 px, ≤ 150 kB JPEG, see
+:func:`cds_service.explain.heatmap.chart_image`), in the contained Media, referenced from
+``DiagnosticReport.media.link``: R4 defines ``media`` as "key images associated with this report",
+which is what the heat map is. ``presentedForm`` is deliberately absent: R4 defines it as "rich text
+representation of the entire result as issued by the diagnostic service" (several formats allowed,
+all semantically equivalent), and one image of where the model looked is not the entire report;
+repeating the image there only doubled the card (≈ 1.1 MB). The full-resolution view stays behind
+the card's viewer link.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+from PIL import UnidentifiedImageError
 
 from cds_service import __version__
+from cds_service.explain.heatmap import ChartImage, chart_image
 from cds_service.fhir import codes
 from cds_service.fhir.validate import check_bindings
 from cds_service.findings import GARDEN_STAGES, HipFinding, StudyFindings
@@ -34,6 +45,32 @@ class ReportContext:
     order_reference: str | None = None  # e.g. "ServiceRequest/abc"
     encounter_id: str | None = None
     effective: str | None = None  # ImagingStudy.started
+
+
+#: FHIR dateTime (http://hl7.org/fhir/R4/datatypes.html#dateTime): a time needs a time zone.
+_FHIR_DATETIME = re.compile(
+    r"-?[0-9]{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01])"
+    r"(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00)))?)?)?"
+)
+_DATE = re.compile(r"([0-9]{4})-?(0[1-9]|1[0-2])-?(0[1-9]|[12][0-9]|3[01])")
+
+
+def fhir_date_time(value: str | None) -> str | None:
+    """``value`` as a valid FHIR dateTime, or None.
+
+    ImagingStudy.started often comes from DICOM StudyDate/StudyTime, which carry no time zone, and
+    a FHIR dateTime with a time SHALL have one. Guessing a zone (UTC) could shift the time by hours,
+    so a time without a zone is dropped to date precision ("2026-11-23T09:15:00" → "2026-11-23"),
+    as is a DICOM date ("20261123"); a value that is no date at all is left out.
+    """
+    if not isinstance(value, str) or not value.strip():
+        return None
+    value = value.strip()
+    if _FHIR_DATETIME.fullmatch(value):
+        return value
+    if match := _DATE.match(value):
+        return "-".join(match.groups())
+    return None
 
 
 def _pct(value: float) -> str:
@@ -80,8 +117,8 @@ def _observation(index: int, hip: HipFinding, findings: StudyFindings, context: 
         "device": {"reference": "#ai-device"},
         "component": components,
     }
-    if context.effective:
-        observation["effectiveDateTime"] = context.effective
+    if effective := fhir_date_time(context.effective):
+        observation["effectiveDateTime"] = effective
     return observation
 
 
@@ -115,7 +152,9 @@ def conclusion_text(findings: StudyFindings) -> str:
     return prefix + " ".join(parts)
 
 
-def _media(png_b64: str, context: ReportContext, issued: str, size: tuple[int, int] | None) -> dict:
+def _media(
+    image_b64: str, content_type: str, context: ReportContext, issued: str, size: tuple[int, int] | None
+) -> dict:
     media = {
         "resourceType": "Media",
         "id": "heatmap",
@@ -126,7 +165,11 @@ def _media(png_b64: str, context: ReportContext, issued: str, size: tuple[int, i
         "subject": {"reference": f"Patient/{context.patient_id}"},
         "issued": issued,
         "device": {"reference": "#ai-device"},
-        "content": {"contentType": "image/png", "data": png_b64, "title": "AI heat map over the radiograph"},
+        "content": {
+            "contentType": content_type,
+            "data": image_b64,
+            "title": "AI heat map over the radiograph (chart copy; full resolution in the viewer)",
+        },
     }
     if size:
         media["width"], media["height"] = size
@@ -148,19 +191,31 @@ def build_diagnostic_report(
     issued: datetime | None = None,
     overlay_size: tuple[int, int] | None = None,
 ) -> DiagnosticReport:
-    """The preliminary DiagnosticReport with contained Observations, Media and Device, and the heat-map PNG.
+    """The preliminary DiagnosticReport with contained Observations, Media and Device, and the heat map.
+
+    ``overlay_png`` is the rendered overlay (PNG or JPEG, any size): a chart copy of it is embedded
+    once, in the contained Media, whose width and height are those of the chart copy.
+    ``overlay_size`` is only used for bytes PIL cannot decode, which are embedded as given.
 
     Raises:
         InvalidResourceError: a coded value we emit breaks a FHIR binding (a bug, never the input's fault).
     """
     issued_at = (issued or datetime.now(UTC)).isoformat(timespec="seconds")
     observations = [_observation(i, hip, findings, context) for i, hip in enumerate(findings.hips)]
-    png_b64 = base64.b64encode(overlay_png).decode("ascii")
+    try:
+        chart = chart_image(overlay_png)
+    except (UnidentifiedImageError, OSError):  # not decodable (tests' stand-in bytes): embedded as given
+        chart = ChartImage(overlay_png, "image/png", overlay_size)
+    image_b64 = base64.b64encode(chart.data).decode("ascii")
     unilateral = len(findings.hips) == 1
     report: dict = {
         "resourceType": "DiagnosticReport",
         "meta": {"tag": [codes.AI_ASSERTED]},
-        "contained": [_device(findings), *observations, _media(png_b64, context, issued_at, overlay_size)],
+        "contained": [
+            _device(findings),
+            *observations,
+            _media(image_b64, chart.content_type, context, issued_at, chart.size),
+        ],
         "status": "preliminary",
         "category": [{"coding": [codes.RADIOLOGY]}],
         "code": {
@@ -174,18 +229,11 @@ def build_diagnostic_report(
             {"comment": "Heat map: where the model looked (class activation map)", "link": {"reference": "#heatmap"}}
         ],
         "conclusion": conclusion_text(findings),
-        "presentedForm": [
-            {
-                "contentType": "image/png",
-                "data": png_b64,
-                "title": "Heat map (class activation map) over the radiograph",
-            }
-        ],
     }
     if conclusion_codes := _conclusion_codes(findings):
         report["conclusionCode"] = conclusion_codes
-    if context.effective:
-        report["effectiveDateTime"] = context.effective
+    if effective := fhir_date_time(context.effective):
+        report["effectiveDateTime"] = effective
     if context.order_reference:
         report["basedOn"] = [{"reference": context.order_reference}]
     if context.imaging_study_id:

@@ -26,6 +26,7 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         backbone=args.backbone,
         input_size=args.input_size,
+        output_stride=args.output_stride,
         train_studies=args.train_studies,
         val_studies=args.val_studies,
         fracture_epochs=args.fracture_epochs,
@@ -50,13 +51,13 @@ def _train(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     import torch
 
+    from cds_service.training.config import FRACTURE_CLASSES, GARDEN_CLASSES
     from cds_service.training.export import ExportMetadata, export_model
     from cds_service.training.model import CamNet, create_backbone
-    from cds_service.training.train import FRACTURE_CLASSES, GARDEN_CLASSES
 
     torch.manual_seed(args.seed)
     for name, classes in (("fracture", FRACTURE_CLASSES), ("garden", GARDEN_CLASSES)):
-        net = CamNet(create_backbone(args.backbone, len(classes))).eval()
+        net = CamNet(create_backbone(args.backbone, len(classes), args.output_stride)).eval()
         path = export_model(net, Path(args.repository), name, ExportMetadata(classes, args.backbone, args.input_size))
         print(f"exported untrained {name} to {path}")
     return 0
@@ -71,7 +72,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the training subcommands to the ``cds-service`` parser."""
-    from cds_service.training.train import TrainConfig
+    from cds_service.training.config import TrainConfig
 
     defaults = TrainConfig()
     repository = str(REPO_ROOT / "model_repository")
@@ -86,6 +87,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="train the fracture and Garden models and export them [train extra]")
     train.add_argument("--backbone", default=defaults.backbone, help="timm model name (default: %(default)s)")
     train.add_argument("--input-size", type=int, default=defaults.input_size)
+    train.add_argument(
+        "--output-stride", type=int, choices=(8, 16, 32), default=defaults.output_stride, help="heat-map stride"
+    )
     train.add_argument("--train-studies", type=int, default=defaults.train_studies)
     train.add_argument("--val-studies", type=int, default=defaults.val_studies)
     train.add_argument("--fracture-epochs", type=int, default=defaults.fracture_epochs)
@@ -107,6 +111,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export = subparsers.add_parser("export", help="export UNTRAINED models with the serving contract [train extra]")
     export.add_argument("--backbone", default=defaults.backbone)
     export.add_argument("--input-size", type=int, default=defaults.input_size)
+    export.add_argument("--output-stride", type=int, choices=(8, 16, 32), default=defaults.output_stride)
     export.add_argument("--seed", type=int, default=0)
     export.add_argument("--repository", default=repository)
     export.set_defaults(func=_export)

@@ -125,6 +125,41 @@ def _plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Pat
     plt.close(fig)
 
 
+def _plot_heatmaps(data: CropSet, fracture: OnnxModel, path: Path) -> None:
+    """One crop per label (external set): the fracture-class map, the ground-truth box, the hottest point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    picks = [int(np.flatnonzero(data.label == k)[0]) for k in range(1, len(LABELS)) if (data.label == k).any()]
+    picks += [int(i) for i in np.flatnonzero(data.label == 0)[:2]]
+    index = fracture.parameters.get("class_names", "no_fracture,fracture").split(",").index("fracture")
+    probs, cams = fracture.run(data.images[picks])
+    size = data.images.shape[-1]
+    points = hottest_points(cams[:, index], size)
+    fig, axes = plt.subplots(3, 3, figsize=(9, 9.6), dpi=100)
+    for ax, i, prob, cam, point in zip(axes.flat, picks, probs[:, index], cams[:, index], points, strict=False):
+        heat = np.maximum(cam, 0)
+        heat = heat / heat.max() if heat.max() > 0 else heat
+        up = np.asarray(Image.fromarray(heat.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR))
+        ax.imshow(data.images[i], cmap="gray", vmin=0, vmax=255)
+        ax.imshow(up, cmap="jet", alpha=0.35, vmin=0, vmax=1)
+        box = data.boxes[i] if not np.isnan(data.boxes[i, 0]) else data.femur[i]
+        colour = "lime" if data.label[i] else "white"
+        ax.add_patch(plt.Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, color=colour, lw=1.2))
+        ax.plot(*point, marker="x", color="white", markersize=9, mew=2)
+        ax.set_title(f"{LABELS[data.label[i]]}: p(fracture) {prob:.2f}", fontsize=10)
+        ax.axis("off")
+    for ax in axes.flat[len(picks) :]:
+        ax.axis("off")
+    title = "External site: fracture-class map; box: fracture (green) or proximal femur (white); × hottest point"
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def _confusion(truth: np.ndarray, predicted: np.ndarray, names: list[str]) -> str:
     lines = ["| truth \\ predicted | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for i, name in enumerate(names):
@@ -250,6 +285,7 @@ def evaluate(repository: Path, output: Path, studies: int = 400, seed: int = 424
         "mean_abs_delta": float(np.abs(before - after).mean()),
     }
     _plot_roc(curves, output / "roc.png")
+    _plot_heatmaps(external, fracture, output / "heatmaps.png")
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
     params = fracture.parameters
@@ -265,11 +301,15 @@ def evaluate(repository: Path, output: Path, studies: int = 400, seed: int = 424
   (external site, a profile never used in training: 3000×2500, 16-bit, MONOCHROME1, RLE); half the
   studies with one fractured hip; every crop made by the serving preprocessing (decode → LUT → split → resize).
 - Index test: the exported ONNX graphs (onnxruntime), at the stored operating threshold chosen on validation data.
-- Reference standard: the generator's ground truth per hip (label, fracture box).
+- Reference standard: the generator's ground truth per hip (label, fracture box), known before the index
+  test runs (no blinding issue; no indeterminate results).
+- Flow: {studies} studies per group, two hips each; none excluded (every file decoded and split), all analysed.
 - Intervals: Wilson score for proportions, percentile bootstrap ({resamples} resamples) for F1 and AUC.
 - Reproduce: `cds-service train`, then `cds-service evaluate{" --fast" if fast else ""}` for this report.
 
 ![ROC curves](roc.png)
+
+![Heat maps on the external site](heatmaps.png)
 
 {chr(10).join(sections)}
 ### Is the task trivial? Two controls

@@ -15,11 +15,17 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def create_backbone(name: str, num_classes: int) -> nn.Module:
-    """A timm backbone trained from scratch (no pretrained weights can be downloaded here)."""
+def create_backbone(name: str, num_classes: int, output_stride: int = 32) -> nn.Module:
+    """A timm backbone trained from scratch (no pretrained weights can be downloaded here).
+
+    ``output_stride`` 16 dilates the last stage instead of striding it: the pooled feature map, and
+    so the heat map, doubles in resolution (12×12 instead of 6×6 at 192), which is what lets the
+    hottest point land inside a fracture box a few dozen pixels wide.
+    """
     import timm
 
-    return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=3)
+    kwargs = {} if output_stride == 32 else {"output_stride": output_stride}
+    return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=3, **kwargs)
 
 
 class CamNet(nn.Module):

@@ -9,8 +9,9 @@ Per hip: no fracture; femoral-neck fracture Garden I (incomplete), II (complete,
 III (partially displaced), IV (fully displaced); trochanteric AO/OTA 31-A1/A2/A3. Confounders:
 contralateral hip implant, spine implant, osteoarthritis (narrowed joint, sclerosis), pubic ramus
 fracture, burned-in laterality markers at random places. Site profiles vary size, bit depth,
-photometric interpretation, processing curve and compression; ``external`` is never used in
-training. Deterministic by seed. Imports only numpy, pydicom and PIL (the demo runs without torch).
+photometric interpretation, processing curve and lossless compression (RLE, JPEG 2000);
+``external`` is never used in training. Deterministic by seed. Imports only numpy, pydicom and PIL
+(the demo runs without torch).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pydicom.uid import (
     ComputedRadiographyImageStorage,
     DigitalXRayImageStorageForPresentation,
     ExplicitVRLittleEndian,
+    JPEG2000Lossless,
     RLELossless,
     generate_uid,
 )
@@ -54,11 +56,12 @@ class SiteProfile:
     gamma: float
     compressed: bool
     noise: float
+    transfer_syntax: str = RLELossless  # used when ``compressed``: RLE or JPEG 2000 lossless
 
 
 SITES = {
     # After Study A's three sites (4892×4020 JPEG, 3451×2836 DICOM, 2039×1380 JPEG) …
-    "site-a": SiteProfile("site-a", 4892, 4020, 12, "MONOCHROME2", "DX", 1.0, False, 0.020),
+    "site-a": SiteProfile("site-a", 4892, 4020, 12, "MONOCHROME2", "DX", 1.0, True, 0.020, JPEG2000Lossless),
     "site-b": SiteProfile("site-b", 3451, 2836, 10, "MONOCHROME1", "CR", 0.8, True, 0.030),
     "site-c": SiteProfile("site-c", 2039, 1380, 8, "MONOCHROME2", "CR", 1.25, False, 0.025),
     # … and one external site never used in training (different size, 16-bit, own curve).
@@ -363,6 +366,7 @@ def to_dataset(
     ds.PatientSex, ds.PatientBirthDate = "F", "19410302"
     ds.StudyDate, ds.StudyTime, ds.SeriesNumber, ds.InstanceNumber = study_date, "101500", 1, 1
     ds.AccessionNumber, ds.StudyID = f"ACC{seed}{index:05d}", "1"
+    ds.ReferringPhysicianName = ""  # Type 2 (General Study): present, empty when unknown
     ds.Modality, ds.Manufacturer = site.modality, f"hipcad phantom ({site.name})"
     ds.StudyDescription = "XR PELVIS AP (synthetic phantom)"
     ds.BodyPartExamined, ds.ViewPosition = "PELVIS", "AP"
@@ -378,7 +382,8 @@ def to_dataset(
     ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "US"
     ds.PixelData = stored.tobytes()
     if site.compressed:
-        ds.compress(RLELossless, encoding_plugin="pydicom")
+        # pydicom's own RLE encoder; JPEG 2000 through pylibjpeg-openjpeg (a serving dependency too).
+        ds.compress(site.transfer_syntax, encoding_plugin="pydicom" if site.transfer_syntax == RLELossless else "")
     return ds, hips
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -17,31 +17,11 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from cds_service.training.config import FRACTURE_CLASSES, GARDEN_CLASSES, TrainConfig
 from cds_service.training.dataset import CropSet, from_folder, generate
 from cds_service.training.export import SYNTHETIC_DISCLAIMER, ExportMetadata, export_model
 from cds_service.training.metrics import roc_auc, youden_threshold
 from cds_service.training.model import CamNet, create_backbone, normalise_batch
-
-FRACTURE_CLASSES = ("no_fracture", "fracture")
-GARDEN_CLASSES = ("garden_I", "garden_II", "garden_III", "garden_IV")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that determines the shipped weights (stored next to them)."""
-
-    backbone: str = "test_resnet"  # timm's tiny ResNet (0.37 M parameters): trains on a 2-core CPU
-    input_size: int = 192
-    train_studies: int = 2500
-    val_studies: int = 400
-    fracture_epochs: int = 8
-    garden_epochs: int = 20
-    batch_size: int = 32
-    learning_rate: float = 2e-3
-    seed: int = 20261122
-    threads: int = 2
-    training_data: str = "synthetic-phantoms"  # anything else: describe the real data set
-    disclaimer: str = "Research use only; not cleared for clinical use."  # used when training_data is real
 
 
 def seed_everything(seed: int, threads: int) -> None:
@@ -86,7 +66,7 @@ def fit(
 ) -> tuple[CamNet, list[dict]]:
     """Train a CamNet from scratch; returns it (eval mode) and the per-epoch history."""
     seed_everything(config.seed, config.threads)
-    net = CamNet(create_backbone(config.backbone, classes))
+    net = CamNet(create_backbone(config.backbone, classes, config.output_stride))
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     steps = epochs * math.ceil(len(images) / config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate, total_steps=steps)
@@ -168,9 +148,9 @@ def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | No
 def export_checkpoints(config: TrainConfig, repository: Path, work: Path) -> dict:
     """Choose the operating point on the validation split and export both checkpoints to ``repository``."""
     val = CropSet.load(work / "val.npz")
-    fracture = CamNet(create_backbone(config.backbone, 2))
+    fracture = CamNet(create_backbone(config.backbone, 2, config.output_stride))
     fracture.load_state_dict(torch.load(work / "fracture.pt", weights_only=True))
-    garden = CamNet(create_backbone(config.backbone, 4))
+    garden = CamNet(create_backbone(config.backbone, 4, config.output_stride))
     garden.load_state_dict(torch.load(work / "garden.pt", weights_only=True))
     p_val, _ = predict(fracture.eval(), val.images)
     threshold, sensitivity, specificity = youden_threshold(val.fractured, p_val[:, 1])

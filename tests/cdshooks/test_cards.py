@@ -39,3 +39,52 @@ def test_card_json_has_no_nulls_and_the_spec_fields():
 def test_problem_card_is_info_and_short():
     card = problem_card("x" * 300, "detail", "http://x")
     assert card.indicator == "info" and len(card.summary) < 140
+
+
+def test_selection_behavior_follows_the_setting():
+    import pytest
+
+    report = {"resourceType": "DiagnosticReport"}
+    assert to_json(finding_card(findings(), report, "http://x"))["selectionBehavior"] == "at-most-one"
+    card = to_json(finding_card(findings(), report, "http://x", selection_behavior="any"))
+    assert card["selectionBehavior"] == "any"
+    with pytest.raises(ValueError, match="selectionBehavior"):
+        finding_card(findings(), report, "http://x", selection_behavior="all")
+
+
+def test_a_finding_card_on_a_full_size_phantom_stays_small(dicom_store):
+    """The card JSON, DiagnosticReport included, ≤ 200 kB; its one embedded image ≤ 150 kB."""
+    import base64
+    from datetime import UTC, datetime
+
+    import numpy as np
+    import pydicom
+
+    from cds_service.dicom.decode import decode_dataset
+    from cds_service.dicom.preprocess import display_image
+    from cds_service.explain.heatmap import HipHeatmap, heat_canvas, render_overlay_png
+    from cds_service.fhir.report import ReportContext, build_diagnostic_report
+    from cds_service.fhir.validate import problems
+
+    image = decode_dataset(pydicom.dcmread(next(dicom_store.rglob("*.dcm"))))
+    display = display_image(image)
+    rows, cols = image.grey.shape
+    y, x = np.mgrid[0:28, 0:28] / 27
+    cam = np.exp(-((y - 0.55) ** 2 + (x - 0.35) ** 2) / 0.03).astype(np.float32)
+    hips = [
+        HipHeatmap("R", cam, False, (0, 0, cols // 2, rows)),
+        HipHeatmap("L", cam * 0.1, True, (cols // 2, 0, cols, rows)),
+    ]
+    heat = heat_canvas(hips, image.grey.shape, display.shape)
+    overlay = render_overlay_png(display, hips, image.grey.shape, heat=heat)  # as the pipeline renders it
+    context = ReportContext("p1", "study-1", "ServiceRequest/o1", "e1", "2026-11-23T09:15:00")
+    report = build_diagnostic_report(findings(), context, overlay, issued=datetime(2026, 11, 23, tzinfo=UTC))
+    resource = report.model_dump(mode="json", exclude_none=True)
+    assert problems(resource) == []
+    card = json.dumps(to_json(finding_card(findings(), resource, "http://x", viewer_url="http://x/viewer/t")))
+    media = next(r for r in resource["contained"] if r["resourceType"] == "Media")
+    embedded = base64.b64decode(media["content"]["data"])
+    print(f"overlay PNG {len(overlay)} B at {display.shape[::-1]}; chart image {len(embedded)} B; card {len(card)} B")
+    assert len(embedded) <= 150_000 and max(media["width"], media["height"]) <= 1024
+    assert len(card.encode()) <= 200_000
+    assert card.count(media["content"]["data"]) == 1 and "presentedForm" not in card

@@ -121,7 +121,7 @@ def test_bad_requests_get_400_with_an_operation_outcome(service, ehr_keys, body)
 def test_oversized_body_is_refused(make_service, ehr_keys, dicom_store):
     client = make_service(max_request_bytes=1000)
     response = post(client, ehr_keys[0], hook_request(dicom_store))
-    assert response.status_code == 400
+    assert response.status_code == 413  # Content Too Large, with an OperationOutcome
 
 
 def test_no_prefetch_and_no_fhir_access_is_412(service, ehr_keys):
@@ -132,12 +132,18 @@ def test_no_prefetch_and_no_fhir_access_is_412(service, ehr_keys):
     assert response.json()["resourceType"] == "OperationOutcome"
 
 
-@pytest.mark.parametrize("prefetch", [None, {"resourceType": "OperationOutcome", "issue": []}])
-def test_null_or_failed_prefetch_with_a_fhir_server_not_allow_listed_is_412(service, ehr_keys, prefetch):
+def test_failed_prefetch_with_a_fhir_server_not_allow_listed_is_412(service, ehr_keys):
     request = load_example("order-select.json")
-    request["prefetch"]["studies"] = prefetch
+    request["prefetch"]["studies"] = {"resourceType": "OperationOutcome", "issue": []}  # the EHR could not prefetch
     response = post(service, ehr_keys[0], request)
     assert response.status_code == 412  # the example's fhirServer is not on the (empty) allow-list
+
+
+def test_null_prefetch_means_the_ehr_has_no_study_no_card_and_no_search(service, ehr_keys):
+    request = load_example("order-select.json")
+    request["prefetch"]["studies"] = None  # CDS Hooks 2.0: null = the EHR has no data for the template
+    response = post(service, ehr_keys[0], request)
+    assert response.status_code == 200 and response.json() == {"cards": []}
 
 
 def test_cors_preflight(make_service):

@@ -180,3 +180,124 @@ async def test_tenant_allow_list(keys):
     verifier = JwtVerifier([TrustedIssuer(ISS, public_key_pem=keys[1], tenants=("hospital-a",))])
     await verifier.verify(f"Bearer {es384(keys[0], claims(tenant='hospital-a'))}", AUD)
     await refused(verifier, es384(keys[0], claims(tenant="hospital-b")), "tenant")
+
+
+# --- Diagnostics: the 401 stays bare, the logged reason says why in operator terms -------------
+
+
+async def reason(verifier: JwtVerifier, token: str, audience: str = AUD) -> str:
+    with pytest.raises(AuthenticationError) as caught:
+        await verifier.verify(f"Bearer {token}", audience)
+    message = str(caught.value)
+    assert token not in message and token.split(".")[2] not in message  # never the token, nor its signature
+    return message
+
+
+async def test_unknown_issuer_is_named(keys, verifier):
+    message = await reason(verifier, es384(keys[0], claims(iss="https://ehr.other.example")))
+    assert "untrusted JWT issuer 'https://ehr.other.example'" in message and repr(ISS) in message
+
+
+async def test_audience_mismatch_names_the_expected_and_the_received_url(keys, verifier):
+    sent = "http://localhost:8080/cds-services/hip-fracture-order-select"
+    message = await reason(verifier, es384(keys[0], claims(aud=sent)))
+    assert "audience mismatch" in message and f"expected {AUD!r}" in message and f"received {sent!r}" in message
+
+
+async def test_expiry_gives_the_times(keys, verifier):
+    now = int(time.time())
+    message = await reason(verifier, es384(keys[0], claims(iat=now - 900, exp=now - 600)))
+    assert "expired" in message and "leeway 30 s" in message
+
+
+async def test_bad_algorithm_is_named(verifier):
+    message = await reason(verifier, pyjwt.encode(claims(), "secret-secret-secret-secret-32b!", algorithm="HS256"))
+    assert "algorithm 'HS256' not allowed" in message
+
+
+async def test_replay_names_the_issuer(keys, verifier):
+    token = es384(keys[0], claims(jti="twice"))
+    await verifier.verify(f"Bearer {token}", AUD)
+    message = await reason(verifier, token)
+    assert "replayed" in message and repr(ISS) in message
+
+
+async def test_unknown_kid_names_the_kid_and_the_jwks_url(keys, jwks_server):
+    jwks_server.document = public_jwks(keys[1], kid="k1")
+    verifier = JwtVerifier([TrustedIssuer(ISS, jwks_url=jwks_server.url)], jwks=JwksCache(min_refresh_s=0))
+    message = await reason(verifier, es384(keys[0], claims(), kid="nope"))
+    assert "kid 'nope' not found" in message and jwks_server.url in message and "k1" in message
+
+
+async def test_unreachable_jwks_names_the_url_and_the_error_class(keys):
+    url = "http://127.0.0.1:9/jwks.json"  # discard port: connection refused
+    verifier = JwtVerifier([TrustedIssuer(ISS, jwks_url=url)], jwks=JwksCache(timeout_s=1))
+    message = await reason(verifier, es384(keys[0], claims()))
+    assert "JWKS unreachable" in message and url in message and "ConnectError" in message
+
+
+async def test_signature_by_another_key_says_so(tmp_path: Path, verifier):
+    ensure_keypair(tmp_path / "other.pem", tmp_path / "other.pub")
+    message = await reason(verifier, es384((tmp_path / "other.pem").read_bytes(), claims()))
+    assert "signature does not verify" in message and "ehr-key-1" in message
+
+
+# --- The CDS Hooks sandbox: its published public key is built in -------------------------------
+
+
+class NoNetwork(JwksCache):
+    """A JWKS cache that records every lookup and never touches the network."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, str]] = []
+
+    async def key(self, url: str, kid: str):
+        self.calls.append((url, kid))
+        raise AuthenticationError(f"JWKS unreachable: {url} (test: no network)")
+
+
+def sandbox_verifier(jwks: JwksCache) -> JwtVerifier:
+    from cds_service.app import trusted_issuers
+    from cds_service.settings import Settings
+
+    issuers = trusted_issuers(Settings(dev_trust_cds_hooks_sandbox=True, jwt_public_key_file=Path("/nonexistent")))
+    return JwtVerifier(issuers, jwks=jwks)
+
+
+async def test_the_sandbox_key_is_built_in_and_needs_no_network():
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from cds_service.cdshooks.jwt import SANDBOX_ISSUER, SANDBOX_JWKS, SANDBOX_PUBLIC_JWK
+
+    jwks = NoNetwork()
+    verifier = sandbox_verifier(jwks)
+    sandbox = verifier.issuers[SANDBOX_ISSUER]
+    assert sandbox.builtin_jwks == (SANDBOX_PUBLIC_JWK,) and "d" not in SANDBOX_PUBLIC_JWK  # public half only
+    header = {"alg": "ES384", "kid": SANDBOX_PUBLIC_JWK["kid"], "jku": SANDBOX_JWKS}
+    key = await verifier._key(sandbox, header)
+    assert isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp384r1"
+    assert jwks.calls == []
+
+
+async def test_a_local_key_claiming_the_sandbox_issuer_is_refused(keys):
+    from cds_service.cdshooks.jwt import SANDBOX_ISSUER, SANDBOX_JWKS, SANDBOX_PUBLIC_JWK
+
+    jwks = NoNetwork()
+    verifier = sandbox_verifier(jwks)
+    kid = SANDBOX_PUBLIC_JWK["kid"]
+    token = es384(keys[0], claims(iss=SANDBOX_ISSUER), kid=kid, jku=SANDBOX_JWKS)
+    message = await reason(verifier, token)
+    assert "signature does not verify" in message and kid in message
+    assert jwks.calls == []  # refused with the built-in key, offline
+    # Another kid falls back to the sandbox's JWKS URL (here unreachable): still refused.
+    await reason(verifier, es384(keys[0], claims(iss=SANDBOX_ISSUER), kid="local"))
+    assert jwks.calls == [(SANDBOX_JWKS, "local")]
+
+
+async def test_a_sandbox_jku_elsewhere_is_refused(keys):
+    from cds_service.cdshooks.jwt import SANDBOX_ISSUER, SANDBOX_PUBLIC_JWK
+
+    verifier = sandbox_verifier(NoNetwork())
+    token = es384(keys[0], claims(iss=SANDBOX_ISSUER), kid=SANDBOX_PUBLIC_JWK["kid"], jku="https://evil.example/j")
+    assert "not allow-listed" in await reason(verifier, token)

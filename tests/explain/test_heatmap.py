@@ -29,3 +29,34 @@ def test_overlay_png_has_the_display_size():
     image = Image.open(io.BytesIO(png))
     assert image.size == (120, 60) and image.mode == "RGB"
     assert np.asarray(image).std() > 0  # colour was blended in
+
+
+def test_chart_image_is_small_jpeg_with_the_display_aspect():
+    from cds_service.explain.heatmap import render_chart_image
+
+    rng = np.random.default_rng(1)
+    display = rng.integers(0, 256, (1380, 2039), dtype=np.uint8)  # worst case: pure noise
+    heat = np.zeros((1380, 2039), np.float32)
+    heat[400:900, 300:900] = 1.0
+    hips = [
+        HipHeatmap("R", np.ones((4, 4), np.float32), False, (0, 0, 1019, 1380)),
+        HipHeatmap("L", np.zeros((4, 4), np.float32), True, (1019, 0, 2039, 1380)),
+    ]
+    chart = render_chart_image(display, heat, hips, (1380, 2039))
+    assert chart.content_type == "image/jpeg" and len(chart.data) <= 150_000
+    image = Image.open(io.BytesIO(chart.data))
+    assert image.format == "JPEG" and image.size == chart.size and max(chart.size) <= 1024
+    assert abs(chart.size[0] / chart.size[1] - 2039 / 1380) < 0.01
+    r, g, b = np.asarray(image.convert("RGB"))[325, 300].astype(int)  # inside the hot area: coloured
+    assert max(r, g, b) - min(r, g, b) > 30
+
+
+def test_chart_image_keeps_a_small_overlay_and_shrinks_a_large_one():
+    from cds_service.explain.heatmap import chart_image, png_bytes
+
+    small = png_bytes(np.full((60, 120, 3), 100, np.uint8))
+    assert chart_image(small) == (small, "image/png", (120, 60))
+    large = png_bytes(np.random.default_rng(2).integers(0, 256, (1380, 2039, 3), dtype=np.uint8))
+    assert len(large) > 150_000
+    chart = chart_image(large)
+    assert chart.content_type == "image/jpeg" and len(chart.data) <= 150_000 and max(chart.size) <= 1024

@@ -53,8 +53,10 @@ def _report(answer):
     assert action["type"] == "create"
     report = action["resource"]
     assert report["resourceType"] == "DiagnosticReport" and report["status"] == "preliminary"
-    png = base64.b64decode(report["presentedForm"][0]["data"])
-    assert Image.open(io.BytesIO(png)).format == "PNG"
+    (media,) = [r for r in report["contained"] if r["resourceType"] == "Media"]
+    assert {"link": {"reference": f"#{media['id']}"}} in [{"link": m["link"]} for m in report["media"]]
+    image = base64.b64decode(media["content"]["data"])
+    assert Image.open(io.BytesIO(image)).format in {"JPEG", "PNG"}
 
 
 @then("the card says the models are not for clinical use")

@@ -22,7 +22,12 @@ def test_what_we_emit_has_no_binding_problems():
         (lambda r: r["contained"][0]["deviceName"][0].update(type="nickname"), "DeviceNameType"),
         (lambda r: r["category"][0]["coding"][0].update(system="http://example.org/made-up"), "unknown code system"),
         (lambda r: r["result"][0].update(reference="#nowhere"), "does not resolve"),
-        (lambda r: r["presentedForm"][0].update(contentType="text/plain"), "not an image type"),
+        (
+            lambda r: next(c for c in r["contained"] if c["resourceType"] == "Media")["content"].update(
+                contentType="text/plain"
+            ),
+            "not an image type",
+        ),
     ],
 )
 def test_binding_violations_are_caught(change, message):

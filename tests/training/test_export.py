@@ -13,13 +13,13 @@ if not IN_CI:  # the [train] extra is optional on a developer machine; CI instal
 import torch
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+@pytest.fixture(scope="module", params=[32, 16], ids=["stride32", "stride16"])
+def exported(tmp_path_factory, request):
     from cds_service.training.export import ExportMetadata, export_model
     from cds_service.training.model import CamNet, create_backbone
 
     torch.manual_seed(3)
-    net = CamNet(create_backbone("test_resnet", 2)).eval()
+    net = CamNet(create_backbone("test_resnet", 2, output_stride=request.param)).eval()
     # Non-trivial classifier weights so the two classes' maps differ.
     with torch.no_grad():
         net.classifier.weight.normal_(0, 1)
@@ -49,6 +49,10 @@ def test_onnx_logits_and_cam_equal_eager_pytorch(exported, images):
     np.testing.assert_allclose(logits, eager_logits.numpy(), atol=1e-4)
     np.testing.assert_allclose(cam, eager_cam.numpy(), atol=1e-4)
     assert logits.shape == (3, 2) and cam.shape[:2] == (3, 2)
+    from cds_service.inference.triton_server import read_model_config
+
+    config = read_model_config(path.parent.parent / "config.pbtxt")
+    assert list(config.output[1].dims) == list(cam.shape[1:])  # the CAM size the config announces
 
 
 def test_dynamic_batch(exported, images):

@@ -33,6 +33,17 @@ def test_every_site_profile_encodes_and_decodes():
         # MONOCHROME1 sites are inverted back: bone is bright in the decoded image either way.
         x0, y0, x1, y1 = hips[0].femur_box
         assert image.grey[y0:y1, x0:x1].mean() > image.grey.mean()
+    stored = {str(site.transfer_syntax) for site in SITES.values() if site.compressed}
+    assert stored == {"1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.90"}  # RLE and JPEG 2000 lossless
+
+
+def test_lossless_compression_keeps_every_pixel():
+    phantom = render(np.random.default_rng(2), "none", "ao_A2")
+    for site in SITES.values():
+        small = site.__class__(**{**site.__dict__, "columns": site.columns // 8, "rows": site.rows // 8})
+        plain = to_dataset(phantom, small.__class__(**{**small.__dict__, "compressed": False}), seed=2)[0]
+        packed = to_dataset(phantom, small, seed=2)[0]
+        np.testing.assert_array_equal(plain.pixel_array, packed.pixel_array)
 
 
 def test_fracture_boxes_follow_the_split_and_mirroring():

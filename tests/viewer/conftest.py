@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from cds_service.dicom.decode import decode_dataset
 from cds_service.dicom.preprocess import display_image
-from cds_service.explain.heatmap import HipHeatmap, heat_canvas, render_overlay_png
+from cds_service.explain.heatmap import HipHeatmap, heat_canvas, render_chart_image
 from cds_service.pipeline import Analysis
 from cds_service.settings import Settings
 from cds_service.viewer import ResultStore, build_router
@@ -37,8 +37,8 @@ def make_analysis(display: np.ndarray, **findings_kw: object) -> Analysis:
         HipHeatmap("L", blob() * 0.0, mirrored=True, box=(middle, 0, cols, rows)),
     ]
     heat = heat_canvas(heatmaps, (rows, cols), display.shape)
-    png = render_overlay_png(display, heatmaps, (rows, cols), heat=heat)
-    return Analysis(findings(**findings_kw), png, (rows, cols), heatmaps, display, heat.astype(np.float16))
+    chart = render_chart_image(display, heat, heatmaps, (rows, cols))
+    return Analysis(findings(**findings_kw), chart, (rows, cols), heatmaps, display, heat.astype(np.float16))
 
 
 @pytest.fixture(scope="session")

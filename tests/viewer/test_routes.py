@@ -68,7 +68,7 @@ def test_unknown_laterality_is_labelled_with_a_question_mark(viewer_client, view
     hips = [type(h)(None, h.fracture_probability, h.fractured, h.garden_probabilities) for h in findings.hips]
     analysis = type(analysis)(
         type(findings)(hips, findings.fracture_model, findings.garden_model, findings.sop_instance_uid),
-        analysis.overlay_png,
+        analysis.chart,
         analysis.image_shape,
         analysis.heatmaps,
         analysis.display,
