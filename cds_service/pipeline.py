@@ -26,6 +26,7 @@ from cds_service.cdshooks import cards, relevance
 from cds_service.cdshooks.models import Card, CdsResponse, HookRequest
 from cds_service.dicom.decode import DecodedImage, decode_dataset
 from cds_service.dicom.preprocess import HipCrop, display_image, split_hips
+from cds_service.dicom.results import result_objects
 from cds_service.dicom.retrieve import DicomRetriever, DicomwebCredentials
 from cds_service.errors import (
     BadRequestError,
@@ -58,6 +59,7 @@ class Analysis:
     heatmaps: list[HipHeatmap]
     display: np.ndarray  # uint8 radiograph at display size (viewer)
     heat: np.ndarray  # float16 heat map in [0, 1] at display size (viewer)
+    stored_in_pacs: tuple[str, ...] = ()  # SOP Instance UIDs of the SR and SC stored beside the images
 
 
 @dataclass(frozen=True)
@@ -291,6 +293,7 @@ class AnalysisPipeline:
                 self.settings.base_url(),
                 viewer_url=self.viewer_link(analysis) if self.viewer_link else None,
                 selection_behavior=self.settings.selection_behavior,
+                in_pacs=bool(analysis.stored_in_pacs),
             )
             span.set_attribute("cds.indicator", card.indicator)
             return card
@@ -336,9 +339,38 @@ class AnalysisPipeline:
         heatmaps, display, heat, chart = await asyncio.to_thread(
             self.explain, image, crops, outputs, fracture_index, probabilities
         )
-        analysis = Analysis(findings, chart, image.grey.shape, heatmaps, display, heat)
+        stored = await self.store_results(study, dataset, findings, display, heat, heatmaps)
+        analysis = Analysis(findings, chart, image.grey.shape, heatmaps, display, heat, stored)
         self._remember(key, analysis)
         return analysis
+
+    # Stage: store results (optional) ----------------------------------------------------------
+    async def store_results(
+        self,
+        study: StudyRef,
+        dataset: Any,
+        findings: StudyFindings,
+        display: np.ndarray,
+        heat: np.ndarray,
+        heatmaps: list[HipHeatmap],
+    ) -> tuple[str, ...]:
+        """With ``HIPCAD_STORE_RESULTS``: the SR and heat-map SC, STOW-RS'd into the study's own store.
+
+        A store that refuses is logged and the hook still answers (the EHR result does not depend on
+        the PACS copy); the UIDs stored are returned so the card can say where else the result is.
+        """
+        if not self.settings.store_results:
+            return ()
+        with tracer().start_as_current_span("store_results") as span:
+            try:
+                objects = await asyncio.to_thread(result_objects, dataset, findings, display, heat, heatmaps)
+                stored = await self.retriever.store_instances(study.endpoint_address, objects)
+            except Exception as exc:  # the card does not wait for, or fail with, the PACS copy
+                span.set_attribute("hipcad.stored", 0)
+                log.warning("result not stored in the PACS: %s", type(exc).__name__)
+                return ()
+            span.set_attribute("hipcad.stored", len(stored))
+            return tuple(stored)
 
     def _remember(self, key: ResultKey, analysis: Analysis) -> None:
         self._cache[key] = analysis

@@ -10,10 +10,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cds_service.cdshooks.relevance import DEFAULT_CODES
+from cds_service.outbound import UrlPolicy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,6 +101,9 @@ class Settings(BaseSettings):
     )
     fhir_timeout_s: float = Field(5.0, description="Timeout of one FHIR request, seconds.")
     dicomweb_timeout_s: float = Field(10.0, description="Timeout of one DICOMweb retrieval, seconds.")
+    store_results: bool = Field(
+        False, description="Store the result in the study's PACS as DICOM (TID 1500 SR + heat-map SC) over STOW-RS."
+    )
     dicomweb_max_clients: int = Field(
         16, description="Most DICOMweb clients kept open at once (one per allow-listed base, least recently used out)."
     )
@@ -145,6 +149,13 @@ class Settings(BaseSettings):
         False,
         description="Local Triton exports its own spans to the OTLP endpoint too (opt-in: Triton 2.51 tracing bug).",
     )
+
+    @field_validator("fhir_allowed_bases", "dicomweb_allowed_bases")
+    @classmethod
+    def _valid_bases(cls, bases: list[str]) -> list[str]:
+        """An allow-listed base that the outbound URL policy would refuse is a start-up error, not a 500 later."""
+        UrlPolicy([base for base in bases if not base.startswith("file:")])  # file bases: checked with the folder
+        return bases
 
     def base_url(self) -> str:
         """The external URL of the service, without a trailing slash."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -63,6 +64,9 @@ WEIRD_STRINGS = [
     "Bundle",
     "ImagingStudy",
     "OperationOutcome",
+    datetime.now().strftime("%Y-%m-%dT%H:%M:%S"),  # recent (within the lookback), time-zone-less
+    datetime.now().strftime("%Y-%m-%d"),
+    datetime.now().strftime("%Y-%m-%dT%H:%M:%S.%f+14:00"),
 ]
 WEIRD_NUMBERS = [0, -1, 1.5, -0.0, 2**63, -(2**63) - 1, 10**60, 1e308, -1e-308, 5e-324]
 #: Sentinels replaced in the serialised body by raw tokens json.dumps would never write.

@@ -190,3 +190,14 @@ def test_the_fhir_client_does_not_follow_redirects(redirecting_server):
     with pytest.raises(PrefetchUnavailableError, match="HTTP 302"):
         asyncio.run(FhirClient(url, "token").get("Patient/1"))
     assert hits == []
+
+
+@pytest.mark.parametrize("field", ["fhir_allowed_bases", "dicomweb_allowed_bases"])
+def test_an_invalid_allow_listed_base_is_a_start_up_error(field):
+    from pydantic import ValidationError
+
+    from cds_service.settings import Settings
+
+    with pytest.raises(ValidationError, match="userinfo not allowed"):
+        Settings(**{field: ["https://user:secret@ehr.example/fhir"]})
+    assert getattr(Settings(**{field: ["https://ehr.example/fhir"]}), field) == ["https://ehr.example/fhir"]

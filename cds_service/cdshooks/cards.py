@@ -84,12 +84,20 @@ def detail_markdown(findings: StudyFindings) -> str:
     return "\n".join(lines)
 
 
+#: Appended to the detail when the result was also stored beside the images (HIPCAD_STORE_RESULTS).
+IN_PACS = (
+    "\n\nThe result is also in the PACS beside the images: a DICOM structured report and the heat map as "
+    "an image (unverified until a radiologist reviews it)."
+)
+
+
 def finding_card(
     findings: StudyFindings,
     report: dict[str, Any],
     base_url: str,
     viewer_url: str | None = None,
     selection_behavior: SelectionBehavior = "at-most-one",
+    in_pacs: bool = False,
 ) -> Card:
     """The card for an analysed study, with the create-DiagnosticReport suggestion.
 
@@ -104,7 +112,7 @@ def finding_card(
     links = [Link(label="View heat map", url=viewer_url, type="absolute")] if viewer_url else None
     return Card(
         summary=summary,
-        detail=detail_markdown(findings),
+        detail=detail_markdown(findings) + (IN_PACS if in_pacs else ""),
         indicator=indicator,
         source=source(base_url),
         suggestions=[

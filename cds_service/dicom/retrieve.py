@@ -13,16 +13,15 @@ is attacker-chosen, so an unbounded cache would be a thread and memory leak.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import pydicom
@@ -30,6 +29,7 @@ import requests
 from dicomweb_client import DICOMfileClient, DICOMwebClient
 from dicomweb_client.api import DICOMClient
 
+from cds_service.dicom.stow import store_results
 from cds_service.errors import StudyUnavailableError
 from cds_service.outbound import AllowedBase, DisallowedUrlError, UrlPolicy, parse
 
@@ -108,6 +108,17 @@ class _Store:
             self.executor.shutdown(wait=False)
         if self.session is not None:
             self.session.close()
+
+
+T = TypeVar("T")
+
+
+def _client(store: _Store, location: AllowedBase) -> DICOMClient:
+    """The store's client; a folder store's is built here, on the one thread its index is bound to."""
+    if store.client is None:
+        # DICOMfileClient reads the URL's path without unquoting it: hand it the plain path.
+        store.client = DICOMfileClient(url=f"file://{location.folder}", update_db=True, in_memory=True)
+    return store.client
 
 
 def _file_bases_folder(allowed_bases: Sequence[str]) -> Path | None:
@@ -198,10 +209,7 @@ class DicomRetriever:
     def _retrieve(
         store: _Store, location: AllowedBase, study_uid: str, series_uid: str | None, sop_uid: str | None
     ) -> pydicom.Dataset:
-        if store.client is None:  # a folder store: built here, on the one thread its index is bound to
-            # DICOMfileClient reads the URL's path without unquoting it: hand it the plain path.
-            store.client = DICOMfileClient(url=f"file://{location.folder}", update_db=True, in_memory=True)
-        client = store.client
+        client = _client(store, location)
         if not (series_uid and sop_uid):
             found = client.search_for_instances(study_instance_uid=study_uid)
             if not found:
@@ -214,6 +222,26 @@ class DicomRetriever:
         self, address: str, study_uid: str, series_uid: str | None, sop_uid: str | None
     ) -> pydicom.Dataset:
         """Fetch one instance (the first of the study when UIDs are missing) in its stored syntax."""
+
+        def call(store: _Store, location: AllowedBase) -> pydicom.Dataset:
+            return self._retrieve(store, location, study_uid, series_uid, sop_uid)
+
+        return await self._run(address, call)
+
+    async def store_instances(self, address: str, datasets: Sequence[pydicom.Dataset]) -> list[str]:
+        """STOW-RS ``datasets`` to the allow-listed store at ``address`` (its own credentials).
+
+        The same client, thread and error mapping as retrieval: results go back only to a store the
+        service may read from. Returns the stored SOP Instance UIDs.
+        """
+
+        def call(store: _Store, location: AllowedBase) -> list[str]:
+            return store_results(location.url, datasets, _client(store, location))
+
+        return await self._run(address, call)
+
+    async def _run(self, address: str, call: Callable[[_Store, AllowedBase], T]) -> T:
+        """``call(store, location)`` on the store's thread, under the deadline, errors as StudyUnavailableError."""
         try:
             base, location = self._locate(address)
         except DisallowedUrlError as exc:  # the reason only: the address may carry identifiers
@@ -221,9 +249,8 @@ class DicomRetriever:
         try:
             with self._lock:  # submit under the lock: an evicted executor accepts no new work
                 store = self._store(base, location)
-                call = functools.partial(self._retrieve, store, location, study_uid, series_uid, sop_uid)
                 # A folder store's own thread; DICOMweb calls go to the loop's default pool (None).
-                pending = asyncio.get_running_loop().run_in_executor(store.executor, call)
+                pending = asyncio.get_running_loop().run_in_executor(store.executor, call, store, location)
             return await asyncio.wait_for(pending, self.timeout_s)
         except StudyUnavailableError:
             raise
