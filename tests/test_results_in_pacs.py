@@ -36,8 +36,12 @@ def _results(client: DICOMwebClient, study_uid: str) -> dict[str, list[dict]]:
     return by_modality
 
 
-def test_a_radiologist_finds_the_ai_result_beside_the_images(  # noqa: F811 - `chart` is the imported fixture
-    make_service, orthanc_server, fhir_server, ehr_keys, chart
+def test_a_radiologist_finds_the_ai_result_beside_the_images(
+    make_service,
+    orthanc_server,
+    fhir_server,
+    ehr_keys,
+    chart,  # noqa: F811 - the imported module fixture
 ):
     service = _service(make_service, orthanc_server, fhir_server, store_results=True)
     answer = post(service, ehr_keys[0], fhir_request(fhir_server))
