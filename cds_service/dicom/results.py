@@ -37,9 +37,7 @@ def result_objects(
         else:
             rgb = label_hips(overlay(display, np.asarray(heat, np.float32)), heatmaps, source_shape(source))
             objects.append(
-                build_heatmap_sc(
-                    source, rgb, series_instance_uid=series, sop_instance_uid=instance, findings=findings
-                )
+                build_heatmap_sc(source, rgb, series_instance_uid=series, sop_instance_uid=instance, findings=findings)
             )
     return objects
 
