@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,11 +19,13 @@ from cds_service.cdshooks.feedback import FeedbackStore, parse_feedback
 from cds_service.cdshooks.jwt import SANDBOX_ISSUER, SANDBOX_JWKS, JwtVerifier, TrustedIssuer
 from cds_service.cdshooks.models import CdsResponse, to_json
 from cds_service.cdshooks.requests import parse_hook_request
+from cds_service.dicom.listener import StorageListener
 from cds_service.errors import (
     AuthenticationError,
     BadRequestError,
     PayloadTooLargeError,
     PrefetchUnavailableError,
+    log_unexpected,
 )
 from cds_service.pipeline import AnalysisPipeline
 from cds_service.settings import Settings, get_settings
@@ -75,6 +78,21 @@ def trusted_issuers(settings: Settings) -> list[TrustedIssuer]:
     return issuers
 
 
+def start_listener(settings: Settings, pipeline: AnalysisPipeline) -> StorageListener:
+    """The DICOM Storage SCP, handing each accepted image to ``pipeline.arrived`` on this event loop."""
+    loop = asyncio.get_running_loop()
+    listener = StorageListener(
+        lambda ds: asyncio.run_coroutine_threadsafe(pipeline.arrived(ds), loop),
+        ae_title=settings.dicom_listener_ae_title,
+        host=settings.dicom_listener_host,
+        port=settings.dicom_listener_port,
+        calling_ae_titles=settings.dicom_listener_calling_ae_titles,
+        max_pixels=settings.max_image_pixels,
+    )
+    listener.start()
+    return listener
+
+
 def create_app(settings: Settings | None = None, pipeline: AnalysisPipeline | None = None) -> FastAPI:
     """Build the ASGI app; ``pipeline`` may be injected (tests), else it is built from settings."""
     settings = settings or get_settings()
@@ -96,7 +114,11 @@ def create_app(settings: Settings | None = None, pipeline: AnalysisPipeline | No
             grpc_server = await start_server(
                 app.state.pipeline, settings.grpc_port, settings.grpc_host, verifier, settings
             )
+        listener = start_listener(settings, app.state.pipeline) if settings.dicom_listener_port else None
+        app.state.listener = listener
         yield
+        if listener is not None:
+            listener.stop()
         if grpc_server is not None:
             await grpc_server.stop(grace=2)
         await app.state.pipeline.close()
@@ -116,16 +138,20 @@ def create_app(settings: Settings | None = None, pipeline: AnalysisPipeline | No
             max_age=600,
         )
 
-    async def authenticate(request: Request) -> None:
-        if settings.jwt_required:
-            audience = settings.base_url() + request.url.path
-            try:
-                await verifier.verify(request.headers.get("authorization"), audience)
-            except AuthenticationError:
-                raise
-            except Exception as exc:  # a verifier bug must fail closed (401), never answer unauthenticated
-                log.exception("unexpected error while verifying a JWT (%s)", type(exc).__name__)
-                raise AuthenticationError("JWT verification failed") from None
+    async def authenticate(request: Request) -> str:
+        """Verify the JWT; the caller (``iss``, and ``|tenant`` when given) for result keys, "" when not required."""
+        if not settings.jwt_required:
+            return ""
+        audience = settings.base_url() + request.url.path
+        try:
+            claims = await verifier.verify(request.headers.get("authorization"), audience)
+        except AuthenticationError:
+            raise
+        except Exception as exc:  # a verifier bug must fail closed (401), never answer unauthenticated
+            log_unexpected(log, "verifying a JWT", exc)
+            raise AuthenticationError("JWT verification failed") from None
+        tenant = claims.get("tenant")
+        return f"{claims.get('iss')}|{tenant}" if isinstance(tenant, str) and tenant else str(claims.get("iss"))
 
     async def read_body(request: Request) -> bytes:
         """The body, refused with 413 as soon as it exceeds ``max_request_bytes`` (while streaming:
@@ -191,7 +217,7 @@ def create_app(settings: Settings | None = None, pipeline: AnalysisPipeline | No
 
     @app.post("/cds-services/{service_id}")
     async def hook(service_id: str, request: Request) -> Response:
-        await authenticate(request)
+        caller = await authenticate(request)
         service = services.get(service_id)
         if service is None:
             return operation_outcome(404, "not-found", "unknown CDS service id")
@@ -203,13 +229,13 @@ def create_app(settings: Settings | None = None, pipeline: AnalysisPipeline | No
                 max_depth=settings.max_json_depth,
                 max_number_digits=settings.max_json_number_digits,
             )
-            outcome = await request.app.state.pipeline.handle(hook_request)
+            outcome = await request.app.state.pipeline.handle(hook_request, caller)
             feedback.record_cards(service_id, outcome.response.cards)
             return JSONResponse(to_json(outcome.response))
         except (BadRequestError, PrefetchUnavailableError, PayloadTooLargeError, AuthenticationError):
             raise  # answered by their handlers (400 / 412 / 413 / 401)
         except Exception as exc:  # last resort: a bug must not answer 500 (nor drop the connection)
-            log.exception("unexpected error while answering a hook (%s)", type(exc).__name__)
+            log_unexpected(log, "answering a hook", exc)
             return unavailable_response()
 
     @app.post("/cds-services/{service_id}/feedback")

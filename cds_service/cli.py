@@ -27,6 +27,18 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _listen(args: argparse.Namespace) -> int:
+    """``serve`` with the DICOM listener on (analysis on arrival); the HTTP service answers the hooks."""
+    import uvicorn
+
+    from cds_service.app import create_app
+
+    settings = get_settings()
+    settings = settings.model_copy(update={"dicom_listener_port": args.port or settings.dicom_listener_port or 11112})
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
 def _triton(args: argparse.Namespace) -> int:
     from cds_service.inference.triton_server import TritonServer
 
@@ -89,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="run the CDS Hooks service (settings from HIPCAD_* variables)").set_defaults(
         func=_serve
     )
+    listen = sub.add_parser(
+        "listen", help="serve, plus a DICOM Storage SCP that analyses routed AP pelvis/hip images on arrival"
+    )
+    listen.add_argument("--port", type=int, default=0, help="DICOM port (default: HIPCAD_DICOM_LISTENER_PORT or 11112)")
+    listen.set_defaults(func=_listen)
     sub.add_parser("triton", help="run the local Triton server on model_repository/").set_defaults(func=_triton)
 
     send = sub.add_parser("send-hook", help="sign and send a hook request file, as an EHR would")

@@ -6,6 +6,9 @@ be logged: they never contain patient data (names, identifiers, UIDs) or tokens.
 
 from __future__ import annotations
 
+import logging
+import traceback
+
 
 class CdsServiceError(Exception):
     """Base class of the service's own errors."""
@@ -37,3 +40,13 @@ class UnusableImageError(CdsServiceError):
 
 class InferenceError(CdsServiceError):
     """The inference server is unreachable, timed out, or answered unexpectedly."""
+
+
+def log_unexpected(log: logging.Logger, what: str, exc: BaseException) -> None:
+    """Log an unexpected exception in full — type and every frame — but not its message.
+
+    Exception messages can quote the data that caused them (a UID, a name, a token); the frames
+    (file, line, function, source line) are enough to find the bug, and carry no request data.
+    """
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("unexpected error while %s: %s\n%s", what, type(exc).__name__, frames.rstrip())

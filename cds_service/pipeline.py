@@ -24,6 +24,7 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 
 from cds_service.cdshooks import cards, relevance
 from cds_service.cdshooks.models import Card, CdsResponse, HookRequest
+from cds_service.cdshooks.requests import studies_bundle
 from cds_service.dicom.decode import DecodedImage, decode_dataset
 from cds_service.dicom.preprocess import HipCrop, display_image, split_hips
 from cds_service.dicom.results import result_objects
@@ -34,6 +35,7 @@ from cds_service.errors import (
     PrefetchUnavailableError,
     StudyUnavailableError,
     UnusableImageError,
+    log_unexpected,
 )
 from cds_service.explain.heatmap import ChartImage, HipHeatmap, heat_canvas, normalise_cam, render_chart_image
 from cds_service.fhir.client import FhirClient, is_allowed
@@ -80,6 +82,10 @@ class ResultKey:
     models: str
 
 
+#: Patient and caller of a result analysed on arrival (never a valid request's: patientId is required).
+ARRIVAL = ""
+
+
 class UidMismatchError(StudyUnavailableError):
     """The retrieved instance is not the one the ImagingStudy names (no card: the data disagree)."""
 
@@ -110,6 +116,7 @@ class AnalysisPipeline:
         self._cache: OrderedDict[ResultKey, Analysis] = OrderedDict()
         self._running: dict[tuple[str, ...], asyncio.Task[Analysis]] = {}
         self.order_codes = relevance.code_set(settings.relevant_order_codes)
+        self._arrivals = asyncio.Semaphore(max(1, settings.arrival_concurrency))
         self.cache_size = 128  # ≈ 1.5 MB each at the display size
 
     @classmethod
@@ -162,6 +169,10 @@ class AnalysisPipeline:
             else:
                 source = "fhir-search"
                 bundle = await self._search_studies(request, patient)
+            try:  # what the FHIR server added is held to the same shape as a prefetched Bundle
+                studies_bundle(bundle)
+            except ValueError as exc:
+                raise PrefetchUnavailableError("the FHIR server answered with an unusable ImagingStudy Bundle") from exc
             span.set_attribute("hipcad.study_source", source)
             days = self.settings.study_lookback_days
             study = select_study(
@@ -395,10 +406,60 @@ class AnalysisPipeline:
             log.warning("background analysis failed: %s", type(exc).__name__)  # retrieved: asyncio stays quiet
 
     def _cached(self, key: ResultKey) -> Analysis | None:
-        if key.sop_instance_uid and (cached := self._cache.get(key)):
+        """The result for ``key``, or one analysed on arrival for the same store, UIDs and models.
+
+        An arrival result was made by the service from an image routed to it, for no request: it is
+        bound to the first request that reaches it with the same (allow-listed) store and UIDs and
+        whose ImagingStudy names that request's patient — exactly what that request would have
+        fetched itself.
+        """
+        if not key.sop_instance_uid:
+            return None
+        cached = self._cache.get(key)
+        if cached is None and (cached := self._cache.get(replace(key, patient_id=ARRIVAL, caller=ARRIVAL))):
+            self._remember(key, cached)
+        if cached is not None:
             tracer().start_span("cache_hit").end()
-            return cached
-        return None
+        return cached
+
+    # Analysis on arrival -----------------------------------------------------------------------
+    async def arrived(self, dataset: Any) -> Analysis | None:
+        """Analyse an image routed to the DICOM listener: keep it in the folder store, analyse, file the result.
+
+        The result is filed under ``HIPCAD_DICOM_LISTENER_SOURCE`` (the archive that routes to us) or
+        the folder store, with no patient or caller (see :meth:`_cached`). Failures are logged, never raised.
+        """
+        folder = self.settings.dicom_folder.resolve().as_uri()
+        async with self._arrivals:
+            with tracer().start_as_current_span("arrival") as span:
+                try:
+                    await self.retriever.store_instances(folder, [dataset])
+                    study = StudyRef(
+                        None,
+                        str(dataset.StudyInstanceUID),
+                        str(dataset.SeriesInstanceUID),
+                        str(dataset.SOPInstanceUID),
+                        folder,
+                        None,
+                    )
+                    store = self.retriever.allowed_base(self.settings.dicom_listener_source or folder)
+                    if store is None:
+                        raise StudyUnavailableError("HIPCAD_DICOM_LISTENER_SOURCE is not an allow-listed base")
+                    key = ResultKey(
+                        store,
+                        study.study_instance_uid,
+                        study.sop_instance_uid or "",
+                        ARRIVAL,
+                        ARRIVAL,
+                        await self._models_key(),
+                    )
+                    analysis = self._cached(key) or await self._task(study, key)
+                except Exception as exc:  # the listener must keep serving whatever one image does
+                    span.set_attribute("hipcad.outcome", type(exc).__name__)
+                    log.warning("arrived image not analysed: %s", type(exc).__name__)
+                    return None
+                span.set_attribute("hipcad.outcome", "analysed")
+                return analysis
 
     async def analysis_for(self, study: StudyRef, key: ResultKey, timeout_s: float) -> Analysis:
         """The cached analysis, or a fresh one within ``timeout_s`` (it goes on in the background)."""
@@ -431,7 +492,7 @@ class AnalysisPipeline:
                 raise
             except Exception as exc:  # a bug must not take the hook down: honest card, full log
                 span.set_attribute("hipcad.outcome", "internal-error")
-                log.exception("unexpected error while answering a hook (%s)", type(exc).__name__)
+                log_unexpected(log, "answering a hook", exc)
                 return HookOutcome(CdsResponse(cards=[self._unavailable("internal error")]))
 
     async def _handle(self, request: HookRequest, caller: str, span: Any) -> HookOutcome:

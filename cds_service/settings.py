@@ -111,6 +111,22 @@ class Settings(BaseSettings):
         60_000_000, description="Largest image (rows × columns × frames) decoded; bigger ones are refused unread."
     )
 
+    # Analysis on arrival (DICOM Storage SCP)
+    dicom_listener_port: int = Field(
+        0, description="Port of the DICOM Storage SCP that images are routed to (`cds-service listen`: 11112); 0 = off."
+    )
+    dicom_listener_host: str = Field("127.0.0.1", description="Address the DICOM listener binds.")
+    dicom_listener_ae_title: str = Field("HIPCAD", description="AE title of the DICOM listener.")
+    dicom_listener_calling_ae_titles: list[str] = Field(
+        default_factory=list, description="Calling AE titles allowed to send (JSON list); empty = any."
+    )
+    dicom_listener_source: str = Field(
+        "",
+        description="DICOMweb base of the archive that routes images to the listener: arrived results are filed "
+        "under it, so hooks naming studies there hit them; empty = the local folder store.",
+    )
+    arrival_concurrency: int = Field(1, description="Analyses of arrived images running at once.")
+
     # Inference
     triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC address (host:port).")
     triton_timeout_s: float = Field(10.0, description="Timeout of one Triton inference, seconds.")

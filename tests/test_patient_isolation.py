@@ -9,6 +9,7 @@ these requests received A's result.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pydicom
@@ -118,3 +119,18 @@ def test_without_instance_uids_the_result_is_cached_by_the_retrieved_instance(se
     assert post(service, ehr_keys[0], request).json()["cards"][0]["suggestions"]
     names = {span.name for span in spans.get_finished_spans()}
     assert "cache_hit" in names and "infer" not in names  # fetched again to learn the UID, not re-analysed
+
+
+def test_results_are_kept_apart_per_caller(service, ehr_keys, analysed, spans):
+    """The same patient and study asked by another issuer/tenant is analysed for that caller afresh."""
+    from cds_service.cdshooks.requests import parse_hook_request
+
+    pipeline = service.app.state.pipeline
+    request = parse_hook_request(json.dumps(analysed).encode(), "order-select", max_depth=64, max_number_digits=64)
+    spans.clear()
+    service.portal.call(pipeline.handle, request, "hipcad-demo-ehr")  # the issuer the fixture's request used
+    assert "cache_hit" in {span.name for span in spans.get_finished_spans()}
+    spans.clear()
+    outcome = service.portal.call(pipeline.handle, request, "another-ehr|tenant-2")
+    names = {span.name for span in spans.get_finished_spans()}
+    assert "cache_hit" not in names and "infer" in names and outcome.response.cards[0].suggestions
