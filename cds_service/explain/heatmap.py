@@ -8,6 +8,7 @@ image, un-mirrored, and blended over the radiograph with a perceptual colour map
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -82,10 +83,21 @@ def overlay(display: np.ndarray, heat: np.ndarray, opacity: float = 0.45, floor:
 
     Values below ``floor`` are left transparent so cold areas keep the radiograph readable.
     """
-    grey = np.repeat(display[..., None], 3, axis=2).astype(np.float32)
-    colour = COLORMAP[np.clip((heat * 255).astype(np.int32), 0, 255)].astype(np.float32)
-    alpha = np.where(heat >= floor, opacity * (0.5 + 0.5 * heat), 0.0)[..., None]
-    return (grey * (1 - alpha) + colour * alpha + 0.5).astype(np.uint8)
+    level = np.clip((heat * 255).astype(np.int32), 0, 255)
+    keep, tint = _blend_tables(opacity, floor)
+    grey = np.asarray(display, np.uint16)[..., None]
+    # Fixed point (1/256): grey·(1 − α) + colour·α per heat level, from two 256-entry tables.
+    return ((grey * keep[level][..., None] + tint[level] + 128) >> 8).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=8)
+def _blend_tables(opacity: float, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per heat level (0–255): the radiograph's weight 256·(1 − α) and the colour's 256·α·colour."""
+    heat = np.arange(256, dtype=np.float64) / 255
+    alpha = np.where(heat >= floor, opacity * (0.5 + 0.5 * heat), 0.0)
+    keep = np.round(256 * (1 - alpha)).astype(np.uint16)
+    tint = np.round(256 * alpha[:, None] * COLORMAP.astype(np.float64)).astype(np.uint16)
+    return keep, tint
 
 
 def label_hips(rgb: np.ndarray, hips: Sequence[HipHeatmap], image_shape: tuple[int, int]) -> np.ndarray:
