@@ -327,7 +327,7 @@ class AnalysisPipeline:
             store, study.study_instance_uid, study.sop_instance_uid or "", patient, caller, await self._models_key()
         )
 
-    async def _analyse(self, study: StudyRef, key: ResultKey) -> Analysis:
+    async def _analyse(self, study: StudyRef, key: ResultKey, results_to: str | None = None) -> Analysis:
         models = await self.inference.models()
         fracture, garden = models[FRACTURE_MODEL], models[GARDEN_MODEL]
         dataset = await self.fetch(study)
@@ -350,7 +350,9 @@ class AnalysisPipeline:
         heatmaps, display, heat, chart = await asyncio.to_thread(
             self.explain, image, crops, outputs, fracture_index, probabilities
         )
-        stored = await self.store_results(study, dataset, findings, display, heat, heatmaps)
+        stored = await self.store_results(
+            results_to or study.endpoint_address, dataset, findings, display, heat, heatmaps
+        )
         analysis = Analysis(findings, chart, image.grey.shape, heatmaps, display, heat, stored)
         self._remember(key, analysis)
         return analysis
@@ -358,14 +360,14 @@ class AnalysisPipeline:
     # Stage: store results (optional) ----------------------------------------------------------
     async def store_results(
         self,
-        study: StudyRef,
+        address: str,
         dataset: Any,
         findings: StudyFindings,
         display: np.ndarray,
         heat: np.ndarray,
         heatmaps: list[HipHeatmap],
     ) -> tuple[str, ...]:
-        """With ``HIPCAD_STORE_RESULTS``: the SR and heat-map SC, STOW-RS'd into the study's own store.
+        """With ``HIPCAD_STORE_RESULTS``: the SR and heat-map SC, STOW-RS'd into the study's own store at ``address``.
 
         A store that refuses is logged and the hook still answers (the EHR result does not depend on
         the PACS copy); the UIDs stored are returned so the card can say where else the result is.
@@ -375,7 +377,7 @@ class AnalysisPipeline:
         with tracer().start_as_current_span("store_results") as span:
             try:
                 objects = await asyncio.to_thread(result_objects, dataset, findings, display, heat, heatmaps)
-                stored = await self.retriever.store_instances(study.endpoint_address, objects)
+                stored = await self.retriever.store_instances(address, objects)
             except Exception as exc:  # the card does not wait for, or fail with, the PACS copy
                 span.set_attribute("hipcad.stored", 0)
                 log.warning("result not stored in the PACS: %s", type(exc).__name__)
@@ -389,12 +391,12 @@ class AnalysisPipeline:
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
 
-    def _task(self, study: StudyRef, key: ResultKey) -> asyncio.Task[Analysis]:
+    def _task(self, study: StudyRef, key: ResultKey, results_to: str | None = None) -> asyncio.Task[Analysis]:
         """The running analysis for this key, started if none is running (one per key)."""
         running = (*astuple(key), study.series_instance_uid or "")
         task = self._running.get(running)
         if task is None:
-            task = asyncio.create_task(self._analyse(study, key))
+            task = asyncio.create_task(self._analyse(study, key, results_to))
             self._running[running] = task
             task.add_done_callback(self._finished)
             task.add_done_callback(lambda _t, k=running: self._running.pop(k, None))
@@ -453,7 +455,8 @@ class AnalysisPipeline:
                         ARRIVAL,
                         await self._models_key(),
                     )
-                    analysis = self._cached(key) or await self._task(study, key)
+                    source = self.settings.dicom_listener_source or None  # results go back where the images live
+                    analysis = self._cached(key) or await self._task(study, key, source)
                 except Exception as exc:  # the listener must keep serving whatever one image does
                     span.set_attribute("hipcad.outcome", type(exc).__name__)
                     log.warning("arrived image not analysed: %s", type(exc).__name__)
