@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import pytest
 from cds_service.errors import PrefetchUnavailableError
 from cds_service.fhir.client import FhirClient, is_allowed
 from cds_service.outbound import AllowedBase, DisallowedUrlError, UrlPolicy
+from tests.servers.redirect import redirecting_server as redirect_to_local
 
 BASES = ["https://ehr.example/fhir", "http://PACS.example:8042/dicom-web/", "https://xn--bcher-kva.example/r4"]
 
@@ -154,35 +153,8 @@ def test_fhir_is_allowed_delegates_to_the_policy():
 @pytest.fixture
 def redirecting_server() -> Iterator[tuple[str, list[str]]]:
     """A server answering 302 to a second local server; yields its URL and the second one's hits."""
-    hits: list[str] = []
-
-    class Target(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            hits.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/fhir+json")
-            self.end_headers()
-            self.wfile.write(b'{"resourceType": "Patient"}')
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    target = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Target)
-
-    class Redirect(Target):
-        def do_GET(self) -> None:
-            self.send_response(302)
-            self.send_header("Location", f"http://127.0.0.1:{target.server_port}{self.path}")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-    source = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    for server in (target, source):
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{source.server_port}/fhir", hits
-    for server in (target, source):
-        server.shutdown()
-        server.server_close()
+    with redirect_to_local("/fhir", b'{"resourceType": "Patient"}', "application/fhir+json") as server:
+        yield server
 
 
 def test_the_fhir_client_does_not_follow_redirects(redirecting_server):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import http.server
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from cds_service.dicom.retrieve import DicomRetriever
 from cds_service.errors import StudyUnavailableError
+from tests.servers.redirect import redirecting_server as redirect_to_local
 
 
 def write_instance(folder: Path) -> Dataset:
@@ -153,34 +153,8 @@ def test_distinct_addresses_are_bounded_least_recently_used_first(layout):
 @pytest.fixture
 def redirecting_pacs() -> Iterator[tuple[str, list[str]]]:
     """A "PACS" answering 302 to a second local server; yields its DICOMweb base and the second one's hits."""
-    hits: list[str] = []
-
-    class Target(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            hits.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    target = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Target)
-
-    class Redirect(Target):
-        def do_GET(self) -> None:
-            self.send_response(302)
-            self.send_header("Location", f"http://127.0.0.1:{target.server_port}{self.path}")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-    source = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    for server in (target, source):
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{source.server_port}/dicom-web", hits
-    for server in (target, source):
-        server.shutdown()
-        server.server_close()
+    with redirect_to_local("/dicom-web") as server:
+        yield server
 
 
 def test_a_dicomweb_redirect_is_not_followed(redirecting_pacs, layout):
