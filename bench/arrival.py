@@ -43,14 +43,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         base = Settings()
-        triton = TritonServer(
-            base.model_repository,
-            base.triton_venv,
-            root / "triton",
-            grpc_port=free_port(),
-            http_port=free_port(),
-            metrics_port=free_port(),
-        )
+        triton = TritonServer.on_free_ports(base, root / "triton")
         triton.start()
         ensure_keypair(root / "private.pem", root / "public.pem")
         listener_port = free_port()

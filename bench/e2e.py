@@ -27,7 +27,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from cds_service.cdshooks.models import HookRequest, to_json
-from cds_service.demo import free_port
 from cds_service.ehr import imaging_study_bundle, load_example, with_studies
 from cds_service.inference.triton_server import TritonServer
 from cds_service.pipeline import AnalysisPipeline
@@ -90,14 +89,7 @@ def main() -> None:
         request = HookRequest.model_validate(
             with_studies(template, imaging_study_bundle(ds, template["context"]["patientId"], folder.as_uri()))
         )
-        triton = TritonServer(
-            base.model_repository,
-            base.triton_venv,
-            Path(tmp) / "triton",
-            grpc_port=free_port(),
-            http_port=free_port(),
-            metrics_port=free_port(),
-        )
+        triton = TritonServer.on_free_ports(base, Path(tmp) / "triton")
         triton.start()
         try:
             settings = base.model_copy(update={"dicom_folder": folder, "triton_url": triton.grpc_url})

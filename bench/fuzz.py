@@ -119,14 +119,7 @@ def main() -> int:
         folder = Path(tmp)
         ensure_keypair(folder / "private.pem", folder / "public.pem")
         write_sample_study(folder / "dicom", seed=7)
-        triton = TritonServer(
-            base.model_repository,
-            base.triton_venv,
-            folder / "triton",
-            grpc_port=free_port(),
-            http_port=free_port(),
-            metrics_port=free_port(),
-        )
+        triton = TritonServer.on_free_ports(base, folder / "triton")
         triton.start(timeout_s=120)
         try:
             settings = base.model_copy(

@@ -13,7 +13,6 @@ import base64
 import contextlib
 import io
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -28,17 +27,10 @@ from rich.panel import Panel
 from cds_service.app import create_app
 from cds_service.cdshooks.jwt import ensure_keypair
 from cds_service.ehr import imaging_study_bundle, load_example, send_hook, with_studies
-from cds_service.inference.triton_server import TritonServer
+from cds_service.inference.triton_server import TritonServer, free_port
 from cds_service.settings import Settings
 
 STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "bold cyan"}
-
-
-def free_port() -> int:
-    """A currently free loopback TCP port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -152,14 +144,7 @@ def run_demo(settings: Settings, output: Path, seed: int = 7) -> int:
     dataset = pydicom.dcmread(path, stop_before_pixels=True)
     console.print(f"[green]✓[/] sample study: {path.relative_to(settings.dicom_folder)} ({dataset.Modality})")
 
-    triton = TritonServer(
-        settings.model_repository,
-        settings.triton_venv,
-        settings.triton_workdir,
-        grpc_port=free_port(),
-        http_port=free_port(),
-        metrics_port=free_port(),
-    )
+    triton = TritonServer.on_free_ports(settings, settings.triton_workdir)
     with console.status("Starting Triton Inference Server (local CPU build)…"):
         triton.start()
     console.print(f"[green]✓[/] Triton ready on {triton.grpc_url}")

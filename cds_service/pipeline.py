@@ -327,10 +327,14 @@ class AnalysisPipeline:
             store, study.study_instance_uid, study.sop_instance_uid or "", patient, caller, await self._models_key()
         )
 
-    async def _analyse(self, study: StudyRef, key: ResultKey, results_to: str | None = None) -> Analysis:
+    async def _analyse(
+        self, study: StudyRef, key: ResultKey, results_to: str | None = None, dataset: Any = None
+    ) -> Analysis:
+        """fetch (unless ``dataset`` is already in hand: an arrived image) → … → explain → store results."""
         models = await self.inference.models()
         fracture, garden = models[FRACTURE_MODEL], models[GARDEN_MODEL]
-        dataset = await self.fetch(study)
+        if dataset is None:
+            dataset = await self.fetch(study)
         retrieved = _check_uids(dataset, study)
         if not key.sop_instance_uid:  # the ImagingStudy named no instance: cache by what was retrieved
             key = replace(key, sop_instance_uid=retrieved)
@@ -391,12 +395,14 @@ class AnalysisPipeline:
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
 
-    def _task(self, study: StudyRef, key: ResultKey, results_to: str | None = None) -> asyncio.Task[Analysis]:
+    def _task(
+        self, study: StudyRef, key: ResultKey, results_to: str | None = None, dataset: Any = None
+    ) -> asyncio.Task[Analysis]:
         """The running analysis for this key, started if none is running (one per key)."""
         running = (*astuple(key), study.series_instance_uid or "")
         task = self._running.get(running)
         if task is None:
-            task = asyncio.create_task(self._analyse(study, key, results_to))
+            task = asyncio.create_task(self._analyse(study, key, results_to, dataset))
             self._running[running] = task
             task.add_done_callback(self._finished)
             task.add_done_callback(lambda _t, k=running: self._running.pop(k, None))
@@ -456,7 +462,8 @@ class AnalysisPipeline:
                         await self._models_key(),
                     )
                     source = self.settings.dicom_listener_source or None  # results go back where the images live
-                    analysis = self._cached(key) or await self._task(study, key, source)
+                    # The image is in hand: kept in the folder store for later hooks, not read back from it.
+                    analysis = self._cached(key) or await self._task(study, key, source, dataset)
                 except Exception as exc:  # the listener must keep serving whatever one image does
                     span.set_attribute("hipcad.outcome", type(exc).__name__)
                     log.warning("arrived image not analysed: %s", type(exc).__name__)

@@ -16,7 +16,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from cds_service.app import create_app
 from cds_service.cdshooks.jwt import ensure_keypair
-from cds_service.demo import free_port
 from cds_service.errors import InferenceError
 from cds_service.inference.triton_server import TritonServer
 from cds_service.settings import Settings
@@ -53,14 +52,7 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     settings = Settings()
     require((settings.model_repository / "fracture" / "1" / "model.onnx").exists(), "no fracture model exported")
     try:
-        server = TritonServer(
-            settings.model_repository,
-            settings.triton_venv,
-            tmp_path_factory.mktemp("triton"),
-            grpc_port=free_port(),
-            http_port=free_port(),
-            metrics_port=free_port(),
-        )
+        server = TritonServer.on_free_ports(settings, tmp_path_factory.mktemp("triton"))
     except InferenceError as exc:
         require(False, str(exc))
         raise

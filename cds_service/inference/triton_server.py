@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -29,11 +30,15 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from cds_service.errors import InferenceError
+
+if TYPE_CHECKING:
+    from cds_service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +123,13 @@ class TritonPaths:
         return paths
 
 
+def free_port() -> int:
+    """A currently free loopback TCP port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 class TritonServer:
     """A local Triton process on loopback ports; use as a context manager or call start/stop."""
 
@@ -140,6 +152,18 @@ class TritonServer:
         self.trace_url = trace_url
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "tritonserver.log"
+
+    @classmethod
+    def on_free_ports(cls, settings: Settings, workdir: Path) -> TritonServer:
+        """The local Triton for ``settings``' model repository and venv, on three free loopback ports."""
+        return cls(
+            settings.model_repository,
+            settings.triton_venv,
+            workdir,
+            grpc_port=free_port(),
+            http_port=free_port(),
+            metrics_port=free_port(),
+        )
 
     @property
     def grpc_url(self) -> str:

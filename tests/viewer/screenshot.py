@@ -33,14 +33,7 @@ def card_viewer_url(folder: Path) -> tuple[str, object, object]:
         dicom_folder=folder / "dicom",
         feedback_db=folder / "feedback.sqlite3",
     )
-    triton = TritonServer(
-        base.model_repository,
-        base.triton_venv,
-        folder / "triton",
-        grpc_port=free_port(),
-        http_port=free_port(),
-        metrics_port=free_port(),
-    )
+    triton = TritonServer.on_free_ports(base, folder / "triton")
     triton.start()
     settings = base.model_copy(update={"triton_url": triton.grpc_url})
     service = running_service(settings)
