@@ -7,6 +7,9 @@ plugins=/usr/share/orthanc/plugins
 if [[ ! -x /usr/sbin/Orthanc || ! -f $plugins/libOrthancDicomWeb.so || ! -f $plugins/libOrthancGdcm.so ]]; then
   bash .ci/apt-install.sh orthanc orthanc-dicomweb orthanc-gdcm
 fi
+if [[ ! -x /usr/lib/postgresql/15/bin/pg_ctl ]]; then
+  bash .ci/apt-install.sh postgresql  # the shared store's engine; tests start throwaway clusters
+fi
 lock=tests/fhir_server/package-lock.json
 stamp=tests/fhir_server/node_modules/.installed
 if [[ ! -f $stamp ]] || [[ "$(sha256sum < "$lock")" != "$(cat "$stamp")" ]]; then

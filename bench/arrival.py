@@ -70,7 +70,7 @@ def main() -> None:
                     started = time.perf_counter()
                     c_store(listener_port, ds)
                     pipeline = app.state.pipeline
-                    while not any(k.sop_instance_uid == ds.SOPInstanceUID for k in list(pipeline._cache)):
+                    while not any(k.sop_instance_uid == ds.SOPInstanceUID for k in pipeline.store.local_keys()):
                         time.sleep(0.002)
                     elapsed = 1000 * (time.perf_counter() - started)
                     template = load_example("order-select.json")

@@ -60,7 +60,7 @@ async def run(settings: Settings, request: HookRequest, runs: int, exporter: InM
     for _ in range(runs):
         for mode in ("cold", "warm"):
             if mode == "cold":
-                pipeline._cache.clear()
+                await pipeline.store.clear_results()
             exporter.clear()
             started = time.perf_counter()
             outcome = await pipeline.handle(request)

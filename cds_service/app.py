@@ -10,12 +10,12 @@ from functools import partial
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
 
 from cds_service import __version__
 from cds_service.cdshooks.cards import problem_card
 from cds_service.cdshooks.discovery import load_services
-from cds_service.cdshooks.feedback import FeedbackStore, parse_feedback
+from cds_service.cdshooks.feedback import FeedbackRatesCollector, FeedbackStore, parse_feedback
 from cds_service.cdshooks.jwt import SANDBOX_ISSUER, SANDBOX_JWKS, JwtVerifier, TrustedIssuer
 from cds_service.cdshooks.models import CdsResponse, to_json
 from cds_service.cdshooks.requests import parse_hook_request
@@ -27,10 +27,13 @@ from cds_service.errors import (
     PrefetchUnavailableError,
     log_unexpected,
 )
+from cds_service.metrics import STORE_ERRORS, exposition
 from cds_service.pipeline import AnalysisPipeline
 from cds_service.settings import Settings, get_settings
+from cds_service.store import AsyncStore, open_store
 from cds_service.telemetry import setup_tracing
-from cds_service.viewer import ResultStore, build_router, viewer_link
+from cds_service.viewer import build_router, viewer_link
+from cds_service.viewer.routes import viewer_secret
 
 log = logging.getLogger(__name__)
 
@@ -93,20 +96,28 @@ def start_listener(settings: Settings, pipeline: AnalysisPipeline) -> StorageLis
     return listener
 
 
-def create_app(settings: Settings | None = None, pipeline: AnalysisPipeline | None = None) -> FastAPI:
-    """Build the ASGI app; ``pipeline`` may be injected (tests), else it is built from settings."""
+def create_app(
+    settings: Settings | None = None, pipeline: AnalysisPipeline | None = None, store: AsyncStore | None = None
+) -> FastAPI:
+    """Build the ASGI app; ``pipeline`` and ``store`` may be injected (tests), else built from settings.
+
+    The store (SQLite, or PostgreSQL with ``HIPCAD_DATABASE_URL``) is migrated here, before the
+    first request; a database URL without a viewer secret is refused at start-up.
+    """
     settings = settings or get_settings()
+    viewer_secret(settings)  # fail fast: replicas sharing a database must share the viewer key
     setup_tracing(console=settings.otel_console, otlp_endpoint=settings.otlp_endpoint)
     services = load_services()
+    store = store or getattr(pipeline, "store", None) or open_store(settings)
     verifier = JwtVerifier(trusted_issuers(settings), leeway_s=settings.jwt_leeway_s)
-    feedback = FeedbackStore(settings.feedback_db)
-
-    viewer_store = ResultStore(settings.result_ttl_s)
+    verifier.replays.remember = store.sql.remember_jti
+    feedback = FeedbackStore(store.sql)
+    FeedbackRatesCollector.serve(feedback)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.pipeline = pipeline or AnalysisPipeline.from_settings(settings)
-        app.state.pipeline.viewer_link = partial(viewer_link, settings, viewer_store)
+        app.state.pipeline = pipeline or AnalysisPipeline.from_settings(settings, store)
+        app.state.pipeline.viewer_link = partial(viewer_link, settings, store)
         grpc_server = None
         if settings.grpc_port:
             from cds_service.grpc_api import start_server
@@ -123,10 +134,17 @@ def create_app(settings: Settings | None = None, pipeline: AnalysisPipeline | No
             await grpc_server.stop(grace=2)
         await app.state.pipeline.close()
 
-    app = FastAPI(title="hipcad CDS service", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="hipcad CDS service",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        telemetry={"logs": False},  # FastAPI's own log records would carry exception messages
+    )
     app.state.feedback = feedback
-    app.state.viewer_store = viewer_store
-    app.include_router(build_router(settings, viewer_store))
+    app.state.store = store
+    app.include_router(build_router(settings, store))
     if settings.cors_allow_origins:
         if "*" in settings.cors_allow_origins:
             log.warning("CORS allows any origin: acceptable for development only")
@@ -204,11 +222,23 @@ def create_app(settings: Settings | None = None, pipeline: AnalysisPipeline | No
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
+        """Liveness: the process answers (restart it when this fails)."""
         return {"status": "ok"}
 
+    @app.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: Triton's models are ready and the store answers (take the pod out of the Service otherwise)."""
+        inference = request.app.state.pipeline.inference
+        ready = getattr(inference, "ready", None)
+        triton = bool(await ready()) if ready is not None else True
+        database = await store.ping()
+        body = {"status": "ready" if triton and database else "not-ready", "triton": triton, "store": database}
+        return JSONResponse(body, status_code=200 if triton and database else 503)
+
     @app.get("/metrics")
-    async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(feedback.prometheus(), media_type="text/plain; version=0.0.4")
+    async def metrics() -> Response:
+        body, content_type = await asyncio.to_thread(exposition)  # the feedback rates query the store
+        return Response(body, media_type=content_type)
 
     @app.get("/cds-services")
     async def discovery(request: Request) -> dict:
@@ -230,7 +260,11 @@ def create_app(settings: Settings | None = None, pipeline: AnalysisPipeline | No
                 max_number_digits=settings.max_json_number_digits,
             )
             outcome = await request.app.state.pipeline.handle(hook_request, caller)
-            feedback.record_cards(service_id, outcome.response.cards)
+            try:
+                await asyncio.to_thread(feedback.record_cards, service_id, outcome.response.cards)
+            except Exception as exc:  # the clinician gets the cards; only the feedback join is lost
+                STORE_ERRORS.labels(operation="record_cards").inc()
+                log.warning("issued cards not recorded: %s", type(exc).__name__)
             return JSONResponse(to_json(outcome.response))
         except (BadRequestError, PrefetchUnavailableError, PayloadTooLargeError, AuthenticationError):
             raise  # answered by their handlers (400 / 412 / 413 / 401)
@@ -243,13 +277,18 @@ def create_app(settings: Settings | None = None, pipeline: AnalysisPipeline | No
         await authenticate(request)
         if service_id not in services:
             return operation_outcome(404, "not-found", "unknown CDS service id")
-        # Input faults are BadRequestError (400, naming the field) from parse_feedback; an exception
-        # from the store (SQLite: disk full, locked database) is a genuine server fault and stays a 500.
+        # Input faults are BadRequestError (400, naming the field) from parse_feedback; a store that
+        # fails (database restarting) is a 503 the EHR can retry.
         body = await read_body(request)
         entries = parse_feedback(
             body, max_depth=settings.max_json_depth, max_number_digits=settings.max_json_number_digits
         ).feedback
-        new = feedback.add(service_id, entries)
+        try:
+            new = await asyncio.to_thread(feedback.add, service_id, entries)
+        except Exception as exc:  # the store is down: the EHR may retry (nothing was half-stored)
+            STORE_ERRORS.labels(operation="feedback").inc()
+            log.warning("feedback not stored: %s", type(exc).__name__)
+            return operation_outcome(503, "transient", "feedback store unavailable; retry later")
         log.info("feedback: %d entries, %d new", len(entries), new)
         return Response(status_code=200)
 

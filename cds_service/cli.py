@@ -10,32 +10,43 @@ import sys
 import threading
 from pathlib import Path
 
-from cds_service.settings import get_settings
+from cds_service.settings import Settings, get_settings
 from cds_service.training.cli import register as register_training
 
 #: Modules of the optional ``[train]`` extra; a command that needs them says how to install them.
 TRAIN_EXTRA = frozenset({"torch", "torchvision", "timm", "pytorch_grad_cam", "onnx", "onnxruntime", "matplotlib"})
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _run_service(settings: Settings) -> None:
+    """uvicorn with JSON log lines (trace/span ids, no patient data; access lines: route shapes only)."""
     import uvicorn
 
+    from cds_service.logs import RequestTimer, configure_logging, uvicorn_log_config
+
+    level, fmt = settings.log_level, settings.log_format
+    configure_logging(level, fmt)  # before importing the app: libraries log at import time too
     from cds_service.app import create_app
 
-    settings = get_settings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(
+        RequestTimer(create_app(settings)),
+        host=settings.host,
+        port=settings.port,
+        log_level=level.lower(),
+        log_config=uvicorn_log_config(level, fmt),
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    _run_service(get_settings())
     return 0
 
 
 def _listen(args: argparse.Namespace) -> int:
     """``serve`` with the DICOM listener on (analysis on arrival); the HTTP service answers the hooks."""
-    import uvicorn
-
-    from cds_service.app import create_app
-
     settings = get_settings()
-    settings = settings.model_copy(update={"dicom_listener_port": args.port or settings.dicom_listener_port or 11112})
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    _run_service(
+        settings.model_copy(update={"dicom_listener_port": args.port or settings.dicom_listener_port or 11112})
+    )
     return 0
 
 
@@ -86,6 +97,20 @@ def _send_hook(args: argparse.Namespace) -> int:
     return 0 if response.status_code == 200 else 1
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    from cds_service.store import database_url
+    from cds_service.store.migrate import current, upgrade
+    from cds_service.store.sql import engine_for
+
+    settings = get_settings()
+    engine = engine_for(database_url(settings))
+    before = current(engine)
+    upgrade(engine, args.revision)
+    print(f"{engine.dialect.name} store: revision {before or 'none'} → {current(engine)}")
+    engine.dispose()
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from cds_service.demo import run_demo
 
@@ -107,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--port", type=int, default=0, help="DICOM port (default: HIPCAD_DICOM_LISTENER_PORT or 11112)")
     listen.set_defaults(func=_listen)
     sub.add_parser("triton", help="run the local Triton server on model_repository/").set_defaults(func=_triton)
+    migrate = sub.add_parser(
+        "migrate", help="bring the store (HIPCAD_DATABASE_URL, else the SQLite file) to the shipped schema"
+    )
+    migrate.add_argument("--revision", default="head", help="target revision (default: %(default)s)")
+    migrate.set_defaults(func=_migrate)
 
     send = sub.add_parser("send-hook", help="sign and send a hook request file, as an EHR would")
     send.add_argument("file", help="hook request JSON, e.g. hooks/examples/order-select.json")

@@ -1,14 +1,12 @@
-"""The analysis result in clinical terms: one finding per hip, shared by cards and reports."""
+"""Model outputs → clinical findings (one per hip); the finding types live in :mod:`cds_service.domain`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
-from cds_service.inference.client import HipInference, ModelInfo
+from cds_service.domain import GARDEN_STAGES, HipFinding, HipInference, ModelInfo, StudyFindings
 
-GARDEN_STAGES = ("I", "II", "III", "IV")
+__all__ = ["GARDEN_STAGES", "HipFinding", "StudyFindings", "interpret", "softmax"]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -18,68 +16,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-@dataclass(frozen=True)
-class HipFinding:
-    """What the models say about one hip.
-
-    ``garden_probabilities`` are only meaningful for a femoral-neck fracture; they are reported
-    when the hip is called fractured.
-    """
-
-    laterality: str | None
-    fracture_probability: float
-    fractured: bool
-    garden_probabilities: tuple[float, float, float, float]
-
-    @property
-    def side(self) -> str:
-        return {"R": "right", "L": "left"}.get(self.laterality or "", "unknown-side")
-
-    @property
-    def garden_stage(self) -> str:
-        return GARDEN_STAGES[int(np.argmax(self.garden_probabilities))]
-
-    @property
-    def displaced_probability(self) -> float:
-        """P(Garden III or IV): displaced fractures usually need arthroplasty, not fixation."""
-        return float(self.garden_probabilities[2] + self.garden_probabilities[3])
-
-    @property
-    def displaced(self) -> bool:
-        return self.displaced_probability >= 0.5
-
-
-@dataclass(frozen=True)
-class StudyFindings:
-    """All hips of one study, with the models that produced them."""
-
-    hips: list[HipFinding]
-    fracture_model: ModelInfo
-    garden_model: ModelInfo
-    sop_instance_uid: str
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def fractured_hips(self) -> list[HipFinding]:
-        return [hip for hip in self.hips if hip.fractured]
-
-    @property
-    def untrained(self) -> bool:
-        return self.fracture_model.untrained or self.garden_model.untrained
-
-    @property
-    def disclaimer(self) -> str:
-        texts = dict.fromkeys(m.disclaimer for m in (self.fracture_model, self.garden_model) if m.disclaimer)
-        return " ".join(texts)
-
-
 def interpret(
     lateralities: list[str | None], outputs: HipInference, fracture: ModelInfo, garden: ModelInfo
 ) -> list[HipFinding]:
-    """Turn logits into per-hip findings at the fracture model's operating threshold."""
+    """Turn logits into per-hip findings at the fracture model's operating threshold.
+
+    Logits are divided by each model's calibration temperature first, so the card's percentages are
+    calibrated probabilities (temperature 1 = uncalibrated).
+    """
     fracture_index = fracture.class_names.index("fracture") if "fracture" in fracture.class_names else 1
-    p_fracture = softmax(outputs.fracture_logits)[:, fracture_index]
-    p_garden = softmax(outputs.garden_logits)
+    p_fracture = softmax(outputs.fracture_logits / fracture.temperature)[:, fracture_index]
+    p_garden = softmax(outputs.garden_logits / garden.temperature)
     return [
         HipFinding(
             laterality=laterality,

@@ -174,12 +174,16 @@ def servicer(pipeline: object) -> object:
             )
             try:
                 # No patient in a gRPC request: the key's patient is empty, so hook results are not shared.
-                key = await pipeline.result_key(study, "", caller(claims))  # type: ignore[attr-defined]
+                key = await pipeline.scheduler.result_key(study, "", caller(claims))  # type: ignore[attr-defined]
                 if key is None:
                     await context.abort(
                         grpc.StatusCode.FAILED_PRECONDITION, "the DICOMweb base is not on the service's allow-list"
                     )
-                analysis = await pipeline.analysis_for(study, key, pipeline.settings.hook_deadline_s)  # type: ignore[attr-defined]
+                analysis = await pipeline.scheduler.analysis_for(  # type: ignore[attr-defined]
+                    study,
+                    key,
+                    pipeline.settings.hook_deadline_s,  # type: ignore[attr-defined]
+                )
             except TimeoutError:
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "analysis still running; retry shortly")
             except CdsServiceError as exc:

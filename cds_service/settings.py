@@ -68,7 +68,19 @@ class Settings(BaseSettings):
     cors_allow_origins: list[str] = Field(
         default_factory=list, description="Browser origins allowed by CORS (JSON list); `*` only in development."
     )
-    feedback_db: Path = Field(REPO_ROOT / "var" / "feedback.sqlite3", description="SQLite file for cards and feedback.")
+    feedback_db: Path = Field(
+        REPO_ROOT / "var" / "feedback.sqlite3",
+        description="SQLite file of the embedded store (results, viewer links, leases, feedback, JWT jti) "
+        "when no database URL is set.",
+    )
+    database_url: str = Field(
+        "",
+        description="Shared store for several replicas, e.g. `postgresql+psycopg://user:pass@host/db` "
+        "(then HIPCAD_VIEWER_SECRET is required); empty = the SQLite file HIPCAD_FEEDBACK_DB.",
+    )
+    analysis_lease_s: float = Field(
+        60.0, description="How long a replica's claim on an image it analyses lasts before others may take over."
+    )
 
     # Relevance
     relevant_order_codes: list[str] = Field(
@@ -151,12 +163,18 @@ class Settings(BaseSettings):
 
     # Heat-map viewer
     viewer_secret: str = Field(
-        "", description="HMAC key signing viewer links; empty = a random key per process (links die on restart)."
+        "",
+        description="HMAC key signing viewer links (a Kubernetes Secret); required with HIPCAD_DATABASE_URL; "
+        "empty = a random key per process (links die on restart).",
     )
     viewer_link_ttl_s: int = Field(900, description="Lifetime of a viewer link, seconds.")
     result_ttl_s: int = Field(3600, description="How long analysed results are kept for the viewer, seconds.")
 
     # Observability
+    log_format: Literal["json", "text"] = Field(
+        "json", description="Log lines on stderr: `json` (one object per line, with trace/span ids) or `text`."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Lowest level logged.")
     otel_console: bool = Field(False, description="Print finished trace spans to stderr.")
     otlp_endpoint: str = Field(
         "", description="OpenTelemetry collector base URL (OTLP/HTTP, e.g. http://otel-collector:4318); empty = off."

@@ -20,7 +20,7 @@ from cds_service.errors import InferenceError
 from cds_service.inference.triton_server import TritonServer
 from cds_service.settings import Settings
 from cds_service.telemetry import setup_tracing
-from tests.servers.fixtures import fhir_server, orthanc_server  # noqa: F401 - session fixtures
+from tests.servers.fixtures import fhir_server, orthanc_server, postgres_server  # noqa: F401 - session fixtures
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from cds_service.analyser import UidMismatchError
+from cds_service.analyser import check_uids as _check_uids
 from cds_service.fhir.imaging_study import StudyRef
-from cds_service.pipeline import UidMismatchError, _check_uids
 from tests.test_end_to_end import hook_request, post
 
 
@@ -34,7 +35,7 @@ def analysed(service, ehr_keys, dicom_store) -> dict:
     request = hook_request(dicom_store)
     answer = post(service, ehr_keys[0], request)
     assert answer.status_code == 200 and answer.json()["cards"][0]["suggestions"], answer.text
-    assert service.app.state.pipeline._cache
+    assert service.app.state.pipeline.store.local_keys()
     return request
 
 
@@ -112,7 +113,7 @@ def test_without_instance_uids_the_result_is_cached_by_the_retrieved_instance(se
     request = hook_request(dicom_store)
     del _study(request)["series"][0]["instance"]
     assert post(service, ehr_keys[0], request).json()["cards"][0]["suggestions"]
-    keys = list(service.app.state.pipeline._cache)
+    keys = service.app.state.pipeline.store.local_keys()
     ds = pydicom.dcmread(next(Path(dicom_store).rglob("*.dcm")), stop_before_pixels=True)
     assert [key.sop_instance_uid for key in keys] == [str(ds.SOPInstanceUID)]
     spans.clear()

@@ -1,4 +1,4 @@
-"""CDS Hooks feedback (§ Feedback): what the clinician did with each card, stored in SQLite.
+"""CDS Hooks feedback (§ Feedback): what the clinician did with each card, in the shared store.
 
 ``POST /cds-services/{id}/feedback`` carries ``{"feedback": [{card, outcome, acceptedSuggestions,
 overrideReason, outcomeTimestamp}]}``. The same feedback may arrive twice (EHR retries): each entry
@@ -9,17 +9,19 @@ and override rates per indicator can be monitored — the published reader study
 from __future__ import annotations
 
 import hashlib
-import sqlite3
-import threading
+from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Literal
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator, model_validator
 
 from cds_service.cdshooks.models import Card, FeedbackCoding
 from cds_service.cdshooks.requests import RequestShapeError, load_json, shape_errors
 from cds_service.errors import BadRequestError
+from cds_service.metrics import FEEDBACK, REGISTRY
+from cds_service.store.sql import SqlStore
 
 
 class AcceptedSuggestion(BaseModel):
@@ -70,68 +72,38 @@ class FeedbackRequest(BaseModel):
 
 
 class FeedbackStore:
-    """Issued cards and their feedback (SQLite; one connection per call, safe across threads)."""
+    """Issued cards and their feedback, in the shared store (so every replica counts the same)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        with self._connect() as db:
-            db.executescript(
-                """
-                CREATE TABLE IF NOT EXISTS card (
-                    uuid TEXT PRIMARY KEY, service TEXT NOT NULL, indicator TEXT NOT NULL,
-                    issued TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP);
-                CREATE TABLE IF NOT EXISTS feedback (
-                    key TEXT PRIMARY KEY, service TEXT NOT NULL, card TEXT NOT NULL, outcome TEXT NOT NULL,
-                    reason TEXT, body TEXT NOT NULL, outcome_timestamp TEXT NOT NULL,
-                    received TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP);
-                """
-            )
-
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=5)
+    def __init__(self, sql: SqlStore) -> None:
+        self.sql = sql
 
     def record_cards(self, service: str, cards: list[Card]) -> None:
-        if not cards:
-            return
-        with self._lock, self._connect() as db:
-            db.executemany(
-                "INSERT OR IGNORE INTO card (uuid, service, indicator) VALUES (?, ?, ?)",
-                [(card.uuid, service, card.indicator) for card in cards],
-            )
+        self.sql.record_cards(service, [(card.uuid, card.indicator) for card in cards])
 
     def add(self, service: str, entries: list[Feedback]) -> int:
         """Store feedback entries; returns how many were new."""
         rows = [
-            (
-                entry.key(),
-                service,
-                entry.card,
-                entry.outcome,
-                entry.overrideReason.reason.code if entry.overrideReason and entry.overrideReason.reason else None,
-                entry.model_dump_json(exclude_none=True),
-                entry.outcomeTimestamp.isoformat(),
-            )
+            {
+                "key": entry.key(),
+                "service": service,
+                "card": entry.card,
+                "outcome": entry.outcome,
+                "reason": entry.overrideReason.reason.code
+                if entry.overrideReason and entry.overrideReason.reason
+                else None,
+                "body": entry.model_dump_json(exclude_none=True),
+                "outcome_timestamp": entry.outcomeTimestamp.isoformat(),
+            }
             for entry in entries
         ]
-        with self._lock, self._connect() as db:
-            before = db.total_changes
-            db.executemany(
-                "INSERT OR IGNORE INTO feedback (key, service, card, outcome, reason, body, outcome_timestamp)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            return db.total_changes - before
+        new = self.sql.add_feedback(rows)
+        for outcome in new:
+            FEEDBACK.labels(outcome=outcome).inc()
+        return len(new)
 
     def rates(self) -> dict[str, dict[str, float]]:
         """Per indicator: cards issued, cards accepted / overridden (distinct cards), and the rates."""
-        with self._connect() as db:
-            issued = dict(db.execute("SELECT indicator, COUNT(*) FROM card GROUP BY indicator").fetchall())
-            outcomes = db.execute(
-                "SELECT c.indicator, f.outcome, COUNT(DISTINCT f.card) FROM feedback f"
-                " JOIN card c ON c.uuid = f.card GROUP BY c.indicator, f.outcome"
-            ).fetchall()
+        issued, outcomes = self.sql.feedback_counts()
         result: dict[str, dict[str, float]] = {
             indicator: {"issued": float(count), "accepted": 0.0, "overridden": 0.0}
             for indicator, count in issued.items()
@@ -143,21 +115,61 @@ class FeedbackStore:
             values["override_rate"] = values["overridden"] / values["issued"] if values["issued"] else 0.0
         return result
 
-    def prometheus(self) -> str:
-        """The rates in Prometheus text exposition format."""
-        lines = []
-        metrics = {
-            "hipcad_cards_issued_total": ("counter", "Cards returned to CDS clients", "issued"),
-            "hipcad_cards_accepted_total": ("counter", "Cards with an accepted suggestion", "accepted"),
-            "hipcad_cards_overridden_total": ("counter", "Cards overridden by the clinician", "overridden"),
-            "hipcad_card_acceptance_ratio": ("gauge", "Accepted / issued cards", "acceptance_rate"),
-            "hipcad_card_override_ratio": ("gauge", "Overridden / issued cards", "override_rate"),
+
+class FeedbackRatesCollector(Collector):
+    """Cards issued/accepted/overridden and the rates per indicator, read from the shared store at scrape
+    time: the figures are the cluster's, identical on every replica (prometheus-client custom collector).
+
+    One per process, registered once; :meth:`serve` points it at the app's store.
+    """
+
+    _instance: FeedbackRatesCollector | None = None
+
+    def __init__(self) -> None:
+        self.store: FeedbackStore | None = None
+
+    @classmethod
+    def serve(cls, store: FeedbackStore) -> None:
+        if cls._instance is None:
+            cls._instance = cls()
+            REGISTRY.register(cls._instance)
+        cls._instance.store = store
+
+    def describe(self) -> list[Metric]:
+        return []  # names are known only at scrape time; nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        if self.store is None:
+            return
+        try:
+            rates = self.store.rates()
+        except Exception:  # a scrape must not fail because the database is restarting
+            return
+        families = {
+            "issued": CounterMetricFamily(
+                "hipcad_feedback_cards_issued", "Cards issued (all replicas)", labels=["indicator"]
+            ),
+            "accepted": CounterMetricFamily(
+                "hipcad_feedback_cards_accepted",
+                "Cards with an accepted suggestion (all replicas)",
+                labels=["indicator"],
+            ),
+            "overridden": CounterMetricFamily(
+                "hipcad_feedback_cards_overridden",
+                "Cards overridden by the clinician (all replicas)",
+                labels=["indicator"],
+            ),
+            "acceptance_rate": GaugeMetricFamily(
+                "hipcad_card_acceptance_ratio", "Accepted / issued cards", labels=["indicator"]
+            ),
+            "override_rate": GaugeMetricFamily(
+                "hipcad_card_override_ratio", "Overridden / issued cards", labels=["indicator"]
+            ),
         }
-        rates = self.rates()
-        for name, (kind, help_text, field) in metrics.items():
-            lines += [f"# HELP {name} {help_text} (by card indicator).", f"# TYPE {name} {kind}"]
-            lines += [f'{name}{{indicator="{ind}"}} {values[field]:g}' for ind, values in sorted(rates.items())]
-        return "\n".join(lines) + "\n"
+        for indicator, values in sorted(rates.items()):
+            for field, family in families.items():
+                family.add_metric([indicator], values[field])
+        yield from families.values()
 
 
 def parse_feedback(body: bytes, *, max_depth: int = 64, max_number_digits: int = 64) -> FeedbackRequest:

@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,23 +93,33 @@ class TrustedIssuer:
 
 @dataclass
 class ReplayCache:
-    """Remembers (iss, jti) until the token expires; thread-safe."""
+    """Remembers (iss, jti) until the token expires; thread-safe. In memory (one process) unless
+    ``remember`` is given: then the shared store keeps them (``SqlStore.remember_jti``), so a token
+    used on one replica is refused on every other; if the store fails, this process's memory still
+    refuses replays it has seen (fail soft, never open)."""
 
     seen: dict[tuple[str, str], float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     purge_every: int = 1000
+    remember: Callable[[str, str, float], bool] | None = None
 
     def check_and_add(self, issuer: str, jti: str, expires: float) -> None:
         now = time.time()
         with self.lock:
             if len(self.seen) % self.purge_every == 0:  # forget expired tokens now and then
                 self.seen = {key: exp for key, exp in self.seen.items() if exp > now}
-            if (issuer, jti) in self.seen:
-                raise AuthenticationError(
-                    f"JWT jti replayed: issuer {_show(issuer)} sent a token with the same jti twice "
-                    "(a retried request must carry a fresh JWT)"
-                )
+            replayed = (issuer, jti) in self.seen
             self.seen[(issuer, jti)] = expires
+        if not replayed and self.remember is not None:
+            try:
+                replayed = not self.remember(issuer, jti, expires)
+            except Exception as exc:
+                log.warning("jti replay store unavailable; this replica's memory only: %s", type(exc).__name__)
+        if replayed:
+            raise AuthenticationError(
+                f"JWT jti replayed: issuer {_show(issuer)} sent a token with the same jti twice "
+                "(a retried request must carry a fresh JWT)"
+            )
 
 
 class JwksCache:
@@ -221,7 +232,9 @@ class JwtVerifier:
             raise AuthenticationError(
                 f"JWT tenant {_show(claims.get('tenant'))} not allowed for issuer {_show(issuer.issuer)}"
             )
-        self.replays.check_and_add(issuer.issuer, str(claims["jti"]), float(claims["exp"]) + self.leeway_s)
+        await asyncio.to_thread(
+            self.replays.check_and_add, issuer.issuer, str(claims["jti"]), float(claims["exp"]) + self.leeway_s
+        )
         return claims
 
     def _reason(

@@ -15,6 +15,30 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 
+def available_cores() -> int:
+    """Cores this process may run on (the affinity mask, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def session_threads(environ, cores):
+    """(intra_op, inter_op) threads for one twin's onnxruntime session."""
+    explicit = environ.get("HIPCAD_ORT_THREADS", "").strip()
+    if explicit:
+        try:
+            if int(explicit) >= 1:
+                return int(explicit), 1
+        except ValueError:
+            pass
+    try:
+        twins = max(1, int(environ.get("HIPCAD_TWIN_COUNT", "1")))
+    except ValueError:
+        twins = 1
+    return max(1, cores // twins), 1
+
+
 class TritonPythonModel:
     """Serve ``model.onnx`` from this model version's folder."""
 
@@ -23,8 +47,15 @@ class TritonPythonModel:
         self.input_names = [tensor["name"] for tensor in config["input"]]
         self.output_names = [tensor["name"] for tensor in config["output"]]
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        intra, inter = session_threads(os.environ, available_cores())
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(os.environ.get("HIPCAD_ORT_THREADS", "0"))
+        options.intra_op_num_threads = intra
+        options.inter_op_num_threads = inter
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        pb_utils.Logger.log_info(
+            f"{config['name']}: onnxruntime intra_op_num_threads={intra} inter_op_num_threads={inter}"
+            f" (cores={available_cores()}, twins={os.environ.get('HIPCAD_TWIN_COUNT', '1')})"
+        )
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
     def execute(self, requests):

@@ -11,6 +11,13 @@ to ``libtriton_python.so``; the server venv's ``bin`` first on ``PATH`` and its 
 ``nvidia_pytriton.libs`` on ``LD_LIBRARY_PATH``; numpy < 2 in that venv. A missing library makes
 the server hang while loading models, so readiness is polled with a deadline and the process is
 checked alive on every poll.
+
+Threads: each python-backend twin runs its own onnxruntime session, and by default onnxruntime
+starts one intra-op thread per core in every session, so two models on a 2-core machine would run
+four busy threads on two cores. The launcher tells each twin how many twins share the machine
+(``HIPCAD_TWIN_COUNT``) and the twin sizes its session to ``max(1, cores // twins)`` intra-op
+threads and one inter-op thread. ``HIPCAD_ORT_THREADS=N`` (N ≥ 1) in the launcher's environment
+overrides the intra-op count for every twin.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
@@ -91,6 +98,16 @@ def prepare_repository(source: Path, target: Path) -> list[str]:
     return names
 
 
+def count_twins(repository: Path) -> int:
+    """How many python-backend model instances a prepared repository runs (they share the cores)."""
+    total = 0
+    for config_path in repository.glob("*/config.pbtxt"):
+        config = read_model_config(config_path)
+        if config.backend == "python":
+            total += sum(group.count or 1 for group in config.instance_group) or 1
+    return total
+
+
 @dataclass(frozen=True)
 class TritonPaths:
     """Where the pieces of nvidia-pytriton's server live inside its venv."""
@@ -142,6 +159,7 @@ class TritonServer:
         http_port: int = 8000,
         metrics_port: int = 8002,
         trace_url: str | None = None,
+        model_control_mode: str = "none",
     ) -> None:
         self.model_repository = model_repository
         self.paths = TritonPaths.from_venv(venv)
@@ -150,12 +168,17 @@ class TritonServer:
         self.http_port = http_port
         self.metrics_port = metrics_port
         self.trace_url = trace_url
+        self.model_control_mode = model_control_mode
+        self.twins = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "tritonserver.log"
 
     @classmethod
-    def on_free_ports(cls, settings: Settings, workdir: Path) -> TritonServer:
-        """The local Triton for ``settings``' model repository and venv, on three free loopback ports."""
+    def on_free_ports(cls, settings: Settings, workdir: Path, **kwargs: Any) -> TritonServer:
+        """The local Triton for ``settings``' model repository and venv, on three free loopback ports.
+
+        ``kwargs`` go to the constructor (``model_control_mode="explicit"``, ``trace_url``).
+        """
         return cls(
             settings.model_repository,
             settings.triton_venv,
@@ -163,7 +186,13 @@ class TritonServer:
             grpc_port=free_port(),
             http_port=free_port(),
             metrics_port=free_port(),
+            **kwargs,
         )
+
+    @property
+    def repository(self) -> Path:
+        """The generated, CPU-runnable repository the server actually loads (``start`` writes it)."""
+        return self.workdir / "model_repository"
 
     @property
     def grpc_url(self) -> str:
@@ -196,7 +225,10 @@ class TritonServer:
             "--log-verbose=0",
             "--exit-on-error=true",
             "--strict-readiness=true",
+            f"--model-control-mode={self.model_control_mode}",
         ]
+        if self.model_control_mode == "explicit":
+            cmd.append("--load-model=*")  # everything at start; later (re)loads through the repository API
         if self.trace_url:
             cmd += [
                 "--trace-config=mode=opentelemetry",
@@ -213,14 +245,15 @@ class TritonServer:
         if env.get("LD_LIBRARY_PATH"):
             libs.append(env["LD_LIBRARY_PATH"])
         env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
-        env.setdefault("HIPCAD_ORT_THREADS", "1")
+        env["HIPCAD_TWIN_COUNT"] = str(max(1, self.twins))  # python_backend_model.py sizes its threads by it
         return env
 
     def start(self, timeout_s: float = 90.0) -> None:
         """Start the server and wait until every model is ready, or raise InferenceError."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        repository = self.workdir / "model_repository"
+        repository = self.repository
         names = prepare_repository(self.model_repository, repository)
+        self.twins = count_twins(repository)
         backends = self._backend_dir()
         log.info("starting Triton with models %s on gRPC port %d", names, self.grpc_port)
         with self.log_path.open("wb") as log_file:
@@ -286,3 +319,63 @@ def running_triton(**kwargs: object) -> Iterator[TritonServer]:
         yield server
     finally:
         server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cds_service.inference.triton_server``: the local Triton on free (or given) ports.
+
+    Writes ``{"grpc": …, "http": …, "metrics": …, "log": …}`` as JSON to ``--ready-file`` (and
+    stdout) once every model is ready, then serves until SIGTERM/SIGINT. Benchmarks start it this way.
+    """
+    import argparse
+    import json
+    import threading
+
+    from cds_service.settings import Settings
+
+    parser = argparse.ArgumentParser(prog="python -m cds_service.inference.triton_server", description=main.__doc__)
+    parser.add_argument("--workdir", type=Path, help="where the generated repository and log go")
+    parser.add_argument("--grpc-port", type=int, default=0, help="0: a free port")
+    parser.add_argument("--http-port", type=int, default=0, help="0: a free port")
+    parser.add_argument("--metrics-port", type=int, default=0, help="0: a free port")
+    parser.add_argument("--model-control-mode", default="none", choices=("none", "explicit", "poll"))
+    parser.add_argument("--ready-file", type=Path, help="write the ports here as JSON once ready")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    settings = Settings()
+    server = TritonServer(
+        settings.model_repository,
+        settings.triton_venv,
+        args.workdir or settings.triton_workdir,
+        grpc_port=args.grpc_port or free_port(),
+        http_port=args.http_port or free_port(),
+        metrics_port=args.metrics_port or free_port(),
+        model_control_mode=args.model_control_mode,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server.start(timeout_s=args.timeout)
+    try:
+        ready = {
+            "grpc": server.grpc_port,
+            "http": server.http_port,
+            "metrics": server.metrics_port,
+            "log": str(server.log_path),
+            "twins": server.twins,
+        }
+        if args.ready_file:
+            args.ready_file.write_text(json.dumps(ready))
+        print(json.dumps(ready), flush=True)
+        while not stop.wait(1.0):
+            if server.process is not None and server.process.poll() is not None:
+                print(f"Triton exited with code {server.process.returncode}; log: {server.log_path}", file=sys.stderr)
+                return 1
+        return 0
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

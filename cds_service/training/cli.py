@@ -31,6 +31,7 @@ def _train(args: argparse.Namespace) -> int:
         val_studies=args.val_studies,
         fracture_epochs=args.fracture_epochs,
         garden_epochs=args.garden_epochs,
+        subtle_weight=args.subtle_weight,
         seed=args.seed,
         **({"training_data": args.training_data} if args.data else {}),
     )
@@ -94,6 +95,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--val-studies", type=int, default=defaults.val_studies)
     train.add_argument("--fracture-epochs", type=int, default=defaults.fracture_epochs)
     train.add_argument("--garden-epochs", type=int, default=defaults.garden_epochs)
+    train.add_argument(
+        "--subtle-weight", type=float, default=defaults.subtle_weight, help="loss weight of Garden I / AO A1 crops"
+    )
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--repository", default=repository, help="model repository to export into")
     train.add_argument("--work", default="var/training", help="datasets, checkpoints, summary")

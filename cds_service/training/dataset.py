@@ -25,6 +25,7 @@ from cds_service.training.phantoms import (
     SITES,
     TRAINING_SITES,
     HipTruth,
+    draw_acquisition,
     random_confounders,
     render,
     to_dataset,
@@ -85,14 +86,16 @@ def _labels(rng: np.random.Generator, p_fracture: float) -> tuple[str, str]:
     return (label, "none") if rng.random() < 0.5 else ("none", label)
 
 
-def _chunk(args: tuple[int, int, int, tuple[str, ...], int, float, float, bool, bool]) -> CropSet:
-    seed, start, count, sites, size, scale, p_fracture, swap_marker, compression = args
+def _chunk(args: tuple[int, int, int, tuple[str, ...], int, float, float, bool, bool, bool]) -> CropSet:
+    seed, start, count, sites, size, scale, p_fracture, swap_marker, compression, vary = args
     images, labels, boxes, site_names, femurs = [], [], [], [], []
     for index in range(start, start + count):
         rng = np.random.default_rng([seed, index])
         right, left = _labels(rng, p_fracture)
         phantom = render(rng, right, left, random_confounders(rng, right, left), swap_marker=swap_marker)
         base = SITES[sites[index % len(sites)]]
+        if vary:
+            base = draw_acquisition(base, np.random.default_rng([seed, index, 7]))
         site = dataclasses.replace(
             base,
             columns=int(base.columns * scale),
@@ -122,17 +125,20 @@ def generate(
     progress: bool = True,
     swap_marker: bool = False,
     compression: bool = False,
+    vary: bool = True,
 ) -> CropSet:
     """``count`` phantom studies → 2·count hip crops, deterministic by ``seed`` whatever ``workers`` is.
 
     Images are stored at ``scale`` × the site's size; ``compression`` keeps the site's lossless
-    compression (slower; pixel-identical, so training skips it).
+    compression (slower; pixel-identical, so training skips it). ``vary`` draws each study's
+    acquisition around its site's profile (:func:`phantoms.draw_acquisition`); external test sets
+    keep their fixed profile.
     """
     from rich.progress import Progress
 
     chunk = 25
     jobs = [
-        (seed, start, min(chunk, count - start), sites, size, scale, p_fracture, swap_marker, compression)
+        (seed, start, min(chunk, count - start), sites, size, scale, p_fracture, swap_marker, compression, vary)
         for start in range(0, count, chunk)
     ]
     parts: list[CropSet] = []

@@ -17,6 +17,7 @@ photometric interpretation, processing curve and lossless compression (RLE, JPEG
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from dataclasses import dataclass
 from datetime import date
@@ -57,6 +58,39 @@ class SiteProfile:
     compressed: bool
     noise: float
     transfer_syntax: str = RLELossless  # used when ``compressed``: RLE or JPEG 2000 lossless
+    curve: str = "gamma"  # display/processing curve: "gamma" (x**gamma), "sigmoid" or "log"
+    sharpen: float = 0.0  # unsharp-mask gain (vendor edge enhancement); 0 = none
+
+
+def apply_curve(image: np.ndarray, curve: str, gamma: float) -> np.ndarray:
+    """A site's processing curve on intensities in [0, 1] (output in [0, 1])."""
+    if curve == "gamma":
+        return image**gamma
+    if curve == "sigmoid":  # film-like S-curve; ``gamma`` sets its steepness
+        lo, hi = 1 / (1 + math.exp(5 * gamma * 0.5)), 1 / (1 + math.exp(-5 * gamma * 0.5))
+        return (1 / (1 + np.exp(-5 * gamma * (image - 0.5))) - lo) / (hi - lo)
+    if curve == "log":  # logarithmic compression of the bright end; ``gamma`` sets its strength
+        return np.log1p(image * 9 * gamma) / math.log1p(9 * gamma)
+    raise ValueError(f"unknown curve {curve!r}")
+
+
+def draw_acquisition(base: SiteProfile, rng: np.random.Generator) -> SiteProfile:
+    """One study's acquisition, drawn around its site's profile (training and internal test sets).
+
+    Detector size ±20 % (aspect kept within ±10 %), bit depth, processing curve, curve strength and
+    quantum noise vary per study, so the model cannot key on one site's look.
+    """
+    size = rng.uniform(0.8, 1.2)
+    aspect = rng.uniform(0.9, 1.1)
+    return dataclasses.replace(
+        base,
+        columns=int(base.columns * size),
+        rows=int(base.rows * size * aspect),
+        bits=int(rng.choice([8, 10, 12, 14, 16])),
+        curve=str(rng.choice(["gamma", "gamma", "sigmoid", "log"])),
+        gamma=base.gamma * rng.uniform(0.8, 1.25),
+        noise=base.noise * rng.uniform(0.5, 1.6),
+    )
 
 
 SITES = {
@@ -64,10 +98,17 @@ SITES = {
     "site-a": SiteProfile("site-a", 4892, 4020, 12, "MONOCHROME2", "DX", 1.0, True, 0.020, JPEG2000Lossless),
     "site-b": SiteProfile("site-b", 3451, 2836, 10, "MONOCHROME1", "CR", 0.8, True, 0.030),
     "site-c": SiteProfile("site-c", 2039, 1380, 8, "MONOCHROME2", "CR", 1.25, False, 0.025),
-    # … and one external site never used in training (different size, 16-bit, own curve).
+    # … two more of our own: a DR room with a film-like S-curve, a CR reader with log compression …
+    "site-d": SiteProfile("site-d", 3072, 2560, 14, "MONOCHROME2", "DX", 1.0, True, 0.025, curve="sigmoid"),
+    "site-e": SiteProfile("site-e", 2370, 1770, 12, "MONOCHROME1", "CR", 1.0, True, 0.03, curve="log"),
+    # … and two external sites never used in training: a 16-bit MONOCHROME1 detector with its own
+    # curve, and a square detector whose vendor processing sharpens edges (unsharp mask), which no
+    # training profile does.
     "external": SiteProfile("external", 3000, 2500, 16, "MONOCHROME1", "DX", 0.9, True, 0.035),
+    "external-b": SiteProfile("external-b", 2048, 2048, 12, "MONOCHROME2", "DX", 1.1, True, 0.03, sharpen=1.2),
 }
-TRAINING_SITES = ("site-a", "site-b", "site-c")
+TRAINING_SITES = ("site-a", "site-b", "site-c", "site-d", "site-e")
+EXTERNAL_SITES = ("external", "external-b")
 
 
 @dataclass(frozen=True)
@@ -342,7 +383,11 @@ def to_dataset(
         Image.fromarray(phantom.image, mode="F").resize((site.columns, site.rows), Image.Resampling.BILINEAR)
     )
     rng = np.random.default_rng([seed, index, 99])
-    image = np.clip(image + rng.normal(0, site.noise, image.shape).astype(np.float32), 0, 1) ** site.gamma
+    image = np.clip(image + rng.normal(0, site.noise, image.shape).astype(np.float32), 0, 1)
+    if site.sharpen:
+        sigma = max(1.0, site.columns / 400)
+        image = np.clip(image + site.sharpen * (image - _blur(image, sigma)), 0, 1)
+    image = apply_curve(image, site.curve, site.gamma).astype(np.float32)
     if site.photometric == "MONOCHROME1":
         image = 1.0 - image
     top = (1 << site.bits) - 1

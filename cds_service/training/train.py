@@ -22,6 +22,7 @@ from cds_service.training.dataset import CropSet, from_folder, generate
 from cds_service.training.export import SYNTHETIC_DISCLAIMER, ExportMetadata, export_model
 from cds_service.training.metrics import roc_auc, youden_threshold
 from cds_service.training.model import CamNet, create_backbone, normalise_batch
+from cds_service.training.phantoms import LABELS
 
 
 def seed_everything(seed: int, threads: int) -> None:
@@ -63,8 +64,13 @@ def fit(
     epochs: int,
     title: str,
     val: tuple[np.ndarray, np.ndarray] | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> tuple[CamNet, list[dict]]:
-    """Train a CamNet from scratch; returns it (eval mode) and the per-epoch history."""
+    """Train a CamNet from scratch; returns it (eval mode) and the per-epoch history.
+
+    Classes are balanced by inverse frequency; ``sample_weight`` (per image) multiplies on top, which
+    is how subtle fractures (Garden I, AO A1) weigh more than the easy ones.
+    """
     seed_everything(config.seed, config.threads)
     net = CamNet(create_backbone(config.backbone, classes, config.output_stride))
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=1e-4)
@@ -72,7 +78,10 @@ def fit(
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate, total_steps=steps)
     counts = np.bincount(targets, minlength=classes).astype(np.float32)
     weights = torch.from_numpy(counts.sum() / (classes * np.maximum(counts, 1)))
-    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=0.05)
+    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=0.05, reduction="none")
+    per_image = torch.from_numpy(
+        np.ones(len(images), np.float32) if sample_weight is None else sample_weight.astype(np.float32)
+    )
     generator = torch.Generator().manual_seed(config.seed)
     history = []
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
@@ -86,7 +95,8 @@ def fit(
                 index = order[start : start + config.batch_size]
                 x = _augment(torch.from_numpy(images[index]).unsqueeze(1), generator)
                 logits, _ = net(normalise_batch(x))
-                loss = loss_fn(logits, torch.from_numpy(targets[index]).long())
+                losses = loss_fn(logits, torch.from_numpy(targets[index]).long()) * per_image[index]
+                loss = losses.sum() / per_image[index].sum()
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
@@ -102,6 +112,12 @@ def fit(
             history.append(record)
             bar.console.print(f"{title} epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items()))
     return net.eval(), history
+
+
+def subtle_weights(crops: CropSet, weight: float) -> np.ndarray:
+    """Per-crop loss weight: ``weight`` for the subtle subtypes (Garden I, AO A1), 1 otherwise."""
+    subtle = np.isin(crops.label, [LABELS.index("garden_I"), LABELS.index("ao_A1")])
+    return np.where(subtle, weight, 1.0).astype(np.float32)
 
 
 def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | None = None) -> dict:
@@ -128,6 +144,7 @@ def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | No
         config.fracture_epochs,
         "fracture",
         val=(val.images, val.fractured.astype(int)),
+        sample_weight=subtle_weights(train, config.subtle_weight),
     )
     neck_train, neck_val = train.subset(train.garden >= 0), val.subset(val.garden >= 0)
     garden, garden_history = fit(
@@ -138,6 +155,7 @@ def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | No
         config.garden_epochs,
         "garden",
         val=(neck_val.images, neck_val.garden),
+        sample_weight=subtle_weights(neck_train, config.subtle_weight),
     )
     torch.save(fracture.state_dict(), work / "fracture.pt")
     torch.save(garden.state_dict(), work / "garden.pt")

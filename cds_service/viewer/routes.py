@@ -12,8 +12,10 @@ a result no longer kept a 404 page — never a 500.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
+import logging
 import secrets
 from importlib import resources
 from typing import TYPE_CHECKING
@@ -26,10 +28,12 @@ from cds_service.explain.heatmap import COLORMAP, png_bytes
 from cds_service.findings import GARDEN_STAGES, HipFinding, StudyFindings
 from cds_service.settings import Settings
 from cds_service.viewer.signing import InvalidToken, LinkExpired, sign, verify
-from cds_service.viewer.store import ResultStore
 
 if TYPE_CHECKING:
-    from cds_service.pipeline import Analysis
+    from cds_service.domain import Analysis, ResultKey
+    from cds_service.store import AsyncStore
+
+log = logging.getLogger(__name__)
 
 #: One random key per process when ``HIPCAD_VIEWER_SECRET`` is empty (links die on restart).
 _PROCESS_SECRET = secrets.token_bytes(32)
@@ -54,14 +58,22 @@ _STATIC_TYPES = {"viewer.js": "text/javascript; charset=utf-8", "viewer.css": "t
 
 
 def viewer_secret(settings: Settings) -> bytes:
-    """The HMAC key: ``settings.viewer_secret`` or the process's random key."""
-    return settings.viewer_secret.encode() if settings.viewer_secret else _PROCESS_SECRET
+    """The HMAC key: ``settings.viewer_secret``, or (single process, no database) the process's random key.
+
+    With ``HIPCAD_DATABASE_URL`` set several replicas share the links, so they must share the key:
+    an empty secret is then a configuration error, never a per-process key.
+    """
+    if settings.viewer_secret:
+        return settings.viewer_secret.encode()
+    if settings.database_url:
+        raise ValueError("HIPCAD_VIEWER_SECRET must be set when HIPCAD_DATABASE_URL is (replicas share viewer links)")
+    return _PROCESS_SECRET
 
 
-def issue_token(settings: Settings, store: ResultStore, analysis: Analysis, now: float | None = None) -> str:
-    """Store ``analysis`` and return a signed token for it (valid ≤ the link TTL and the result TTL)."""
-    result_id = store.put(analysis)
-    ttl_s = min(settings.viewer_link_ttl_s, store.ttl_s)
+async def issue_token(settings: Settings, store: AsyncStore, key: ResultKey, now: float | None = None) -> str:
+    """A signed token for the stored result ``key`` (valid ≤ the link TTL and the result TTL)."""
+    ttl_s = min(settings.viewer_link_ttl_s, settings.result_ttl_s)
+    result_id = await store.viewer_link(key, ttl_s)
     return sign(result_id, viewer_secret(settings), ttl_s, now=now)
 
 
@@ -70,9 +82,9 @@ def viewer_url(settings: Settings, token: str) -> str:
     return f"{settings.base_url()}/viewer/{token}"
 
 
-def viewer_link(settings: Settings, store: ResultStore, analysis: Analysis) -> str:
-    """Store ``analysis`` and return the absolute, signed, short-lived viewer URL (for an ``absolute`` link)."""
-    return viewer_url(settings, issue_token(settings, store, analysis))
+async def viewer_link(settings: Settings, store: AsyncStore, key: ResultKey) -> str:
+    """The absolute, signed, short-lived viewer URL of the stored result ``key`` (for an ``absolute`` link)."""
+    return viewer_url(settings, await issue_token(settings, store, key))
 
 
 def smart_app_context(token: str) -> str:
@@ -228,7 +240,7 @@ def _message_page(title: str, text: str) -> str:
 # Router ---------------------------------------------------------------------------------------
 
 
-def build_router(settings: Settings, store: ResultStore) -> APIRouter:
+def build_router(settings: Settings, store: AsyncStore) -> APIRouter:
     """The viewer's routes; include with ``app.include_router(build_router(settings, store))``."""
     router = APIRouter(tags=["viewer"])
     secret = viewer_secret(settings)
@@ -245,12 +257,17 @@ def build_router(settings: Settings, store: ResultStore) -> APIRouter:
             )
         return HTMLResponse(page, status_code=403, headers=SECURITY_HEADERS)
 
-    def resolve(token: str) -> Analysis | HTMLResponse:
+    async def resolve(token: str) -> Analysis | HTMLResponse:
         try:
             result_id = verify(token, secret)
         except InvalidToken as exc:
             return refused(exc)
-        analysis = store.get(result_id)
+        try:
+            analysis = await store.viewer_analysis(result_id)
+        except Exception as exc:  # the store is unreachable: say so, never a 500
+            log.warning("viewer: result store unavailable: %s", type(exc).__name__)
+            page = _message_page("The viewer is briefly unavailable", "Please try the link again in a moment.")
+            return HTMLResponse(page, status_code=503, headers=SECURITY_HEADERS)
         if analysis is None:
             page = _message_page(
                 "This result is no longer available", "Results are kept for a limited time. Open the card again."
@@ -265,24 +282,26 @@ def build_router(settings: Settings, store: ResultStore) -> APIRouter:
         return Response(static[name], media_type=_STATIC_TYPES[name], headers=SECURITY_HEADERS)
 
     @router.get("/viewer/{token}", response_class=HTMLResponse, summary="Heat-map viewer page")
-    def page(token: str) -> Response:
-        found = resolve(token)
+    async def page(token: str) -> Response:
+        found = await resolve(token)
         if isinstance(found, Response):
             return found
-        return HTMLResponse(render_page(found, token), headers=SECURITY_HEADERS)
+        return HTMLResponse(await asyncio.to_thread(render_page, found, token), headers=SECURITY_HEADERS)
 
     @router.get("/viewer/{token}/radiograph.png", summary="The radiograph (grey PNG)")
-    def radiograph(token: str) -> Response:
-        found = resolve(token)
+    async def radiograph(token: str) -> Response:
+        found = await resolve(token)
         if isinstance(found, Response):
             return found
-        return Response(radiograph_png(found), media_type="image/png", headers=SECURITY_HEADERS)
+        png = await asyncio.to_thread(radiograph_png, found)  # PNG encoding stays off the event loop
+        return Response(png, media_type="image/png", headers=SECURITY_HEADERS)
 
     @router.get("/viewer/{token}/heat.png", summary="The heat layer (RGBA PNG)")
-    def heat(token: str) -> Response:
-        found = resolve(token)
+    async def heat(token: str) -> Response:
+        found = await resolve(token)
         if isinstance(found, Response):
             return found
-        return Response(heat_png(found), media_type="image/png", headers=SECURITY_HEADERS)
+        png = await asyncio.to_thread(heat_png, found)
+        return Response(png, media_type="image/png", headers=SECURITY_HEADERS)
 
     return router

@@ -78,7 +78,7 @@ def test_patient_view_starts_the_analysis_and_a_later_hook_is_served_from_cache(
     first = service.post(path, json=view, headers=auth(service, ehr_keys[0], path))
     assert first.status_code == 200 and first.json() == {"cards": []}
     deadline = time.monotonic() + 30
-    while not service.app.state.pipeline._cache and time.monotonic() < deadline:
+    while not service.app.state.pipeline.store.local_keys() and time.monotonic() < deadline:
         time.sleep(0.05)
     again = service.post(path, json=view, headers=auth(service, ehr_keys[0], path))
     assert len(again.json()["cards"]) == 1 and check_response(again.json()) == []
@@ -94,7 +94,7 @@ def test_deadline_answers_at_once_and_finishes_in_the_background(make_service, e
     assert check_response(body) == []
     assert body["cards"][0]["indicator"] == "info" and "in progress" in body["cards"][0]["summary"]
     deadline = time.monotonic() + 30
-    while not client.app.state.pipeline._cache and time.monotonic() < deadline:
+    while not client.app.state.pipeline.store.local_keys() and time.monotonic() < deadline:
         time.sleep(0.05)
     request["hookInstance"] = str(uuid.uuid4())
     second = post(client, ehr_keys[0], request)
@@ -191,7 +191,7 @@ def test_feedback_is_idempotent_and_counted_by_indicator(service, ehr_keys, dico
     rates = service.app.state.feedback.rates()[card["indicator"]]
     assert rates["accepted"] == 1 and rates["issued"] >= 1
     metrics = service.get("/metrics").text
-    assert f'hipcad_cards_accepted_total{{indicator="{card["indicator"]}"}} 1' in metrics
+    assert f'hipcad_feedback_cards_accepted_total{{indicator="{card["indicator"]}"}} 1.0' in metrics
 
 
 def test_override_feedback_with_reason_and_comment(service, ehr_keys, dicom_store):

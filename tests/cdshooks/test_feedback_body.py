@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from cds_service.cdshooks.feedback import FeedbackStore, parse_feedback
+from cds_service.cdshooks.feedback import FeedbackRatesCollector, FeedbackStore, parse_feedback
 from cds_service.cdshooks.models import Card, Coding, Source
 from cds_service.errors import BadRequestError
+from cds_service.metrics import exposition
+from cds_service.settings import Settings
+from cds_service.store import open_store
 
 CARD = "5e2b0c1a-3f4d-4e5f-8a9b-0c1d2e3f4a5b"
 
@@ -37,7 +40,7 @@ def encode(body: dict) -> bytes:
 
 @pytest.fixture
 def store(tmp_path: Path) -> FeedbackStore:
-    store = FeedbackStore(tmp_path / "feedback.sqlite3")
+    store = FeedbackStore(open_store(Settings(feedback_db=tmp_path / "feedback.sqlite3")).sql)
     card = Card(uuid=CARD, summary="s", indicator="warning", source=Source(label="hipcad"))
     store.record_cards("hip-fracture-order-select", [card])
     return store
@@ -51,7 +54,8 @@ def test_sandbox_override_body_is_accepted_and_counted(store):
     assert store.add("hip-fracture-order-select", parse_feedback(encode(sandbox_override())).feedback) == 0
     rates = store.rates()["warning"]
     assert rates["overridden"] == 1 and rates["override_rate"] == 1.0
-    assert 'hipcad_cards_overridden_total{indicator="warning"} 1' in store.prometheus()
+    FeedbackRatesCollector.serve(store)
+    assert 'hipcad_feedback_cards_overridden_total{indicator="warning"} 1.0' in exposition()[0].decode()
 
 
 def test_override_with_a_display_and_without_a_reason_are_accepted(store):

@@ -56,9 +56,9 @@ def test_an_image_routed_to_the_listener_makes_the_next_hook_a_cache_hit(
     assert c_store(port, routed_study) == 0x0000
 
     deadline = time.monotonic() + 60
-    while not service.app.state.pipeline._cache and time.monotonic() < deadline:
+    while not service.app.state.pipeline.store.local_keys() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert service.app.state.pipeline._cache, "the arrived image was not analysed"
+    assert service.app.state.pipeline.store.local_keys(), "the arrived image was not analysed"
     analysed = triton_inferences(triton)
     assert analysed > before  # the arrival itself ran the models
 

@@ -69,4 +69,4 @@ def _stored(accepted, fhir_server):
 @then("the service counts the card as accepted")
 def _counted(accepted, service):
     assert accepted[1].status_code == 200
-    assert 'hipcad_cards_accepted_total{indicator="critical"} 1' in service.get("/metrics").text
+    assert 'hipcad_feedback_cards_accepted_total{indicator="critical"} 1.0' in service.get("/metrics").text

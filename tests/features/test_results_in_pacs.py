@@ -42,9 +42,9 @@ def _routed(make_service, orthanc_server, tmp_path):
     )
     assert c_store(port, ds) == 0x0000  # … and routes them to the service
     deadline = time.monotonic() + 60
-    while not service.app.state.pipeline._cache and time.monotonic() < deadline:
+    while not service.app.state.pipeline.store.local_keys() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert service.app.state.pipeline._cache, "not analysed on arrival"
+    assert service.app.state.pipeline.store.local_keys(), "not analysed on arrival"
     return service, ds
 
 

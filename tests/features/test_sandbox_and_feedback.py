@@ -81,4 +81,6 @@ def _both_ok(answers):
 
 @then("the card is counted once as accepted in the metrics")
 def _counted_once(service, card):
-    assert f'hipcad_cards_accepted_total{{indicator="{card["indicator"]}"}} 1' in service.get("/metrics").text
+    assert (
+        f'hipcad_feedback_cards_accepted_total{{indicator="{card["indicator"]}"}} 1.0' in service.get("/metrics").text
+    )

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from cds_service.inference.triton_server import prepare_repository, read_model_config, to_python_backend
+from cds_service.inference.triton_server import count_twins, prepare_repository, read_model_config, to_python_backend
 
 REPO = Path(__file__).resolve().parents[2] / "model_repository"
 
@@ -29,3 +29,5 @@ def test_prepare_repository_writes_a_runnable_copy(tmp_path):
         if config.backend == "python":
             assert (tmp_path / "repo" / name / "1" / "model.py").exists()
             assert (tmp_path / "repo" / name / "1" / "model.onnx").exists()
+    twins = [name for name in names if read_model_config(tmp_path / "repo" / name / "config.pbtxt").backend == "python"]
+    assert count_twins(tmp_path / "repo") == len(twins)  # the launcher splits the cores between them

@@ -8,6 +8,7 @@ import pytest
 
 from tests.servers.fhir import MedplumFhirServer
 from tests.servers.orthanc import OrthancServer
+from tests.servers.postgres import PostgresServer, available
 
 
 def _require(condition: bool, reason: str) -> None:
@@ -32,3 +33,14 @@ def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MedplumFhi
     server = MedplumFhirServer(tmp_path_factory.mktemp("fhir")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL 15 cluster on loopback (Debian's ``postgresql``; .ci/install-servers.sh)."""
+    _require(available(), "PostgreSQL is not installed (run .ci/install-servers.sh)")
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+    server.remove()

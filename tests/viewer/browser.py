@@ -11,7 +11,8 @@ from fastapi import FastAPI
 
 from cds_service.demo import running_server
 from cds_service.settings import Settings
-from cds_service.viewer import ResultStore, build_router
+from cds_service.store import AsyncStore
+from cds_service.viewer import build_router
 
 CHROMIUM = Path("/usr/bin/chromium")
 #: No network beyond loopback: no QUIC, no background fetches, no component or sync traffic.
@@ -47,7 +48,7 @@ def offline_only(context: Any, blocked: list[str]) -> None:
     context.route("**/*", handle)
 
 
-def viewer_server(settings: Settings, store: ResultStore) -> AbstractContextManager[str]:
+def viewer_server(settings: Settings, store: AsyncStore) -> AbstractContextManager[str]:
     """A real uvicorn server with only the viewer's router, in a thread; yields its base URL."""
     app = FastAPI()
     app.include_router(build_router(settings, store))

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -13,10 +17,12 @@ from fastapi.testclient import TestClient
 
 from cds_service.dicom.decode import decode_dataset
 from cds_service.dicom.preprocess import display_image
+from cds_service.domain import Analysis, ResultKey
 from cds_service.explain.heatmap import HipHeatmap, heat_canvas, render_chart_image
-from cds_service.pipeline import Analysis
 from cds_service.settings import Settings
-from cds_service.viewer import ResultStore, build_router
+from cds_service.store import AsyncStore, open_store
+from cds_service.store.codec import encode
+from cds_service.viewer import build_router, issue_token, viewer_link
 from tests.findings_factory import findings
 
 SECRET = "viewer-test-secret"
@@ -60,13 +66,40 @@ def viewer_settings() -> Settings:
     return Settings(host="127.0.0.1", port=8080, viewer_secret=SECRET, viewer_link_ttl_s=900, result_ttl_s=3600)
 
 
-@pytest.fixture
-def store(viewer_settings: Settings) -> ResultStore:
-    return ResultStore(viewer_settings.result_ttl_s)
+def make_store(folder: Path, **settings: object) -> AsyncStore:
+    """The embedded store (SQLite, migrated) in ``folder``."""
+    return open_store(Settings(feedback_db=folder / "store.sqlite3", **settings))
+
+
+def stored_key(store: AsyncStore, analysis: Analysis, ttl_s: float = 3600) -> ResultKey:
+    """Put ``analysis`` in the store under a fresh key, as the scheduler does after an analysis."""
+    key = ResultKey("file:///test", "1.2.3", str(uuid.uuid4()), "pat-1", "", "fracture@1,garden@1")
+    store.sql.put_result(key.digest(), encode(analysis), ttl_s)
+    return key
+
+
+def _run(coroutine: Any) -> Any:
+    """Run a coroutine from sync test code, also where an event loop already runs (playwright's)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def link(settings: Settings, store: AsyncStore, analysis: Analysis) -> str:
+    """A card's viewer URL for ``analysis`` (stored first)."""
+    return _run(viewer_link(settings, store, stored_key(store, analysis)))
+
+
+def token(settings: Settings, store: AsyncStore, analysis: Analysis, now: float | None = None) -> str:
+    return _run(issue_token(settings, store, stored_key(store, analysis), now=now))
 
 
 @pytest.fixture
-def viewer_client(viewer_settings: Settings, store: ResultStore) -> Iterator[TestClient]:
+def store(tmp_path: Path) -> AsyncStore:
+    return make_store(tmp_path)
+
+
+@pytest.fixture
+def viewer_client(viewer_settings: Settings, store: AsyncStore) -> Iterator[TestClient]:
     app = FastAPI()
     app.include_router(build_router(viewer_settings, store))
     with TestClient(app, base_url=viewer_settings.base_url()) as client:

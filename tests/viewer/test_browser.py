@@ -16,10 +16,12 @@ from PIL import Image
 
 from cds_service.demo import free_port
 from cds_service.settings import Settings
-from cds_service.viewer import ResultStore, sign, viewer_link
+from cds_service.store import AsyncStore
+from cds_service.viewer import sign
 from cds_service.viewer.routes import viewer_secret
 from tests.conftest import require
 from tests.viewer.browser import CHROMIUM, launch_chromium, offline_only, viewer_server
+from tests.viewer.conftest import link, make_store
 
 IMAGES_LOADED = """() => [...document.querySelectorAll('#stack img')]
     .every(img => img.complete && img.naturalWidth > 0)"""
@@ -40,11 +42,11 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture(scope="module")
-def served(analysis) -> Iterator[tuple[Settings, ResultStore, str]]:
+def served(analysis, tmp_path_factory) -> Iterator[tuple[Settings, AsyncStore, str]]:
     settings = Settings(host="127.0.0.1", port=free_port(), viewer_secret="browser-test-secret")
-    store = ResultStore(settings.result_ttl_s)
+    store = make_store(tmp_path_factory.mktemp("viewer-store"))
     with viewer_server(settings, store):
-        yield settings, store, viewer_link(settings, store, analysis)
+        yield settings, store, link(settings, store, analysis)
 
 
 @pytest.fixture
@@ -142,7 +144,7 @@ def test_expired_and_tampered_links_are_refused(page, served):
         assert "not valid" in page.locator("h1").inner_text()
 
 
-def token_result_id(store: ResultStore, url: str, settings: Settings) -> str:
+def token_result_id(store: AsyncStore, url: str, settings: Settings) -> str:
     from cds_service.viewer import verify
 
     return verify(url.rsplit("/", 1)[1], viewer_secret(settings))

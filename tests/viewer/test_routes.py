@@ -14,11 +14,11 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from cds_service.explain.heatmap import COLORMAP
-from cds_service.viewer import ResultStore, build_router, issue_token, sign, smart_app_context, viewer_link
+from cds_service.viewer import build_router, sign, smart_app_context
 from cds_service.viewer.routes import heat_rgba, viewer_secret
 from tests.conftest import require
 from tests.test_end_to_end import hook_request, post
-from tests.viewer.conftest import make_analysis
+from tests.viewer.conftest import link, make_analysis, make_store, stored_key, token
 
 
 def path_of(url: str) -> str:
@@ -33,18 +33,15 @@ def check_headers(response) -> None:
 
 
 def test_viewer_link_is_absolute_and_signed(viewer_settings, store, analysis):
-    url = viewer_link(viewer_settings, store, analysis)
+    url = link(viewer_settings, store, analysis)
     assert url.startswith("http://127.0.0.1:8080/viewer/")
-    token = url.rsplit("/", 1)[1]
-    assert len(store) == 1
-    assert viewer_link(viewer_settings, store, analysis).startswith("http://127.0.0.1:8080/viewer/")
-    assert len(store) == 1  # the same analysis is stored once
-    payload = base64.urlsafe_b64decode(token.split(".")[0] + "==").decode()
+    signed = url.rsplit("/", 1)[1]
+    payload = base64.urlsafe_b64decode(signed.split(".")[0] + "==").decode()
     assert "pat-" not in payload and "1.2.3" not in payload  # no patient or study data
 
 
 def test_page_shows_findings_controls_and_disclaimer(viewer_client, viewer_settings, store, analysis):
-    response = viewer_client.get(path_of(viewer_link(viewer_settings, store, analysis)))
+    response = viewer_client.get(path_of(link(viewer_settings, store, analysis)))
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     check_headers(response)
@@ -74,13 +71,13 @@ def test_unknown_laterality_is_labelled_with_a_question_mark(viewer_client, view
         analysis.display,
         analysis.heat,
     )
-    page = viewer_client.get(path_of(viewer_link(viewer_settings, store, analysis))).text
+    page = viewer_client.get(path_of(link(viewer_settings, store, analysis))).text
     assert page.count(">?</span>") == 4  # two on the image, two in the findings
     assert "Side unknown" in page and "Garden stage" not in page
 
 
 def test_images_match_the_analysis(viewer_client, viewer_settings, store, analysis):
-    base = path_of(viewer_link(viewer_settings, store, analysis))
+    base = path_of(link(viewer_settings, store, analysis))
     grey = viewer_client.get(base + "/radiograph.png")
     heat = viewer_client.get(base + "/heat.png")
     for response in (grey, heat):
@@ -117,9 +114,9 @@ def test_static_assets_are_served_and_unknown_ones_are_not(viewer_client):
 
 @pytest.mark.parametrize("suffix", ["", "/radiograph.png", "/heat.png"])
 def test_expired_link_is_refused_with_403(viewer_client, viewer_settings, store, analysis, suffix):
-    result_id = store.put(analysis)
-    token = sign(result_id, viewer_secret(viewer_settings), ttl_s=60, now=time.time() - 61)
-    response = viewer_client.get(f"/viewer/{token}{suffix}")
+    result_id = store.sql.put_viewer_link(stored_key(store, analysis).digest(), 3600)
+    expired = sign(result_id, viewer_secret(viewer_settings), ttl_s=60, now=time.time() - 61)
+    response = viewer_client.get(f"/viewer/{expired}{suffix}")
     assert response.status_code == 403
     assert "expired" in response.text
     check_headers(response)
@@ -127,8 +124,8 @@ def test_expired_link_is_refused_with_403(viewer_client, viewer_settings, store,
 
 @pytest.mark.parametrize("suffix", ["", "/radiograph.png", "/heat.png"])
 def test_tampered_link_is_refused_with_403(viewer_client, viewer_settings, store, analysis, suffix):
-    token = issue_token(viewer_settings, store, analysis)
-    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    signed = token(viewer_settings, store, analysis)
+    tampered = signed[:-2] + ("AA" if not signed.endswith("AA") else "BB")
     for bad in (tampered, "garbage", "a.b", "x" * 2000, sign("guessed", b"other key", 60)):
         response = viewer_client.get(f"/viewer/{bad}{suffix}")
         assert response.status_code == 403, bad
@@ -138,30 +135,37 @@ def test_tampered_link_is_refused_with_403(viewer_client, viewer_settings, store
 
 def test_link_signed_by_another_process_key_is_refused(viewer_settings, store, analysis):
     other = viewer_settings.model_copy(update={"viewer_secret": ""})  # the random per-process key
-    token = issue_token(other, store, analysis)
+    signed = token(other, store, analysis)
     app = FastAPI()
     app.include_router(build_router(viewer_settings, store))
-    assert TestClient(app).get(f"/viewer/{token}").status_code == 403
+    assert TestClient(app).get(f"/viewer/{signed}").status_code == 403
     app_default = FastAPI()
     app_default.include_router(build_router(other, store))
-    assert TestClient(app_default).get(f"/viewer/{token}").status_code == 200
+    assert TestClient(app_default).get(f"/viewer/{signed}").status_code == 200
 
 
-def test_result_no_longer_kept_gets_404(viewer_settings, analysis):
-    store = ResultStore(ttl_s=3600, max_entries=1)
+def test_a_database_without_a_viewer_secret_is_refused(viewer_settings):
+    """Replicas sharing a database must share the key: no per-process key then."""
+    shared = viewer_settings.model_copy(update={"viewer_secret": "", "database_url": "postgresql://db/hipcad"})
+    with pytest.raises(ValueError, match="HIPCAD_VIEWER_SECRET"):
+        viewer_secret(shared)
+
+
+def test_result_no_longer_kept_gets_404(viewer_settings, store, analysis):
     app = FastAPI()
     app.include_router(build_router(viewer_settings, store))
-    token = issue_token(viewer_settings, store, analysis)
-    store.put(make_analysis(analysis.display))  # evicts the first
-    response = TestClient(app).get(f"/viewer/{token}")
+    signed = token(viewer_settings, store, analysis)
+    assert TestClient(app).get(f"/viewer/{signed}").status_code == 200
+    store.sql.clear_results()  # expired and purged
+    response = TestClient(app).get(f"/viewer/{signed}")
     assert response.status_code == 404 and "no longer available" in response.text
     check_headers(response)
 
 
-def test_link_lifetime_is_capped_by_the_result_ttl(viewer_settings, analysis):
-    store = ResultStore(ttl_s=100)
-    token = issue_token(viewer_settings, store, analysis, now=1_000_000.0)
-    payload = base64.urlsafe_b64decode(token.split(".")[0] + "==").decode()
+def test_link_lifetime_is_capped_by_the_result_ttl(viewer_settings, tmp_path, analysis):
+    settings = viewer_settings.model_copy(update={"result_ttl_s": 100})
+    signed = token(settings, make_store(tmp_path), analysis, now=1_000_000.0)
+    payload = base64.urlsafe_b64decode(signed.split(".")[0] + "==").decode()
     assert payload.endswith(".1000100")
 
 
@@ -171,18 +175,18 @@ def test_smart_app_context_is_a_json_string_with_the_token():
     assert json.loads(context) == {"hipcadViewerToken": "tok.en", "viewerPath": "/viewer/tok.en"}
 
 
-def test_real_pipeline_result_is_viewable(service, ehr_keys, dicom_store, viewer_settings):
+def test_real_pipeline_result_is_viewable(service, ehr_keys, dicom_store, viewer_settings, tmp_path):
     """A real analysis (Triton, the sample right Garden III phantom) through the viewer."""
     response = post(service, ehr_keys[0], hook_request(dicom_store))
     assert response.status_code == 200, response.text
-    cached = list(service.app.state.pipeline._cache.values())
+    cached = list(service.app.state.pipeline.store._local.values())
     require(bool(cached), "the pipeline cached no analysis")
-    analysis = cached[-1]
-    store = ResultStore(viewer_settings.result_ttl_s)
+    analysis = cached[-1][0]
+    store = make_store(tmp_path)
     app = FastAPI()
     app.include_router(build_router(viewer_settings, store))
     client = TestClient(app)
-    base = path_of(viewer_link(viewer_settings, store, analysis))
+    base = path_of(link(viewer_settings, store, analysis))
     page = client.get(base)
     assert page.status_code == 200
     for hip in analysis.findings.hips:

@@ -1,0 +1,182 @@
+"""The analysis of one image, stateless: fetch → decode → split hips → infer → explain (→ store results).
+
+    StudyRef (+ dataset in hand) ──► Analysis
+
+One trace span and one latency histogram per stage. Nothing here caches or schedules: that is
+:mod:`cds_service.scheduler`'s job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import numpy as np
+
+from cds_service.dicom.decode import DecodedImage, decode_dataset
+from cds_service.dicom.preprocess import HipCrop, display_image, split_hips
+from cds_service.dicom.results import result_objects
+from cds_service.dicom.retrieve import DicomRetriever
+from cds_service.domain import Analysis, HipInference, StudyFindings
+from cds_service.errors import StudyUnavailableError
+from cds_service.explain.heatmap import ChartImage, HipHeatmap, heat_canvas, normalise_cam, render_chart_image
+from cds_service.fhir.imaging_study import StudyRef
+from cds_service.findings import interpret
+from cds_service.inference.client import FRACTURE_MODEL, GARDEN_MODEL, TritonInferenceClient
+from cds_service.metrics import STAGE_LATENCY, timed
+from cds_service.settings import Settings
+from cds_service.telemetry import tracer
+
+log = logging.getLogger(__name__)
+
+
+class UidMismatchError(StudyUnavailableError):
+    """The retrieved instance is not the one the ImagingStudy names (no card: the data disagree)."""
+
+
+class Analyser:
+    """Runs the image stages; holds only its clients (DICOMweb retriever, Triton)."""
+
+    def __init__(self, settings: Settings, inference: TritonInferenceClient, retriever: DicomRetriever) -> None:
+        self.settings = settings
+        self.inference = inference
+        self.retriever = retriever
+
+    async def models_label(self) -> str:
+        """The served model versions, as part of the result key (a new version re-analyses)."""
+        models = await self.inference.models()
+        return ",".join(models[name].label for name in (FRACTURE_MODEL, GARDEN_MODEL))
+
+    # Stage: fetch ----------------------------------------------------------------------------
+    async def fetch(self, study: StudyRef) -> Any:
+        with tracer().start_as_current_span("fetch"), timed(STAGE_LATENCY, stage="fetch"):
+            return await self.retriever.retrieve_instance(
+                study.endpoint_address, study.study_instance_uid, study.series_instance_uid, study.sop_instance_uid
+            )
+
+    # Stage: decode ---------------------------------------------------------------------------
+    def decode(self, dataset: Any) -> DecodedImage:
+        with tracer().start_as_current_span("decode") as span, timed(STAGE_LATENCY, stage="decode"):
+            span.set_attribute("dicom.transfer_syntax_uid", str(dataset.file_meta.get("TransferSyntaxUID", "")))
+            image = decode_dataset(dataset, self.settings.max_image_pixels)
+            span.set_attribute("dicom.rows", image.grey.shape[0])
+            span.set_attribute("dicom.columns", image.grey.shape[1])
+            return image
+
+    # Stage: split hips -----------------------------------------------------------------------
+    def split_hips(self, image: DecodedImage, size: int) -> list[HipCrop]:
+        with tracer().start_as_current_span("split_hips") as span, timed(STAGE_LATENCY, stage="split_hips"):
+            crops = split_hips(image, size)
+            span.set_attribute("hipcad.hips", len(crops))
+            span.set_attribute("hipcad.laterality_known", all(c.laterality for c in crops))
+            return crops
+
+    # Stage: infer ----------------------------------------------------------------------------
+    async def infer(self, crops: list[HipCrop]) -> HipInference:
+        with tracer().start_as_current_span("infer") as span, timed(STAGE_LATENCY, stage="infer"):
+            span.set_attribute("hipcad.model", self.inference.ensemble)
+            return await self.inference.infer(np.stack([crop.pixels for crop in crops]))
+
+    # Stage: explain --------------------------------------------------------------------------
+    def explain(
+        self,
+        image: DecodedImage,
+        crops: list[HipCrop],
+        outputs: HipInference,
+        fracture_index: int,
+        probabilities: list[float],
+    ) -> tuple[list[HipHeatmap], np.ndarray, np.ndarray, ChartImage]:
+        """Each hip's fracture-class map, normalised, then scaled by that hip's fracture probability.
+
+        Renders the one chart-sized image the report carries; the full-resolution view is the
+        viewer's (display image + heat layer, rendered when a clinician opens the link).
+
+        The scaling keeps a confident "no fracture" hip from showing a full-strength map: min-max
+        normalisation alone would blow its noise up to the same colours as a real finding.
+        """
+        with tracer().start_as_current_span("explain"), timed(STAGE_LATENCY, stage="explain"):
+            heatmaps = [
+                HipHeatmap(
+                    crop.laterality,
+                    normalise_cam(outputs.fracture_cam[i, fracture_index]) * np.float32(probabilities[i]),
+                    crop.mirrored,
+                    crop.box,
+                )
+                for i, crop in enumerate(crops)
+            ]
+            display = display_image(image)
+            heat = heat_canvas(heatmaps, image.grey.shape, display.shape)
+            chart = render_chart_image(display, heat, heatmaps, image.grey.shape)
+            return heatmaps, display, heat.astype(np.float16), chart
+
+    # Stage: store results (optional) ----------------------------------------------------------
+    async def store_results(
+        self,
+        address: str,
+        dataset: Any,
+        findings: StudyFindings,
+        display: np.ndarray,
+        heat: np.ndarray,
+        heatmaps: list[HipHeatmap],
+    ) -> tuple[str, ...]:
+        """With ``HIPCAD_STORE_RESULTS``: the SR and heat-map SC, STOW-RS'd into the study's own store at ``address``.
+
+        A store that refuses is logged and the hook still answers (the EHR result does not depend on
+        the PACS copy); the UIDs stored are returned so the card can say where else the result is.
+        """
+        if not self.settings.store_results:
+            return ()
+        with tracer().start_as_current_span("store_results") as span, timed(STAGE_LATENCY, stage="store_results"):
+            try:
+                objects = await asyncio.to_thread(result_objects, dataset, findings, display, heat, heatmaps)
+                stored = await self.retriever.store_instances(address, objects)
+            except Exception as exc:  # the card does not wait for, or fail with, the PACS copy
+                span.set_attribute("hipcad.stored", 0)
+                log.warning("result not stored in the PACS: %s", type(exc).__name__)
+                return ()
+            span.set_attribute("hipcad.stored", len(stored))
+            return tuple(stored)
+
+    # The whole analysis ------------------------------------------------------------------------
+    async def analyse(self, study: StudyRef, dataset: Any = None, results_to: str | None = None) -> Analysis:
+        """fetch (unless ``dataset`` is already in hand: an arrived image) → … → explain → store results.
+
+        Call :func:`check_uids` on the dataset first when the key depends on the retrieved instance.
+        """
+        models = await self.inference.models()
+        fracture, garden = models[FRACTURE_MODEL], models[GARDEN_MODEL]
+        if dataset is None:
+            dataset = await self.fetch(study)
+        check_uids(dataset, study)
+        image = await asyncio.to_thread(self.decode, dataset)
+        crops = await asyncio.to_thread(self.split_hips, image, fracture.input_size)
+        outputs = await self.infer(crops)
+        findings = StudyFindings(
+            hips=interpret([c.laterality for c in crops], outputs, fracture, garden),
+            fracture_model=fracture,
+            garden_model=garden,
+            sop_instance_uid=image.sop_instance_uid,
+        )
+        fracture_index = fracture.class_names.index("fracture") if "fracture" in fracture.class_names else 1
+        probabilities = [hip.fracture_probability for hip in findings.hips]
+        heatmaps, display, heat, chart = await asyncio.to_thread(
+            self.explain, image, crops, outputs, fracture_index, probabilities
+        )
+        stored = await self.store_results(
+            results_to or study.endpoint_address, dataset, findings, display, heat, heatmaps
+        )
+        return Analysis(findings, chart, image.grey.shape, heatmaps, display, heat, stored)
+
+
+def check_uids(dataset: Any, study: StudyRef) -> str:
+    """The retrieved SOP Instance UID, once the instance is the one the ImagingStudy names."""
+    study_uid = str(dataset.get("StudyInstanceUID", ""))
+    sop_uid = str(dataset.get("SOPInstanceUID", ""))
+    if study_uid != study.study_instance_uid:
+        raise UidMismatchError("the retrieved instance belongs to another study than the ImagingStudy names")
+    if study.sop_instance_uid and sop_uid != study.sop_instance_uid:
+        raise UidMismatchError("the retrieved instance is not the one the ImagingStudy names")
+    if not sop_uid:
+        raise UidMismatchError("the retrieved instance has no SOP Instance UID")
+    return sop_uid

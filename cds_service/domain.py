@@ -1,0 +1,150 @@
+"""The domain result types: per-hip findings, model info, raw model outputs and the analysis.
+
+This module imports neither tritonclient nor the web layer, so the viewer, the result store, the
+DICOM/FHIR result builders and the cards all depend on these narrow types, not on the pipeline or
+the inference client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cds_service.explain.heatmap import ChartImage, HipHeatmap
+
+GARDEN_STAGES = ("I", "II", "III", "IV")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the service must know about one served model (from its Triton config)."""
+
+    name: str
+    version: str
+    class_names: tuple[str, ...]
+    input_size: int
+    architecture: str
+    training_data: str
+    disclaimer: str
+    operating_threshold: float
+    sensitivity: float | None
+    specificity: float | None
+    temperature: float = 1.0  # calibration: logits are divided by it before the softmax
+
+    @property
+    def untrained(self) -> bool:
+        return self.training_data == "untrained"
+
+    @property
+    def label(self) -> str:
+        """``name@version`` as shown on cards and in reports."""
+        return f"{self.name}@{self.version}"
+
+
+@dataclass(frozen=True)
+class HipInference:
+    """Raw model outputs for a batch of hips (first axis = hip)."""
+
+    fracture_logits: np.ndarray  # [B, 2]
+    fracture_cam: np.ndarray  # [B, 2, h, w]
+    garden_logits: np.ndarray  # [B, 4]
+    garden_cam: np.ndarray  # [B, 4, h, w]
+
+
+@dataclass(frozen=True)
+class HipFinding:
+    """What the models say about one hip.
+
+    ``garden_probabilities`` are only meaningful for a femoral-neck fracture; they are reported
+    when the hip is called fractured.
+    """
+
+    laterality: str | None
+    fracture_probability: float
+    fractured: bool
+    garden_probabilities: tuple[float, float, float, float]
+
+    @property
+    def side(self) -> str:
+        return {"R": "right", "L": "left"}.get(self.laterality or "", "unknown-side")
+
+    @property
+    def garden_stage(self) -> str:
+        return GARDEN_STAGES[int(np.argmax(self.garden_probabilities))]
+
+    @property
+    def displaced_probability(self) -> float:
+        """P(Garden III or IV): displaced fractures usually need arthroplasty, not fixation."""
+        return float(self.garden_probabilities[2] + self.garden_probabilities[3])
+
+    @property
+    def displaced(self) -> bool:
+        return self.displaced_probability >= 0.5
+
+
+@dataclass(frozen=True)
+class StudyFindings:
+    """All hips of one study, with the models that produced them."""
+
+    hips: list[HipFinding]
+    fracture_model: ModelInfo
+    garden_model: ModelInfo
+    sop_instance_uid: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fractured_hips(self) -> list[HipFinding]:
+        return [hip for hip in self.hips if hip.fractured]
+
+    @property
+    def untrained(self) -> bool:
+        return self.fracture_model.untrained or self.garden_model.untrained
+
+    @property
+    def disclaimer(self) -> str:
+        texts = dict.fromkeys(m.disclaimer for m in (self.fracture_model, self.garden_model) if m.disclaimer)
+        return " ".join(texts)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Output of fetch → explain for one instance: what the result store holds."""
+
+    findings: StudyFindings
+    chart: ChartImage  # the radiograph with the heat map blended in, chart-sized JPEG (the report's image)
+    image_shape: tuple[int, int]  # stored image (rows, columns)
+    heatmaps: list[HipHeatmap]
+    display: np.ndarray  # uint8 radiograph at display size (viewer)
+    heat: np.ndarray  # float16 heat map in [0, 1] at display size (viewer)
+    stored_in_pacs: tuple[str, ...] = ()  # SOP Instance UIDs of the SR and SC stored beside the images
+
+
+@dataclass(frozen=True)
+class ResultKey:
+    """What an analysis is stored under: everything that must match for a result to be reused.
+
+    The image store (the allow-listed base, canonical) and the patient are part of the key, so a
+    request about another patient, or naming the same UIDs at another store, never receives a result
+    computed for someone else; the caller (JWT issuer and tenant) keeps tenants apart; the model
+    versions make a new model re-analyse.
+    """
+
+    store: str
+    study_instance_uid: str
+    sop_instance_uid: str
+    patient_id: str
+    caller: str
+    models: str
+
+    def digest(self) -> str:
+        """A fixed-length id of the key (SHA-256, hex): the store's primary key, no identifiers in clear."""
+        import hashlib
+        import json
+
+        fields = [self.store, self.study_instance_uid, self.sop_instance_uid, self.patient_id, self.caller, self.models]
+        return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
+
+
+#: Patient and caller of a result analysed on arrival (never a valid request's: patientId is required).
+ARRIVAL = ""

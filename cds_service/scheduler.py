@@ -1,0 +1,223 @@
+"""When analyses run: the shared result store, in-flight de-duplication, deadlines, background completion.
+
+    ResultKey ──► stored result? ──► running here? ──► lease free? ──► Analyser.analyse ──► store
+                       │ hit              │ join             │ held by another replica
+                       ▼                  ▼                  ▼
+                    Analysis          same task        wait for its result (or take over
+                                                       when its lease lapses)
+
+A result is keyed by :class:`~cds_service.domain.ResultKey` and kept in the shared store, so the
+next hook for a study is a cache hit on every replica. Two replicas receiving the same new study
+run one analysis: the first takes a lease row, the other waits for the stored result. Hooks wait
+at most their deadline; the analysis goes on in the background and is stored for the next hook.
+A store that fails (PostgreSQL restarting) degrades to analysing locally: the hook still answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import astuple, replace
+from typing import Any
+
+from cds_service.analyser import Analyser, check_uids
+from cds_service.domain import ARRIVAL, Analysis, ResultKey
+from cds_service.errors import StudyUnavailableError
+from cds_service.fhir.imaging_study import StudyRef
+from cds_service.metrics import ANALYSES, ANALYSES_IN_FLIGHT, CACHE, LEASE_WAITS, STORE_ERRORS
+from cds_service.settings import Settings
+from cds_service.store import AsyncStore
+from cds_service.telemetry import tracer
+
+log = logging.getLogger(__name__)
+
+
+class AnalysisScheduler:
+    """Owns the running analyses of this process and the policy around the shared store."""
+
+    def __init__(self, settings: Settings, analyser: Analyser, store: AsyncStore) -> None:
+        self.settings = settings
+        self.analyser = analyser
+        self.store = store
+        self._running: dict[tuple[str, ...], asyncio.Task[Analysis]] = {}
+        self._arrivals = asyncio.Semaphore(max(1, settings.arrival_concurrency))
+        self.lease_s = settings.analysis_lease_s
+        self.poll_s = 0.05
+
+    async def close(self) -> None:
+        for task in list(self._running.values()):
+            task.cancel()
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    async def result_key(self, study: StudyRef, patient: str, caller: str) -> ResultKey | None:
+        """The key of ``study`` for this patient and caller; None when the image store is not allowed.
+
+        The allow-list is checked here, before any lookup: an address that may not be contacted gets
+        no result at all, not even one computed earlier for the same UIDs.
+        """
+        store = self.analyser.retriever.allowed_base(study.endpoint_address)
+        if store is None:
+            return None
+        return ResultKey(
+            store,
+            study.study_instance_uid,
+            study.sop_instance_uid or "",
+            patient,
+            caller,
+            await self.analyser.models_label(),
+        )
+
+    async def lookup(self, key: ResultKey) -> Analysis | None:
+        """The stored result for ``key``, or one analysed on arrival for the same store, UIDs and models.
+
+        An arrival result was made by the service from an image routed to it, for no request: it is
+        bound to the first request that reaches it with the same (allow-listed) store and UIDs and
+        whose ImagingStudy names that request's patient — exactly what that request would have
+        fetched itself. A failing store counts as a miss.
+        """
+        if not key.sop_instance_uid:
+            return None
+        try:
+            found = await self.store.get(key)
+            if found is None and key.patient_id != ARRIVAL:
+                found = await self.store.get(replace(key, patient_id=ARRIVAL, caller=ARRIVAL))
+                if found is not None:
+                    await self.store.put(key, found)
+        except Exception as exc:
+            STORE_ERRORS.labels(operation="lookup").inc()
+            log.warning("result store unavailable (lookup): %s", type(exc).__name__)
+            found = self.store.local(key)
+        CACHE.labels(result="hit" if found is not None else "miss").inc()
+        if found is not None:
+            tracer().start_span("cache_hit").end()
+        return found
+
+    def task(
+        self, study: StudyRef, key: ResultKey, results_to: str | None = None, dataset: Any = None
+    ) -> asyncio.Task[Analysis]:
+        """The running analysis for this key in this process, started if none is running (one per key)."""
+        running = (*astuple(key), study.series_instance_uid or "")
+        task = self._running.get(running)
+        if task is None:
+            task = asyncio.create_task(self._run(study, key, results_to, dataset))
+            self._running[running] = task
+            task.add_done_callback(_finished)
+            task.add_done_callback(lambda _t, k=running: self._running.pop(k, None))
+        return task
+
+    async def analysis_for(self, study: StudyRef, key: ResultKey, timeout_s: float) -> Analysis:
+        """The stored analysis, or a fresh one within ``timeout_s`` (it goes on in the background)."""
+        if cached := await self.lookup(key):
+            return cached
+        return await asyncio.wait_for(asyncio.shield(self.task(study, key)), timeout_s)
+
+    async def cached_or_start(self, study: StudyRef, key: ResultKey) -> Analysis | None:
+        """The stored analysis, or None after starting one in the background (patient-view)."""
+        if cached := await self.lookup(key):
+            return cached
+        self.task(study, key)
+        return None
+
+    async def _run(self, study: StudyRef, key: ResultKey, results_to: str | None, dataset: Any) -> Analysis:
+        ANALYSES.labels(event="started").inc()
+        ANALYSES_IN_FLIGHT.inc()
+        try:
+            if not key.sop_instance_uid:  # the ImagingStudy named no instance: key by what is retrieved
+                if dataset is None:
+                    dataset = await self.analyser.fetch(study)
+                key = replace(key, sop_instance_uid=check_uids(dataset, study))
+                if cached := await self.lookup(key):
+                    ANALYSES.labels(event="finished").inc()
+                    return cached
+            analysis = await self._leased(study, key, results_to, dataset)
+        except BaseException:
+            ANALYSES.labels(event="failed").inc()
+            raise
+        finally:
+            ANALYSES_IN_FLIGHT.dec()
+        ANALYSES.labels(event="finished").inc()
+        return analysis
+
+    async def _claim(self, key: ResultKey) -> bool:
+        try:
+            return await self.store.claim(key, self.lease_s)
+        except Exception as exc:  # no store: analyse here rather than not at all
+            STORE_ERRORS.labels(operation="claim").inc()
+            log.warning("result store unavailable (lease): %s", type(exc).__name__)
+            return True
+
+    async def _leased(self, study: StudyRef, key: ResultKey, results_to: str | None, dataset: Any) -> Analysis:
+        """Analyse under the key's lease; when another replica holds it, wait for its stored result."""
+        while not await self._claim(key):
+            LEASE_WAITS.inc()
+            with tracer().start_as_current_span("wait_for_replica"):
+                while True:
+                    await asyncio.sleep(self.poll_s)
+                    if found := await self.lookup(key):
+                        return found
+                    holder = await asyncio.to_thread(self.store.sql.lease_holder, key.digest())
+                    if holder is None:  # finished without a result (failed) or lapsed: try to take over
+                        break
+        try:
+            analysis = await self.analyser.analyse(study, dataset, results_to)
+            try:
+                await self.store.put(key, analysis)
+            except Exception as exc:
+                STORE_ERRORS.labels(operation="put").inc()
+                log.warning("result not stored (kept in this process only): %s", type(exc).__name__)
+            return analysis
+        finally:
+            try:
+                await self.store.release(key)
+            except Exception:
+                STORE_ERRORS.labels(operation="release").inc()  # the lease lapses on its own
+
+    # Analysis on arrival -----------------------------------------------------------------------
+    async def arrived(self, dataset: Any) -> Analysis | None:
+        """Analyse an image routed to the DICOM listener: keep it in the folder store, analyse, file the result.
+
+        The result is filed under ``HIPCAD_DICOM_LISTENER_SOURCE`` (the archive that routes to us) or
+        the folder store, with no patient or caller (see :meth:`lookup`). Failures are logged, never raised.
+        """
+        folder = self.settings.dicom_folder.resolve().as_uri()
+        retriever = self.analyser.retriever
+        async with self._arrivals:
+            with tracer().start_as_current_span("arrival") as span:
+                try:
+                    await retriever.store_instances(folder, [dataset])
+                    study = StudyRef(
+                        None,
+                        str(dataset.StudyInstanceUID),
+                        str(dataset.SeriesInstanceUID),
+                        str(dataset.SOPInstanceUID),
+                        folder,
+                        None,
+                    )
+                    store = retriever.allowed_base(self.settings.dicom_listener_source or folder)
+                    if store is None:
+                        raise StudyUnavailableError("HIPCAD_DICOM_LISTENER_SOURCE is not an allow-listed base")
+                    key = ResultKey(
+                        store,
+                        study.study_instance_uid,
+                        study.sop_instance_uid or "",
+                        ARRIVAL,
+                        ARRIVAL,
+                        await self.analyser.models_label(),
+                    )
+                    source = self.settings.dicom_listener_source or None  # results go back where the images live
+                    # The image is in hand: kept in the folder store for later hooks, not read back from it.
+                    analysis = await self.lookup(key) or await self.task(study, key, source, dataset)
+                except Exception as exc:  # the listener must keep serving whatever one image does
+                    span.set_attribute("hipcad.outcome", type(exc).__name__)
+                    log.warning("arrived image not analysed: %s", type(exc).__name__)
+                    return None
+                span.set_attribute("hipcad.outcome", "analysed")
+                return analysis
+
+
+def _finished(task: asyncio.Task[Analysis]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("background analysis failed: %s", type(exc).__name__)  # retrieved: asyncio stays quiet

@@ -1,0 +1,134 @@
+"""The shared store: one interface, two engines (SQLite embedded, PostgreSQL when configured).
+
+    results (TTL) · viewer links · in-flight leases · cards + feedback · JWT jti replay cache
+
+Several replicas pointing at one PostgreSQL (``HIPCAD_DATABASE_URL``) share everything here, so a
+viewer link, a replayed JWT, feedback and an analysed result mean the same on every pod. Without a
+URL the store is a SQLite file (``HIPCAD_FEEDBACK_DB``), which is all one process needs.
+
+:class:`AsyncStore` is what the service uses: each query runs in a worker thread (the event loop
+never waits on the database), and decoded results are kept in a small per-process LRU in front of
+the table (results are immutable per key, and expiry is honoured locally too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+from cds_service.domain import Analysis, ResultKey
+from cds_service.store import codec
+from cds_service.store.migrate import upgrade
+from cds_service.store.sql import SqlStore, engine_for
+
+if TYPE_CHECKING:
+    from cds_service.settings import Settings
+
+__all__ = ["AsyncStore", "SqlStore", "database_url", "open_store", "replica_id"]
+
+
+def replica_id() -> str:
+    """This process's name as a lease owner: host, pid and a random suffix (unique across restarts)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def database_url(settings: Settings) -> str:
+    """``HIPCAD_DATABASE_URL``, else the SQLite file ``HIPCAD_FEEDBACK_DB``."""
+    return settings.database_url or f"sqlite:///{settings.feedback_db}"
+
+
+def open_store(settings: Settings, migrate: bool = True) -> AsyncStore:
+    """The store the settings name, migrated to the shipped schema (unless ``migrate`` is False)."""
+    engine = engine_for(database_url(settings))
+    if migrate:
+        upgrade(engine)
+    return AsyncStore(SqlStore(engine), result_ttl_s=settings.result_ttl_s)
+
+
+class AsyncStore:
+    """The service's view of the store: async, with a per-process LRU of decoded results."""
+
+    def __init__(self, sql: SqlStore, result_ttl_s: float = 3600, local_entries: int = 32) -> None:
+        self.sql = sql
+        self.result_ttl_s = result_ttl_s
+        self.local_entries = local_entries
+        self.owner = replica_id()
+        self._local: OrderedDict[str, tuple[Analysis, float]] = OrderedDict()  # digest → (analysis, expires)
+        self._keys: dict[str, ResultKey] = {}
+
+    @property
+    def shared(self) -> bool:
+        """True when other processes may share this store (PostgreSQL)."""
+        return self.sql.engine_name != "sqlite"
+
+    def local_keys(self) -> list[ResultKey]:
+        """Keys of the results this process holds decoded (tests and diagnostics)."""
+        now = time.time()
+        return [self._keys[d] for d, (_, expires) in self._local.items() if expires > now and d in self._keys]
+
+    def _remember(self, key: ResultKey, analysis: Analysis) -> None:
+        digest = key.digest()
+        self._local[digest] = (analysis, time.time() + self.result_ttl_s)
+        self._keys[digest] = key
+        self._local.move_to_end(digest)
+        while len(self._local) > self.local_entries:
+            old, _ = self._local.popitem(last=False)
+            self._keys.pop(old, None)
+
+    def local(self, key: ResultKey) -> Analysis | None:
+        """The decoded result if this process holds it (no database call)."""
+        entry = self._local.get(key.digest())
+        if entry is None or entry[1] <= time.time():
+            return None
+        return entry[0]
+
+    async def get(self, key: ResultKey) -> Analysis | None:
+        if (analysis := self.local(key)) is not None:
+            return analysis
+        payload = await asyncio.to_thread(self.sql.get_result, key.digest())
+        if payload is None:
+            return None
+        analysis = await asyncio.to_thread(codec.decode, payload)
+        self._remember(key, analysis)
+        return analysis
+
+    async def has(self, key: ResultKey) -> bool:
+        return self.local(key) is not None or await asyncio.to_thread(self.sql.has_result, key.digest())
+
+    async def put(self, key: ResultKey, analysis: Analysis) -> None:
+        self._remember(key, analysis)
+        payload = await asyncio.to_thread(codec.encode, analysis)
+        await asyncio.to_thread(self.sql.put_result, key.digest(), payload, self.result_ttl_s)
+
+    async def clear_results(self) -> None:
+        """Forget every result, here and in the database (benchmarks' cold runs, tests)."""
+        self._local.clear()
+        self._keys.clear()
+        await asyncio.to_thread(self.sql.clear_results)
+
+    async def claim(self, key: ResultKey, lease_s: float) -> bool:
+        return await asyncio.to_thread(self.sql.claim, key.digest(), self.owner, lease_s)
+
+    async def release(self, key: ResultKey) -> None:
+        await asyncio.to_thread(self.sql.release, key.digest(), self.owner)
+
+    async def viewer_link(self, key: ResultKey, ttl_s: float) -> str:
+        return await asyncio.to_thread(self.sql.put_viewer_link, key.digest(), ttl_s)
+
+    async def viewer_analysis(self, link_id: str) -> Analysis | None:
+        payload = await asyncio.to_thread(self.sql.get_viewer_payload, link_id)
+        return None if payload is None else await asyncio.to_thread(codec.decode, payload)
+
+    async def ping(self) -> bool:
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self.sql.ping), 2.0)
+        except Exception:  # readiness: any failure is "not ready"
+            return False
+
+    def close(self) -> None:
+        self.sql.close()

@@ -1,0 +1,83 @@
+"""An :class:`~cds_service.domain.Analysis` as bytes and back (what the result table holds).
+
+An ``.npz`` archive (numpy, ``allow_pickle=False``: nothing in the database can run code when read)
+holding the arrays (display image, heat layer, per-hip maps, chart JPEG) and one JSON document with
+the findings, the model info and the geometry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+
+import numpy as np
+
+from cds_service.domain import Analysis, HipFinding, ModelInfo, StudyFindings
+from cds_service.explain.heatmap import ChartImage, HipHeatmap
+
+FORMAT = 1
+
+
+def encode(analysis: Analysis) -> bytes:
+    findings = analysis.findings
+    meta = {
+        "format": FORMAT,
+        "hips": [dataclasses.asdict(hip) for hip in findings.hips],
+        "fracture_model": dataclasses.asdict(findings.fracture_model),
+        "garden_model": dataclasses.asdict(findings.garden_model),
+        "sop_instance_uid": findings.sop_instance_uid,
+        "notes": list(findings.notes),
+        "chart": {"content_type": analysis.chart.content_type, "size": list(analysis.chart.size)},
+        "image_shape": list(analysis.image_shape),
+        "heatmaps": [
+            {"laterality": h.laterality, "mirrored": h.mirrored, "box": list(h.box)} for h in analysis.heatmaps
+        ],
+        "stored_in_pacs": list(analysis.stored_in_pacs),
+    }
+    arrays = {
+        "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+        "chart": np.frombuffer(analysis.chart.data, dtype=np.uint8),
+        "display": np.ascontiguousarray(analysis.display),
+        "heat": np.ascontiguousarray(analysis.heat),
+    }
+    for i, heatmap in enumerate(analysis.heatmaps):
+        arrays[f"cam_{i}"] = np.ascontiguousarray(heatmap.cam)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _model(values: dict) -> ModelInfo:
+    return ModelInfo(**{**values, "class_names": tuple(values["class_names"])})
+
+
+def decode(data: bytes) -> Analysis:
+    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+        meta = json.loads(archive["meta"].tobytes())
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"unknown result format {meta.get('format')!r}")
+        findings = StudyFindings(
+            hips=[
+                HipFinding(h["laterality"], h["fracture_probability"], h["fractured"], tuple(h["garden_probabilities"]))
+                for h in meta["hips"]
+            ],
+            fracture_model=_model(meta["fracture_model"]),
+            garden_model=_model(meta["garden_model"]),
+            sop_instance_uid=meta["sop_instance_uid"],
+            notes=list(meta["notes"]),
+        )
+        heatmaps = [
+            HipHeatmap(h["laterality"], archive[f"cam_{i}"], h["mirrored"], tuple(h["box"]))
+            for i, h in enumerate(meta["heatmaps"])
+        ]
+        chart = ChartImage(archive["chart"].tobytes(), meta["chart"]["content_type"], tuple(meta["chart"]["size"]))
+        return Analysis(
+            findings=findings,
+            chart=chart,
+            image_shape=tuple(meta["image_shape"]),
+            heatmaps=heatmaps,
+            display=archive["display"],
+            heat=archive["heat"],
+            stored_in_pacs=tuple(meta["stored_in_pacs"]),
+        )

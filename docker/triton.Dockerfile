@@ -1,0 +1,20 @@
+# syntax=docker/dockerfile:1.7
+# Triton for GPU nodes with the model repository baked in:
+#   docker build -f docker/triton.Dockerfile -t registry.example.org/hipcad/triton:0.1.0 .
+# NGC release 24.10 = Triton 2.51.0, the same server the local CPU launcher runs (nvidia-pytriton 0.7.0);
+# this image adds the onnxruntime backend with the TensorRT execution accelerator that the models'
+# config.pbtxt ask for. model_repository/ is copied unchanged; the TensorRT engine cache
+# (/models/trt-cache, set in each config.pbtxt) is a volume mounted by the Deployment.
+FROM nvcr.io/nvidia/tritonserver:24.10-py3
+COPY --chown=root:root model_repository/ /models/
+# The ensemble's empty version folder (git keeps it through a .gitkeep); the cache mount point.
+RUN mkdir -p /models/hip_analysis/1 /models/trt-cache \
+ && rm -f /models/hip_analysis/1/.gitkeep \
+ && chown 10001:10001 /models/trt-cache
+USER 10001:10001
+ENV HOME=/tmp
+EXPOSE 8000 8001 8002
+# Kubernetes probes /v2/health/ready and /v2/health/live, k8s/base/triton.yaml.
+# checkov:skip=CKV_DOCKER_2: no HEALTHCHECK: the image runs on Kubernetes, whose probes replace it
+CMD ["tritonserver", "--model-repository=/models", "--model-control-mode=explicit", \
+     "--load-model=fracture", "--load-model=garden", "--load-model=hip_analysis", "--strict-readiness=true"]
