@@ -183,3 +183,26 @@ def test_two_replicas_receiving_the_same_new_study_at_once_run_one_analysis(clus
     summaries = {finding_card(response)["summary"] for response in responses.values()}
     assert len(responses) == 2 and len(summaries) == 1
     assert cluster.analyses() == before + 1  # one lease, one analysis; the other replica waited for it
+
+
+def test_postgresql_restarted_requests_fail_soft_and_recover(cluster: Cluster, postgres_server: PostgresServer):
+    """The database goes away: hooks still get a finding (analysed locally), /readyz says not ready,
+    feedback is a retryable 503; once it is back, everything is shared again without a restart."""
+    first, second = cluster.replicas
+    postgres_server.stop()
+    try:
+        card = finding_card(first.post(PATH, cluster.new_study(seed=301), cluster.token()))
+        assert httpx.get(first.url + "/readyz", timeout=10).status_code == 503
+        assert httpx.get(first.url + "/healthz", timeout=10).status_code == 200  # alive: no restart loop
+        path = PATH + "/feedback"
+        body = feedback_body(card["uuid"], card["suggestions"][0]["uuid"])
+        refused = first.post(path, body, cluster.token(path))
+        assert refused.status_code == 503 and refused.json()["resourceType"] == "OperationOutcome"
+    finally:
+        postgres_server.start()
+    assert httpx.get(first.url + "/readyz", timeout=10).status_code == 200
+    request = cluster.new_study(seed=303)
+    finding_card(first.post(PATH, request, cluster.token()))
+    before = cluster.analyses()
+    finding_card(second.post(PATH, request, cluster.token()))
+    assert cluster.analyses() == before  # shared again: replica 2 finds replica 1's result
