@@ -48,10 +48,6 @@ class AnalysisScheduler:
         for task in list(self._running.values()):
             task.cancel()
 
-    @property
-    def running(self) -> int:
-        return len(self._running)
-
     async def result_key(self, study: StudyRef, patient: str, caller: str) -> ResultKey | None:
         """The key of ``study`` for this patient and caller; None when the image store is not allowed.
 
@@ -70,13 +66,14 @@ class AnalysisScheduler:
             await self.analyser.models_label(),
         )
 
-    async def lookup(self, key: ResultKey) -> Analysis | None:
+    async def lookup(self, key: ResultKey, count: bool = True) -> Analysis | None:
         """The stored result for ``key``, or one analysed on arrival for the same store, UIDs and models.
 
         An arrival result was made by the service from an image routed to it, for no request: it is
         bound to the first request that reaches it with the same (allow-listed) store and UIDs and
         whose ImagingStudy names that request's patient — exactly what that request would have
-        fetched itself. A failing store counts as a miss.
+        fetched itself. A failing store counts as a miss. ``count`` False: a poll while another
+        replica analyses (not a cache lookup in the metrics' sense).
         """
         if not key.sop_instance_uid:
             return None
@@ -86,13 +83,14 @@ class AnalysisScheduler:
                 found = await self.store.get(replace(key, patient_id=ARRIVAL, caller=ARRIVAL))
                 if found is not None:
                     await self.store.put(key, found)
-        except Exception as exc:
+        except Exception as exc:  # what this process holds was already checked by store.get
             STORE_ERRORS.labels(operation="lookup").inc()
             log.warning("result store unavailable (lookup): %s", type(exc).__name__)
-            found = self.store.local(key)
-        CACHE.labels(result="hit" if found is not None else "miss").inc()
-        if found is not None:
-            tracer().start_span("cache_hit").end()
+            found = None
+        if count:
+            CACHE.labels(result="hit" if found is not None else "miss").inc()
+            if found is not None:
+                tracer().start_span("cache_hit").end()
         return found
 
     def task(
@@ -156,10 +154,9 @@ class AnalysisScheduler:
             with tracer().start_as_current_span("wait_for_replica"):
                 while True:
                     await asyncio.sleep(self.poll_s)
-                    if found := await self.lookup(key):
+                    if found := await self.lookup(key, count=False):
                         return found
-                    holder = await asyncio.to_thread(self.store.sql.lease_holder, key.digest())
-                    if holder is None:  # finished without a result (failed) or lapsed: try to take over
+                    if await self.store.lease_holder(key) is None:  # failed or lapsed without a result: take over
                         break
         try:
             analysis = await self.analyser.analyse(study, dataset, results_to)

@@ -19,6 +19,7 @@ import socket
 import time
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cds_service.domain import Analysis, ResultKey
@@ -30,6 +31,17 @@ if TYPE_CHECKING:
     from cds_service.settings import Settings
 
 __all__ = ["AsyncStore", "SqlStore", "database_url", "open_store", "replica_id"]
+
+
+#: Expired rows are deleted by the replica that writes a result, at most this often.
+PURGE_EVERY_S = 60.0
+
+
+@dataclass(frozen=True)
+class _Local:
+    key: ResultKey
+    analysis: Analysis
+    expires: float
 
 
 def replica_id() -> str:
@@ -58,57 +70,58 @@ class AsyncStore:
         self.result_ttl_s = result_ttl_s
         self.local_entries = local_entries
         self.owner = replica_id()
-        self._local: OrderedDict[str, tuple[Analysis, float]] = OrderedDict()  # digest → (analysis, expires)
-        self._keys: dict[str, ResultKey] = {}
-
-    @property
-    def shared(self) -> bool:
-        """True when other processes may share this store (PostgreSQL)."""
-        return self.sql.engine_name != "sqlite"
+        self._local: OrderedDict[str, _Local] = OrderedDict()  # key digest → decoded result
+        self._purged_at = 0.0
 
     def local_keys(self) -> list[ResultKey]:
         """Keys of the results this process holds decoded (tests and diagnostics)."""
         now = time.time()
-        return [self._keys[d] for d, (_, expires) in self._local.items() if expires > now and d in self._keys]
+        return [entry.key for entry in self._local.values() if entry.expires > now]
 
     def _remember(self, key: ResultKey, analysis: Analysis) -> None:
         digest = key.digest()
-        self._local[digest] = (analysis, time.time() + self.result_ttl_s)
-        self._keys[digest] = key
+        self._local[digest] = _Local(key, analysis, time.time() + self.result_ttl_s)
         self._local.move_to_end(digest)
         while len(self._local) > self.local_entries:
-            old, _ = self._local.popitem(last=False)
-            self._keys.pop(old, None)
+            self._local.popitem(last=False)
 
     def local(self, key: ResultKey) -> Analysis | None:
         """The decoded result if this process holds it (no database call)."""
         entry = self._local.get(key.digest())
-        if entry is None or entry[1] <= time.time():
+        if entry is None or entry.expires <= time.time():
             return None
-        return entry[0]
+        return entry.analysis
 
     async def get(self, key: ResultKey) -> Analysis | None:
         if (analysis := self.local(key)) is not None:
             return analysis
-        payload = await asyncio.to_thread(self.sql.get_result, key.digest())
-        if payload is None:
-            return None
-        analysis = await asyncio.to_thread(codec.decode, payload)
-        self._remember(key, analysis)
+
+        def read() -> Analysis | None:
+            payload = self.sql.get_result(key.digest())
+            return None if payload is None else codec.decode(payload)
+
+        analysis = await asyncio.to_thread(read)
+        if analysis is not None:
+            self._remember(key, analysis)
         return analysis
 
-    async def has(self, key: ResultKey) -> bool:
-        return self.local(key) is not None or await asyncio.to_thread(self.sql.has_result, key.digest())
-
     async def put(self, key: ResultKey, analysis: Analysis) -> None:
+        """Store ``analysis``; expired rows (results, links, leases, jti) are deleted here at most once a minute."""
         self._remember(key, analysis)
-        payload = await asyncio.to_thread(codec.encode, analysis)
-        await asyncio.to_thread(self.sql.put_result, key.digest(), payload, self.result_ttl_s)
+        purge = time.time() - self._purged_at >= PURGE_EVERY_S
+        if purge:
+            self._purged_at = time.time()
+
+        def write() -> None:
+            self.sql.put_result(key.digest(), codec.encode(analysis), self.result_ttl_s)
+            if purge:
+                self.sql.purge_expired()
+
+        await asyncio.to_thread(write)
 
     async def clear_results(self) -> None:
         """Forget every result, here and in the database (benchmarks' cold runs, tests)."""
         self._local.clear()
-        self._keys.clear()
         await asyncio.to_thread(self.sql.clear_results)
 
     async def claim(self, key: ResultKey, lease_s: float) -> bool:
@@ -117,12 +130,18 @@ class AsyncStore:
     async def release(self, key: ResultKey) -> None:
         await asyncio.to_thread(self.sql.release, key.digest(), self.owner)
 
+    async def lease_holder(self, key: ResultKey) -> str | None:
+        return await asyncio.to_thread(self.sql.lease_holder, key.digest())
+
     async def viewer_link(self, key: ResultKey, ttl_s: float) -> str:
         return await asyncio.to_thread(self.sql.put_viewer_link, key.digest(), ttl_s)
 
     async def viewer_analysis(self, link_id: str) -> Analysis | None:
-        payload = await asyncio.to_thread(self.sql.get_viewer_payload, link_id)
-        return None if payload is None else await asyncio.to_thread(codec.decode, payload)
+        def read() -> Analysis | None:
+            payload = self.sql.get_viewer_payload(link_id)
+            return None if payload is None else codec.decode(payload)
+
+        return await asyncio.to_thread(read)
 
     async def ping(self) -> bool:
         try:

@@ -74,17 +74,6 @@ class SqlStore:
             ).first()
         return None if row is None else bytes(row[0])
 
-    def has_result(self, key: str) -> bool:
-        with self.engine.connect() as db:
-            return (
-                db.execute(
-                    select(func.count())
-                    .select_from(schema.result)
-                    .where(schema.result.c.key == key, schema.result.c.expires_at > self.clock())
-                ).scalar()
-                > 0
-            )
-
     # Viewer links -----------------------------------------------------------------------------
     def put_viewer_link(self, result_key: str, ttl_s: float) -> str:
         """A new random result id (128 bits) for the viewer, pointing at ``result_key``."""
