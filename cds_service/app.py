@@ -228,9 +228,7 @@ def create_app(
     @app.get("/readyz")
     async def readyz(request: Request) -> JSONResponse:
         """Readiness: Triton's models are ready and the store answers (take the pod out of the Service otherwise)."""
-        inference = request.app.state.pipeline.inference
-        ready = getattr(inference, "ready", None)
-        triton = bool(await ready()) if ready is not None else True
+        triton = await request.app.state.pipeline.inference.ready()
         database = await store.ping()
         body = {"status": "ready" if triton and database else "not-ready", "triton": triton, "store": database}
         return JSONResponse(body, status_code=200 if triton and database else 503)

@@ -13,16 +13,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 
-from cds_service.analyser import Analyser, UidMismatchError, check_uids
+from cds_service.analyser import Analyser, UidMismatchError
 from cds_service.cdshooks import cards, relevance
 from cds_service.cdshooks.models import Card, CdsResponse, HookRequest
 from cds_service.dicom.retrieve import DicomRetriever, DicomwebCredentials
-from cds_service.domain import ARRIVAL, Analysis, ResultKey
+from cds_service.domain import Analysis, ResultKey
 from cds_service.errors import (
     BadRequestError,
     InferenceError,
@@ -40,16 +40,6 @@ from cds_service.scheduler import AnalysisScheduler
 from cds_service.settings import Settings
 from cds_service.store import AsyncStore, open_store
 from cds_service.telemetry import tracer
-
-__all__ = [
-    "ARRIVAL",
-    "Analysis",
-    "AnalysisPipeline",
-    "HookOutcome",
-    "ResultKey",
-    "UidMismatchError",
-    "check_uids",
-]
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +257,4 @@ def _stored_key(key: ResultKey, analysis: Analysis) -> ResultKey:
     """The key the result is stored under (an ImagingStudy without instance UIDs: the retrieved one)."""
     if key.sop_instance_uid:
         return key
-    from dataclasses import replace
-
     return replace(key, sop_instance_uid=analysis.findings.sop_instance_uid)

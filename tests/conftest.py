@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -49,16 +51,26 @@ def spans(span_exporter: InMemorySpanExporter) -> Iterator[InMemorySpanExporter]
 @pytest.fixture(scope="session")
 def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     """The real Triton server (nvidia-pytriton's binary) serving ``model_repository/``."""
+    with started_triton(tmp_path_factory.mktemp("triton")) as server:
+        yield server
+
+
+@contextmanager
+def started_triton(workdir: Path, **options: Any) -> Iterator[TritonServer]:
+    """A real local Triton on free ports serving ``model_repository/`` (``options``: TritonServer's),
+    stopped on exit; missing pieces skip (fail under CI) with the reason."""
     settings = Settings()
     require((settings.model_repository / "fracture" / "1" / "model.onnx").exists(), "no fracture model exported")
     try:
-        server = TritonServer.on_free_ports(settings, tmp_path_factory.mktemp("triton"))
+        server = TritonServer.on_free_ports(settings, workdir, **options)
     except InferenceError as exc:
         require(False, str(exc))
         raise
     server.start(timeout_s=120)
-    yield server
-    server.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

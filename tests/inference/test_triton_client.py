@@ -24,8 +24,7 @@ from cds_service.errors import InferenceError
 from cds_service.inference.client import ContractMismatch, TritonInferenceClient
 from cds_service.inference.triton_server import TritonServer, free_port, read_model_config
 from cds_service.metrics import REGISTRY
-from cds_service.settings import Settings
-from tests.conftest import require
+from tests.conftest import started_triton
 from tests.inference.tcp import Forwarder, black_hole
 
 pytestmark = pytest.mark.triton
@@ -34,18 +33,8 @@ pytestmark = pytest.mark.triton
 @pytest.fixture(scope="module")
 def explicit_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     """A second local Triton whose models the tests reload (``--model-control-mode=explicit``)."""
-    settings = Settings()
-    require((settings.model_repository / "fracture" / "1" / "model.onnx").exists(), "no fracture model exported")
-    try:
-        server = TritonServer.on_free_ports(
-            settings, tmp_path_factory.mktemp("triton-explicit"), model_control_mode="explicit"
-        )
-    except InferenceError as exc:
-        require(False, str(exc))
-        raise
-    server.start(timeout_s=120)
-    yield server
-    server.stop()
+    with started_triton(tmp_path_factory.mktemp("triton-explicit"), model_control_mode="explicit") as server:
+        yield server
 
 
 def metric(name: str, **labels: str) -> float:

@@ -179,9 +179,10 @@ def test_real_pipeline_result_is_viewable(service, ehr_keys, dicom_store, viewer
     """A real analysis (Triton, the sample right Garden III phantom) through the viewer."""
     response = post(service, ehr_keys[0], hook_request(dicom_store))
     assert response.status_code == 200, response.text
-    cached = list(service.app.state.pipeline.store._local.values())
-    require(bool(cached), "the pipeline cached no analysis")
-    analysis = cached[-1][0]
+    stored = service.app.state.pipeline.store
+    keys = stored.local_keys()
+    require(bool(keys), "the pipeline cached no analysis")
+    analysis = stored.local(keys[-1])
     store = make_store(tmp_path)
     app = FastAPI()
     app.include_router(build_router(viewer_settings, store))
