@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # tests.fuzz_strategies
 
+from cds_service.cdshooks.cards import UNAVAILABLE_SUMMARY  # noqa: E402
 from cds_service.cdshooks.jwt import ensure_keypair  # noqa: E402
 from cds_service.demo import free_port, running_service  # noqa: E402
 from cds_service.inference.triton_server import TritonServer  # noqa: E402
@@ -42,8 +43,7 @@ def internal_error(response: httpx.Response) -> bool:
     except ValueError:
         return False
     return any(
-        card.get("summary") == "AI hip fracture analysis unavailable" or "internal error" in str(card.get("detail"))
-        for card in cards
+        card.get("summary") == UNAVAILABLE_SUMMARY and "internal error" in str(card.get("detail")) for card in cards
     )
 
 

@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
 from cds_service import __version__
-from cds_service.cdshooks.cards import problem_card
+from cds_service.cdshooks.cards import unavailable_card
 from cds_service.cdshooks.discovery import load_services
 from cds_service.cdshooks.feedback import FeedbackRatesCollector, FeedbackStore, parse_feedback
 from cds_service.cdshooks.jwt import SANDBOX_ISSUER, SANDBOX_JWKS, JwtVerifier, TrustedIssuer
@@ -192,13 +192,7 @@ def create_app(
 
     def unavailable_response() -> JSONResponse:
         """HTTP 200 with one honest card: what an unexpected error in the hook route answers."""
-        card = problem_card(
-            "AI hip fracture analysis unavailable",
-            "The hip fracture analysis could not be run for this request because of an internal error. "
-            "Please review the images directly.",
-            settings.base_url(),
-        )
-        return JSONResponse(to_json(CdsResponse(cards=[card])))
+        return JSONResponse(to_json(CdsResponse(cards=[unavailable_card("internal error", settings.base_url())])))
 
     @app.exception_handler(AuthenticationError)
     async def _unauthorised(_: Request, exc: AuthenticationError) -> Response:

@@ -10,6 +10,7 @@ become which card); the parts live in :mod:`cds_service.locator`, :mod:`cds_serv
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -180,6 +181,8 @@ class AnalysisPipeline:
             return result
 
     async def _handle(self, request: HookRequest, caller: str, outcome: _Outcome) -> HookOutcome:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.hook_deadline_s  # the budget of the whole answer
         orders = self.relevance(request)
         if orders is not None and not orders:
             outcome("not-relevant")
@@ -188,8 +191,16 @@ class AnalysisPipeline:
         if study is None:
             outcome("no-study")
             return HookOutcome(CdsResponse())
+        patient = patient_id(request)
         try:
-            key = await self.scheduler.result_key(study, patient_id(request), caller)
+            # The key names the served model versions: reading them waits on Triton, which may be down
+            # or restarting (each hook's read retrying in turn), so it is bounded by the deadline too.
+            async with asyncio.timeout_at(deadline):
+                key = await self.scheduler.result_key(study, patient, caller)
+        except TimeoutError:
+            self.scheduler.start_when_keyed(study, patient, caller)
+            outcome("in-progress" if orders is not None else "started")
+            return HookOutcome(CdsResponse(cards=[] if orders is None else [self._in_progress()]))
         except InferenceError as exc:
             log.warning("models unavailable: %s", exc)
             outcome("InferenceError")
@@ -205,15 +216,10 @@ class AnalysisPipeline:
                 return HookOutcome(CdsResponse())
             return await self._answer(request, study, key, analysis, [])
         try:
-            analysis = await self.scheduler.analysis_for(study, key, self.settings.hook_deadline_s)
+            analysis = await self.scheduler.analysis_for(study, key, deadline - loop.time())
         except TimeoutError:
             outcome("in-progress")
-            card = cards.problem_card(
-                "AI hip fracture analysis in progress; results will show on the next check",
-                "The radiograph is still being analysed. Sign or reopen the order to see the result.",
-                self.settings.base_url(),
-            )
-            return HookOutcome(CdsResponse(cards=[card]))
+            return HookOutcome(CdsResponse(cards=[self._in_progress()]))
         except UidMismatchError as exc:
             outcome("uid-mismatch")
             log.warning("no card: %s", exc)
@@ -224,12 +230,15 @@ class AnalysisPipeline:
             return HookOutcome(CdsResponse(cards=[self._unavailable(str(exc))]))
         return await self._answer(request, study, key, analysis, orders)
 
-    def _unavailable(self, reason: str) -> Card:
+    def _in_progress(self) -> Card:
         return cards.problem_card(
-            "AI hip fracture analysis unavailable for the latest hip radiograph",
-            f"The study could not be analysed: {reason}. Please review the images directly.",
+            "AI hip fracture analysis in progress; results will show on the next check",
+            "The radiograph is still being analysed. Sign or reopen the order to see the result.",
             self.settings.base_url(),
         )
+
+    def _unavailable(self, reason: str) -> Card:
+        return cards.unavailable_card(reason, self.settings.base_url())
 
     async def _answer(
         self, request: HookRequest, study: StudyRef, key: ResultKey, analysis: Analysis, orders: list[dict[str, Any]]

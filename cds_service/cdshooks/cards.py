@@ -137,3 +137,16 @@ def finding_card(
 def problem_card(summary: str, detail: str, base_url: str) -> Card:
     """An honest ``info`` card when the study could not be analysed."""
     return Card(summary=summary[:139], detail=detail, indicator="info", source=source(base_url))
+
+
+UNAVAILABLE_SUMMARY = "AI hip fracture analysis unavailable for the latest hip radiograph"
+
+
+def unavailable_card(reason: str, base_url: str) -> Card:
+    """The one card for "no analysis this time", whatever failed (models, image store, a bug: reason
+    "internal error"). ``reason`` is shown to the clinician: it must not carry patient data."""
+    return problem_card(
+        UNAVAILABLE_SUMMARY,
+        f"The study could not be analysed: {reason}. Please review the images directly.",
+        base_url,
+    )

@@ -405,7 +405,8 @@ class TritonInferenceClient:
 
     # Readiness --------------------------------------------------------------------------------
     async def ready(self) -> bool:
-        """True when Triton is live and the three models are ready; False otherwise, never raises."""
+        """True when Triton is live, the three models are ready and they meet the model contract
+        (a model the service cannot use makes the replica unready); False otherwise, never raises."""
         timeout = min(self.ready_timeout_s, self.timeout_s)
         try:
             client = self._grpc()
@@ -415,7 +416,10 @@ class TritonInferenceClient:
                     return False
                 names = (FRACTURE_MODEL, GARDEN_MODEL, self.ensemble)
                 answers = await asyncio.gather(*(client.is_model_ready(n, client_timeout=timeout) for n in names))
-                return all(answers)
+                if not all(answers):
+                    return False
+                await self._current(asyncio.get_running_loop().time() + timeout)  # ContractMismatch → False
+                return True
 
             return bool(await asyncio.wait_for(check(), timeout=timeout + _SLACK_S))
         except Exception as exc:  # a readiness probe answers False, whatever went wrong

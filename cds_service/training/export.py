@@ -32,6 +32,7 @@ class ExportMetadata:
     sensitivity: float | None = None
     specificity: float | None = None
     disclaimer: str = UNTRAINED_DISCLAIMER
+    temperature: float = 1.0  # calibration: the service divides the logits by it before the softmax
     extra: dict[str, str] = field(default_factory=dict)
 
     def parameters(self) -> dict[str, str]:
@@ -44,6 +45,7 @@ class ExportMetadata:
             "sensitivity": "" if self.sensitivity is None else f"{self.sensitivity:.6f}",
             "specificity": "" if self.specificity is None else f"{self.specificity:.6f}",
             "disclaimer": self.disclaimer,
+            "temperature": f"{self.temperature:.6f}",
         }
         values.update(self.extra)
         return values

@@ -1,7 +1,8 @@
 """Train the fracture (2-class) and Garden (4-class) models on phantom hip crops, deterministically.
 
-The operating threshold of the fracture model is chosen on the validation split (Youden's J) and
-stored with the exported model together with the validation sensitivity and specificity.
+After training, each model is calibrated on the validation split (temperature scaling) and the
+fracture model's operating threshold is chosen there for the published sensitivity (95.2 %), with
+Youden's point beside it; all of it is stored with the exported model (:func:`export_checkpoints`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from cds_service.findings import softmax
+from cds_service.training.calibration import PUBLISHED_SENSITIVITY, fit_temperature, nll, sensitivity_threshold
 from cds_service.training.config import FRACTURE_CLASSES, GARDEN_CLASSES, TrainConfig
 from cds_service.training.dataset import CropSet, from_folder, generate
 from cds_service.training.export import SYNTHETIC_DISCLAIMER, ExportMetadata, export_model
@@ -43,17 +46,23 @@ def _augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return x.clamp(0, 255)
 
 
-def predict(net: CamNet, images: np.ndarray, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax probabilities and raw CAMs for uint8 crops [N, S, S] (eval mode, no grad)."""
+def predict_logits(net: CamNet, images: np.ndarray, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Logits [N, C] and raw CAMs for uint8 crops [N, S, S] (eval mode, no grad)."""
     net.eval()
-    probs, cams = [], []
+    logits, cams = [], []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             x = torch.from_numpy(images[start : start + batch_size]).unsqueeze(1)
-            logits, cam = net(normalise_batch(x))
-            probs.append(torch.softmax(logits, 1).numpy())
+            batch_logits, cam = net(normalise_batch(x))
+            logits.append(batch_logits.numpy())
             cams.append(cam.numpy())
-    return np.concatenate(probs), np.concatenate(cams)
+    return np.concatenate(logits), np.concatenate(cams)
+
+
+def predict(net: CamNet, images: np.ndarray, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities (uncalibrated) and raw CAMs for uint8 crops [N, S, S]."""
+    logits, cams = predict_logits(net, images, batch_size)
+    return softmax(logits), cams
 
 
 def fit(
@@ -120,22 +129,49 @@ def subtle_weights(crops: CropSet, weight: float) -> np.ndarray:
     return np.where(subtle, weight, 1.0).astype(np.float32)
 
 
+def phantom_fingerprint(count: int, seed: int, size: int) -> str:
+    """What determines a phantom crop set: its arguments and the source of every module that draws,
+    encodes, decodes or splits it. A cached set is reused only while this is unchanged."""
+    import hashlib
+
+    from cds_service.dicom import decode, preprocess
+    from cds_service.training import dataset, phantoms
+
+    digest = hashlib.sha256(f"{count}/{seed}/{size}".encode())
+    for module in (phantoms, dataset, decode, preprocess):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()
+
+
+def _cached(path: Path, count: int, seed: int, size: int) -> CropSet:
+    """Phantom crops from ``path`` when its fingerprint matches (hours of CPU saved), else generated and saved."""
+    stamp = path.with_suffix(".fingerprint")
+    fingerprint = phantom_fingerprint(count, seed, size)
+    if path.exists() and stamp.exists() and stamp.read_text() == fingerprint:
+        print(f"reusing {path} (same phantoms, size and code)")
+        return CropSet.load(path)
+    crops = generate(count, seed, size)
+    crops.save(path)
+    stamp.write_text(fingerprint)
+    return crops
+
+
 def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | None = None) -> dict:
     """Build the datasets (phantoms, or ``data``: a folder of DICOM + labels.csv), train both models,
     save checkpoints, then :func:`export_checkpoints`. With ``data``, rows whose ``site`` is ``val``
     form the validation split; the others train."""
     work.mkdir(parents=True, exist_ok=True)
     if data is None:
-        train = generate(config.train_studies, config.seed, config.input_size)
-        val = generate(config.val_studies, config.seed + 1, config.input_size)
+        train = _cached(work / "train.npz", config.train_studies, config.seed, config.input_size)
+        val = _cached(work / "val.npz", config.val_studies, config.seed + 1, config.input_size)
     else:
         crops = from_folder(data, config.input_size)
         is_val = crops.site == "val"
         if not is_val.any() or is_val.all():
             raise ValueError("labels.csv needs rows with site 'val' (validation) and rows with other sites (training)")
         train, val = crops.subset(~is_val), crops.subset(is_val)
-    train.save(work / "train.npz")
-    val.save(work / "val.npz")
+        train.save(work / "train.npz")
+        val.save(work / "val.npz")
     fracture, fracture_history = fit(
         train.images,
         train.fractured.astype(int),
@@ -146,6 +182,7 @@ def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | No
         val=(val.images, val.fractured.astype(int)),
         sample_weight=subtle_weights(train, config.subtle_weight),
     )
+    torch.save(fracture.state_dict(), work / "fracture.pt")  # a later failure keeps the long first half
     neck_train, neck_val = train.subset(train.garden >= 0), val.subset(val.garden >= 0)
     garden, garden_history = fit(
         neck_train.images,
@@ -157,46 +194,85 @@ def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | No
         val=(neck_val.images, neck_val.garden),
         sample_weight=subtle_weights(neck_train, config.subtle_weight),
     )
-    torch.save(fracture.state_dict(), work / "fracture.pt")
     torch.save(garden.state_dict(), work / "garden.pt")
     (work / "history.json").write_text(json.dumps({"fracture": fracture_history, "garden": garden_history}))
     return export_checkpoints(config, repository, work)
 
 
 def export_checkpoints(config: TrainConfig, repository: Path, work: Path) -> dict:
-    """Choose the operating point on the validation split and export both checkpoints to ``repository``."""
+    """Calibrate and choose the operating point on the validation split, then export both checkpoints.
+
+    Each model's temperature is fitted on its validation logits (:func:`fit_temperature`); on the
+    calibrated fracture probabilities the operating threshold is the one reaching the published
+    sensitivity (95.2 %), and Youden's point is stored beside it for the report.
+    """
     val = CropSet.load(work / "val.npz")
     fracture = CamNet(create_backbone(config.backbone, 2, config.output_stride))
     fracture.load_state_dict(torch.load(work / "fracture.pt", weights_only=True))
     garden = CamNet(create_backbone(config.backbone, 4, config.output_stride))
     garden.load_state_dict(torch.load(work / "garden.pt", weights_only=True))
-    p_val, _ = predict(fracture.eval(), val.images)
-    threshold, sensitivity, specificity = youden_threshold(val.fractured, p_val[:, 1])
+
+    logits, _ = predict_logits(fracture.eval(), val.images)
+    temperature = fit_temperature(logits, val.fractured.astype(int))
+    p_val = softmax(logits / temperature)[:, 1]
+    threshold, sensitivity, specificity = sensitivity_threshold(val.fractured, p_val)
+    youden, youden_sensitivity, youden_specificity = youden_threshold(val.fractured, p_val)
+    neck = val.subset(val.garden >= 0)
+    garden_logits, _ = predict_logits(garden.eval(), neck.images)
+    garden_temperature = fit_temperature(garden_logits, neck.garden) if len(neck) else 1.0
+
     common = {
         "architecture": config.backbone,
         "input_size": config.input_size,
         "training_data": config.training_data,
         "disclaimer": SYNTHETIC_DISCLAIMER if config.training_data == "synthetic-phantoms" else config.disclaimer,
-        "extra": {"train_config": json.dumps(asdict(config))},
     }
+    train_config = {"train_config": json.dumps(asdict(config))}
     export_model(
         fracture.eval(),
         repository,
         "fracture",
         ExportMetadata(
-            FRACTURE_CLASSES, operating_threshold=threshold, sensitivity=sensitivity, specificity=specificity, **common
+            FRACTURE_CLASSES,
+            operating_threshold=threshold,
+            sensitivity=sensitivity,
+            specificity=specificity,
+            temperature=temperature,
+            extra={
+                **train_config,
+                "operating_point": f"sensitivity >= {PUBLISHED_SENSITIVITY} on validation",
+                "youden_threshold": f"{youden:.6f}",
+                "youden_sensitivity": f"{youden_sensitivity:.6f}",
+                "youden_specificity": f"{youden_specificity:.6f}",
+            },
+            **common,
         ),
     )
-    export_model(garden.eval(), repository, "garden", ExportMetadata(GARDEN_CLASSES, **common))
+    export_model(
+        garden.eval(),
+        repository,
+        "garden",
+        ExportMetadata(GARDEN_CLASSES, temperature=garden_temperature, extra=train_config, **common),
+    )
     history_path = work / "history.json"
     summary = {
         "config": asdict(config),
         "history": json.loads(history_path.read_text()) if history_path.exists() else None,
         "fracture": {
+            "temperature": temperature,
             "threshold": threshold,
             "val_sensitivity": sensitivity,
             "val_specificity": specificity,
-            "val_auc": roc_auc(val.fractured, p_val[:, 1]),
+            "youden_threshold": youden,
+            "youden_sensitivity": youden_sensitivity,
+            "youden_specificity": youden_specificity,
+            "val_auc": roc_auc(val.fractured, p_val),
+            "val_nll_before": nll(logits, val.fractured.astype(int)),
+            "val_nll_after": nll(logits, val.fractured.astype(int), temperature),
+        },
+        "garden": {
+            "temperature": garden_temperature,
+            "val_accuracy": float((garden_logits.argmax(1) == neck.garden).mean()) if len(neck) else None,
         },
     }
     (work / "training-summary.json").write_text(json.dumps(summary, indent=2))

@@ -180,6 +180,9 @@ async def test_wrong_dims_in_a_model_config_are_named(explicit_triton):
             )
             with pytest.raises(ContractMismatch):
                 await client.infer(crops(192))  # nothing is sent to a model that breaks the contract
+            assert await client.ready() is False  # /readyz: this replica cannot serve these models
+        await load(explicit_triton, "fracture")
+        assert await client.ready() is True  # the right model is back: ready again, no restart
     finally:
         await load(explicit_triton, "fracture")
         await client.close()

@@ -1,0 +1,299 @@
+"""Load benchmark: many concurrent EHR clients against the running stack on loopback.
+
+Starts the real local Triton and one ``cds-service serve`` process (its own process, so its RSS is its
+own), with an image folder holding a few "repeated" studies and a pool of new ones (clones of phantom
+studies with fresh UIDs: a new SOP Instance UID is a new analysis, the work is the same). Then, each
+phase for a fixed time, ``--concurrency`` clients send signed hooks (order-select, order-sign and
+patient-view in turn, each with its own JWT and the study in ``prefetch``; a new study goes with an
+order hook, which waits for its analysis) as fast as answers come:
+
+1. **repeated**: studies already analysed (answered from the result store);
+2. **new**: every hook about a study nobody has analysed yet (studies/s = analyses/s);
+3. **soak**: ``--soak-concurrency`` clients for ``--soak-seconds``, 90 % repeated and 10 % new,
+   with the service's RSS before and after.
+
+Prints throughput, p50/p95/p99 latency, errors (non-200 answers or transport failures) and how many
+answers carried a finding card (the rest: "analysis in progress" cards after the hook deadline), with
+the CPU model. The clients run on the same cores as the service: figures are for the whole box.
+
+Targets on a 2-core machine with the shipped models: at concurrency 8, ≥ 20 hooks/s on repeated
+studies and ≥ 8 new studies/s, p99 ≤ 1 s, 0 errors; RSS growth ≤ 10 % over 60 s at concurrency 16.
+
+    .venv/bin/python bench/load.py [--seconds 20] [--concurrency 8] [--soak-seconds 60] [--soak-concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import itertools
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pydicom
+from pydicom.uid import generate_uid
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench.e2e's helpers
+
+from bench.e2e import cpu_model, percentile
+from cds_service.cdshooks.jwt import ensure_keypair, sign_request_jwt
+from cds_service.demo import free_port
+from cds_service.ehr import imaging_study_bundle, load_example, with_studies
+from cds_service.inference.triton_server import TritonServer
+from cds_service.settings import Settings
+from cds_service.training.phantoms import write_sample_study
+
+HOOKS = {  # service id → the example request it is built from
+    "hip-fracture-order-select": "order-select.json",
+    "hip-fracture-order-sign": "order-sign.json",
+    "hip-fracture-patient-view": "patient-view.json",
+}
+
+
+@dataclass
+class Phase:
+    """What one phase measured."""
+
+    name: str
+    concurrency: int
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    findings: int = 0
+    new_studies: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
+
+    def row(self) -> str:
+        done = len(self.latencies_ms)
+        lat = self.latencies_ms or [float("nan")]
+        return (
+            f"{self.name:<9}{self.concurrency:>5}{self.seconds:>7.0f}{done:>8}{done / self.seconds:>9.1f}"
+            f"{self.new_studies / self.seconds:>8.1f}{statistics.median(lat):>8.0f}{percentile(lat, 0.95):>8.0f}"
+            f"{percentile(lat, 0.99):>8.0f}{self.errors:>7}{100 * self.findings / max(done, 1):>9.1f}"
+        )
+
+
+class StudyPool:
+    """DICOM files in the service's image folder: ``repeated`` ones and a queue of never-seen ones."""
+
+    def __init__(self, folder: Path, repeated: int, new: int) -> None:
+        self.folder = folder
+        bases = [pydicom.dcmread(write_sample_study(folder / "bases", seed=500 + i)) for i in range(4)]
+        self.repeated = [self._clone(bases[i % len(bases)], f"repeated-{i}") for i in range(repeated)]
+        self._new = [self._clone(bases[i % len(bases)], f"new-{i}") for i in range(new)]
+        self.new_taken = 0
+
+    def _clone(self, base: pydicom.Dataset, name: str) -> pydicom.Dataset:
+        """The base study under fresh Study/Series/SOP Instance UIDs (a study the service has not seen)."""
+        ds = copy.deepcopy(base)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.save_as(self.folder / f"{name}.dcm", enforce_file_format=True)
+        del ds.PixelData  # the clients only need the header (for the ImagingStudy in prefetch)
+        return ds
+
+    @property
+    def exhausted(self) -> bool:
+        return self.new_taken >= len(self._new)
+
+    def take_new(self) -> pydicom.Dataset | None:
+        if self.exhausted:
+            return None
+        self.new_taken += 1
+        return self._new[self.new_taken - 1]
+
+
+class Clients:
+    """Signed hook requests against one service URL, with the study in prefetch."""
+
+    def __init__(self, url: str, private_key: bytes, issuer: str, folder: Path) -> None:
+        self.url, self.key, self.issuer, self.store = url, private_key, issuer, folder.as_uri()
+        self.templates = {service: load_example(name) for service, name in HOOKS.items()}
+        self.all_hooks = itertools.cycle(HOOKS)
+        self.order_hooks = itertools.cycle(list(HOOKS)[:2])
+
+    async def send(
+        self, client: httpx.AsyncClient, study: pydicom.Dataset, new: bool = False
+    ) -> tuple[float, bool, str | None]:
+        """One hook; returns (latency ms, finding card?, error kind or None).
+
+        A new study goes with an order hook (they wait for the analysis, up to the hook deadline);
+        patient-view only starts one and answers at once, so it would not measure analyses per second.
+        """
+        service = next(self.order_hooks if new else self.all_hooks)
+        template = self.templates[service]
+        bundle = imaging_study_bundle(study, template["context"]["patientId"], self.store)
+        path = f"/cds-services/{service}"
+        token = sign_request_jwt(self.key, self.issuer, self.url + path)
+        started = time.perf_counter()
+        try:
+            response = await client.post(
+                self.url + path, json=with_studies(template, bundle), headers={"Authorization": f"Bearer {token}"}
+            )
+        except httpx.HTTPError as exc:
+            return 1000 * (time.perf_counter() - started), False, type(exc).__name__
+        elapsed = 1000 * (time.perf_counter() - started)
+        if response.status_code != 200:
+            return elapsed, False, f"HTTP {response.status_code}"
+        cards = response.json().get("cards", [])
+        finding = bool(cards) and "analysis" not in cards[0]["summary"].lower()
+        return elapsed, finding, None
+
+
+async def run_phase(clients: Clients, pool: StudyPool, phase: Phase, seconds: float, new_share: float) -> None:
+    """``phase.concurrency`` clients for ``seconds``; each request is a new study with probability ``new_share``."""
+    rng = random.Random(f"{phase.name}-{phase.concurrency}")
+    limits = httpx.Limits(max_connections=phase.concurrency, max_keepalive_connections=phase.concurrency)
+    stop = time.perf_counter() + seconds
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while time.perf_counter() < stop:
+            study = pool.take_new() if rng.random() < new_share else None
+            phase.new_studies += study is not None
+            latency, finding, error = await clients.send(client, study or rng.choice(pool.repeated), study is not None)
+            phase.latencies_ms.append(latency)
+            phase.findings += finding
+            if error:
+                phase.errors += 1
+                phase.error_kinds[error] = phase.error_kinds.get(error, 0) + 1
+
+    started = time.perf_counter()
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        await asyncio.gather(*(worker(client) for _ in range(phase.concurrency)))
+    phase.seconds = time.perf_counter() - started
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of a process, MiB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+async def wait_ready(url: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            try:
+                if (await client.get(url + "/readyz")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError("the service did not become ready (see its log)")
+
+
+async def benchmark(args: argparse.Namespace, root: Path) -> None:
+    base = Settings()
+    # Enough never-seen studies for 20 new/s in the new phase and 4 new/s in the soak (5.6 MB each).
+    pool_size = int(20 * args.seconds + 4 * args.soak_seconds) + 50
+    print(f"Writing {args.repeated} repeated and {pool_size} new studies …", flush=True)
+    pool = StudyPool(root / "store", args.repeated, pool_size)
+    triton = TritonServer.on_free_ports(base, root / "triton")
+    triton.start(timeout_s=180)
+    ensure_keypair(root / "private.pem", root / "public.pem")
+    port = free_port()
+    env = {
+        **os.environ,
+        "HIPCAD_HOST": "127.0.0.1",
+        "HIPCAD_PORT": str(port),
+        "HIPCAD_PUBLIC_BASE_URL": "",
+        "HIPCAD_TRITON_URL": triton.grpc_url,
+        "HIPCAD_DICOM_FOLDER": str(root / "store"),
+        "HIPCAD_FEEDBACK_DB": str(root / "store.sqlite3"),
+        "HIPCAD_JWT_PUBLIC_KEY_FILE": str(root / "public.pem"),
+        "HIPCAD_LOG_LEVEL": "WARNING",
+    }
+    log = (root / "service.log").open("wb")
+    service = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "cds-service"), "serve", env=env, stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(url)
+        clients = Clients(url, (root / "private.pem").read_bytes(), base.jwt_issuer, root / "store")
+        for study in pool.repeated:  # analyse the repeated studies once (and warm Triton)
+            for _ in HOOKS:
+                await hook_once(clients, study)
+        phases = [Phase("repeated", args.concurrency), Phase("new", args.concurrency)]
+        await run_phase(clients, pool, phases[0], args.seconds, new_share=0.0)
+        await run_phase(clients, pool, phases[1], args.seconds, new_share=1.0)
+        soak = Phase("soak", args.soak_concurrency)
+        rss_before = rss_mib(service.pid)
+        await run_phase(clients, pool, soak, args.soak_seconds, new_share=0.1)
+        rss_after = rss_mib(service.pid)
+        phases.append(soak)
+    finally:
+        service.terminate()
+        await service.wait()
+        triton.stop()
+        log.close()
+    report(args, phases, rss_before, rss_after, pool)
+
+
+async def hook_once(clients: Clients, study: pydicom.Dataset) -> None:
+    async with httpx.AsyncClient(timeout=60) as client:
+        _, _, error = await clients.send(client, study)
+    if error:
+        raise RuntimeError(f"warm-up hook failed: {error}")
+
+
+def report(
+    args: argparse.Namespace,
+    phases: list[Phase],
+    rss_before: float,
+    rss_after: float,
+    pool: StudyPool,
+) -> None:
+    print(f"\nLoad on loopback, one service process + local Triton (CPU), on {cpu_model()} ({os.cpu_count()} cores)\n")
+    header = f"{'phase':<9}{'conc':>5}{'s':>7}{'hooks':>8}{'hooks/s':>9}{'new/s':>8}"
+    print(header + f"{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'errors':>7}{'finding%':>9}")
+    for phase in phases:
+        print(phase.row())
+        if phase.error_kinds:
+            print(f"{'':<9}errors: {phase.error_kinds}")
+    growth = 100 * (rss_after - rss_before) / rss_before
+    print(
+        f"\nservice RSS over the {args.soak_seconds:.0f} s soak: {rss_before:.0f} → {rss_after:.0f} MiB "
+        f"({growth:+.1f} %)"
+    )
+    if pool.exhausted:
+        print("note: the pool of new studies ran out; new-study figures are a lower bound")
+    repeated, new = phases[:2]
+    worst_p99 = max(percentile(p.latencies_ms, 0.99) for p in phases if p.latencies_ms)
+    print("\ntarget                                  measured      met")
+    checks = [
+        ("repeated hooks/s at conc 8  ≥ 20", len(repeated.latencies_ms) / repeated.seconds, 20, True),
+        ("new studies/s at conc 8     ≥ 8", new.new_studies / new.seconds, 8, True),
+        ("p99 ms (worst phase)        ≤ 1000", worst_p99, 1000, False),
+        ("errors (all phases)         = 0", sum(p.errors for p in phases), 0, False),
+        ("RSS growth % over the soak  ≤ 10", growth, 10, False),
+    ]
+    for label, value, limit, at_least in checks:
+        met = value >= limit if at_least else value <= limit
+        print(f"{label:<40}{value:>8.1f}      {'yes' if met else 'NO'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=20, help="length of the repeated and new phases")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--soak-seconds", type=float, default=60)
+    parser.add_argument("--soak-concurrency", type=int, default=16)
+    parser.add_argument("--repeated", type=int, default=6, help="studies analysed once and then asked again")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(benchmark(args, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()

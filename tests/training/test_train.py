@@ -1,0 +1,69 @@
+"""Training end to end on tiny data: calibration and operating points reach the exported config,
+phantom sets are reused only while unchanged, and Study A's EfficientNet-B4 at 380 still trains."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from tests.conftest import IN_CI
+
+if not IN_CI:  # the [train] extra is optional on a developer machine; CI installs it and must run these
+    pytest.importorskip("torch")
+    pytest.importorskip("timm")
+
+from cds_service.inference.triton_server import read_model_config
+from cds_service.training.config import TrainConfig
+from cds_service.training.train import phantom_fingerprint, train_all
+
+TINY = TrainConfig(
+    input_size=96, train_studies=12, val_studies=12, fracture_epochs=1, garden_epochs=1, batch_size=8, threads=1
+)
+
+
+def _parameters(repository, name: str) -> dict[str, str]:
+    config = read_model_config(repository / name / "config.pbtxt")
+    return {key: value.string_value for key, value in config.parameters.items()}
+
+
+def test_export_carries_temperature_and_both_operating_points(tmp_path):
+    summary = train_all(TINY, tmp_path / "repo", tmp_path / "work")
+    fracture = _parameters(tmp_path / "repo", "fracture")
+    garden = _parameters(tmp_path / "repo", "garden")
+    assert float(fracture["temperature"]) == pytest.approx(summary["fracture"]["temperature"], rel=1e-5)
+    assert float(garden["temperature"]) == pytest.approx(summary["garden"]["temperature"], rel=1e-5)
+    assert float(fracture["temperature"]) != 1.0  # fitted, not the default
+    # The operating point reaches the published sensitivity on validation by construction.
+    assert float(fracture["sensitivity"]) >= 0.952
+    assert float(fracture["operating_threshold"]) == pytest.approx(summary["fracture"]["threshold"], abs=1e-6)
+    assert 0 < float(fracture["youden_threshold"]) < 1 and "youden_specificity" in fracture
+    assert summary["fracture"]["val_nll_after"] <= summary["fracture"]["val_nll_before"] + 1e-9
+    assert json.loads(fracture["train_config"])["input_size"] == 96
+
+
+def test_phantom_sets_are_reused_only_while_unchanged(tmp_path, capsys):
+    from cds_service.training.train import _cached
+
+    first = _cached(tmp_path / "val.npz", 4, 11, 64)
+    assert "reusing" not in capsys.readouterr().out
+    again = _cached(tmp_path / "val.npz", 4, 11, 64)
+    assert "reusing" in capsys.readouterr().out
+    assert (again.images == first.images).all()
+    assert phantom_fingerprint(4, 11, 64) != phantom_fingerprint(4, 12, 64)
+    (tmp_path / "val.fingerprint").write_text("stale")  # e.g. the phantom code changed
+    _cached(tmp_path / "val.npz", 4, 11, 64)
+    assert "reusing" not in capsys.readouterr().out
+
+
+def test_study_a_efficientnet_b4_at_380_is_one_flag_away(tmp_path):
+    """A smoke run, not a model: a few steps of B4 at 380 with a stride-16 heat map, exported."""
+    config = dataclasses.replace(
+        TINY, backbone="efficientnet_b4", input_size=380, output_stride=16, train_studies=4, val_studies=8
+    )
+    train_all(config, tmp_path / "repo", tmp_path / "work")
+    model = read_model_config(tmp_path / "repo" / "fracture" / "config.pbtxt")
+    cam = next(output for output in model.output if output.name == "cam")
+    assert list(cam.dims) == [2, 24, 24]  # 380 / 16, rounded up
+    assert _parameters(tmp_path / "repo", "fracture")["architecture"] == "efficientnet_b4"
