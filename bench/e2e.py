@@ -34,7 +34,19 @@ from cds_service.settings import Settings
 from cds_service.telemetry import setup_tracing
 from cds_service.training.phantoms import write_sample_study
 
-STAGES = ["relevance", "find_study", "fetch", "decode", "split_hips", "infer", "explain", "report", "card", "hook"]
+STAGES = [
+    "relevance",
+    "find_study",
+    "fetch",
+    "decode",
+    "split_hips",
+    "infer",
+    "explain",
+    "store_result",
+    "report",
+    "card",
+    "hook",
+]
 
 
 def cpu_model() -> str:
@@ -54,7 +66,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run(settings: Settings, request: HookRequest, runs: int, exporter: InMemorySpanExporter) -> dict:
-    results: dict[str, dict[str, list[float]]] = {"cold": defaultdict(list), "warm": defaultdict(list)}
+    results: dict = {"cold": defaultdict(list), "warm": defaultdict(list), "cold_spans": []}
     pipeline = AnalysisPipeline.from_settings(settings)
     await pipeline.handle(request)  # connect, read model metadata, warm Triton and the file index
     for _ in range(runs):
@@ -66,17 +78,42 @@ async def run(settings: Settings, request: HookRequest, runs: int, exporter: InM
             outcome = await pipeline.handle(request)
             to_json(outcome.response)
             results[mode]["total (incl. JSON)"].append(1000 * (time.perf_counter() - started))
-            for span in exporter.get_finished_spans():
+            spans = exporter.get_finished_spans()
+            if mode == "cold":
+                results["cold_spans"] = list(spans)
+            for span in spans:
                 if span.name in STAGES:
                     results[mode][span.name].append((span.end_time - span.start_time) / 1e6)
     await pipeline.close()
     return results
 
 
+def span_tree(spans: list) -> list[str]:
+    """One hook's spans as an indented tree: start offset and duration (ms), then the attributes."""
+    children: dict[int | None, list] = defaultdict(list)
+    ids = {span.context.span_id for span in spans}
+    for span in spans:
+        parent = span.parent.span_id if span.parent is not None and span.parent.span_id in ids else None
+        children[parent].append(span)
+    origin = min(span.start_time for span in spans)
+    lines: list[str] = []
+
+    def walk(parent: int | None, depth: int) -> None:
+        for span in sorted(children[parent], key=lambda s: s.start_time):
+            start, took = (span.start_time - origin) / 1e6, (span.end_time - span.start_time) / 1e6
+            attributes = " ".join(f"{k}={v}" for k, v in sorted((span.attributes or {}).items()))
+            lines.append(f"{start:>7.1f} {took:>7.1f}  {'  ' * depth}{span.name:<{24 - 2 * depth}} {attributes}")
+            walk(span.context.span_id, depth + 1)
+
+    walk(None, 0)
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--no-baseline", action="store_true", help="skip the naive baseline (no [train] extra)")
+    parser.add_argument("--trace", action="store_true", help="print the span tree of the last cold hook")
     args = parser.parse_args()
     exporter = InMemorySpanExporter()
     setup_tracing(processors=[SimpleSpanProcessor(exporter)])
@@ -133,6 +170,9 @@ def main() -> None:
         total = statistics.median(naive["total"])
         ratio = total / ours
         print(f"  {'ratio':<20}{ratio:>10.1f}× (baseline {total:.0f} ms / cold hook {ours:.0f} ms; target ≥ 10×)")
+    if args.trace:
+        print("\nSpans of the last cold hook (start ms, duration ms, name, attributes; no patient data):")
+        print("\n".join(span_tree(results["cold_spans"])))
     print("\nStudy A's published time per image including Grad-CAM: 1170 ms (GPU not stated; not this CPU).")
 
 

@@ -24,7 +24,7 @@ from cds_service.analyser import Analyser, check_uids
 from cds_service.domain import ARRIVAL, Analysis, ResultKey
 from cds_service.errors import StudyUnavailableError
 from cds_service.fhir.imaging_study import StudyRef
-from cds_service.metrics import ANALYSES, ANALYSES_IN_FLIGHT, CACHE, LEASE_WAITS, STORE_ERRORS
+from cds_service.metrics import ANALYSES, ANALYSES_IN_FLIGHT, CACHE, LEASE_WAITS, STAGE_LATENCY, STORE_ERRORS, timed
 from cds_service.settings import Settings
 from cds_service.store import AsyncStore
 from cds_service.telemetry import tracer
@@ -40,12 +40,13 @@ class AnalysisScheduler:
         self.analyser = analyser
         self.store = store
         self._running: dict[tuple[str, ...], asyncio.Task[Analysis]] = {}
+        self._keying: set[asyncio.Task[None]] = set()
         self._arrivals = asyncio.Semaphore(max(1, settings.arrival_concurrency))
         self.lease_s = settings.analysis_lease_s
         self.poll_s = 0.05
 
     async def close(self) -> None:
-        for task in list(self._running.values()):
+        for task in [*self._running.values(), *self._keying]:
             task.cancel()
 
     async def result_key(self, study: StudyRef, patient: str, caller: str) -> ResultKey | None:
@@ -106,6 +107,19 @@ class AnalysisScheduler:
             task.add_done_callback(lambda _t, k=running: self._running.pop(k, None))
         return task
 
+    def start_when_keyed(self, study: StudyRef, patient: str, caller: str) -> None:
+        """Read the key in the background, then look the study up or start its analysis: for a hook whose
+        deadline passed while the model versions were read (it answered "in progress")."""
+
+        async def start() -> None:
+            if (key := await self.result_key(study, patient, caller)) is not None:
+                await self.cached_or_start(study, key)
+
+        task = asyncio.create_task(start())
+        self._keying.add(task)
+        task.add_done_callback(self._keying.discard)
+        task.add_done_callback(_finished)
+
     async def analysis_for(self, study: StudyRef, key: ResultKey, timeout_s: float) -> Analysis:
         """The stored analysis, or a fresh one within ``timeout_s`` (it goes on in the background)."""
         if cached := await self.lookup(key):
@@ -161,7 +175,8 @@ class AnalysisScheduler:
         try:
             analysis = await self.analyser.analyse(study, dataset, results_to)
             try:
-                await self.store.put(key, analysis)
+                with tracer().start_as_current_span("store_result"), timed(STAGE_LATENCY, stage="store_result"):
+                    await self.store.put(key, analysis)
             except Exception as exc:
                 STORE_ERRORS.labels(operation="put").inc()
                 log.warning("result not stored (kept in this process only): %s", type(exc).__name__)
@@ -215,6 +230,6 @@ class AnalysisScheduler:
                 return analysis
 
 
-def _finished(task: asyncio.Task[Analysis]) -> None:
+def _finished(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.warning("background analysis failed: %s", type(exc).__name__)  # retrieved: asyncio stays quiet

@@ -15,7 +15,18 @@ from cds_service.dicom.preprocess import DISPLAY_MAX_EDGE
 from cds_service.ehr import imaging_study_bundle, load_example, with_studies
 
 SERVICE_PATH = "/cds-services/hip-fracture-order-select"
-STAGES = {"relevance", "find_study", "fetch", "decode", "split_hips", "infer", "explain", "report", "card"}
+STAGES = {
+    "relevance",
+    "find_study",
+    "fetch",
+    "decode",
+    "split_hips",
+    "infer",
+    "explain",
+    "store_result",
+    "report",
+    "card",
+}
 
 
 def hook_request(dicom_store: Path) -> dict:

@@ -18,8 +18,9 @@ PLUGINS = Path("/usr/share/orthanc/plugins")
 class OrthancServer:
     """A throw-away Orthanc in ``workdir``: ``dicomweb_url``, ``auth``, ``upload()``."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra_config: dict | None = None) -> None:
         self.workdir = workdir
+        self.extra_config = extra_config or {}  # e.g. a DICOM port, modalities and a Lua script
         self.port = free_port()
         self.user, self.password = "hipcad", secrets.token_urlsafe(12)
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -51,7 +52,7 @@ class OrthancServer:
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "Host": f"127.0.0.1:{self.port}"},
         }
         path = self.workdir / "orthanc.json"
-        path.write_text(json.dumps(config))
+        path.write_text(json.dumps(config | self.extra_config))
         self.process = ServerProcess("Orthanc", [str(BINARY), str(path)], self.workdir / "orthanc.log")
         self.process.start(lambda: httpx.get(f"{self.base_url}/system", auth=self.auth, timeout=1).status_code == 200)
         return self
