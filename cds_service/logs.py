@@ -156,7 +156,7 @@ _REQUEST_STARTED: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 
 _VIEWER_FILES = frozenset({"radiograph.png", "heat.png"})
 _VIEWER_STATIC = frozenset({"viewer.js", "viewer.css"})
-_FIXED_PATHS = frozenset({"/", "/healthz", "/metrics", "/cds-services", "/docs", "/openapi.json"})
+_FIXED_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/cds-services", "/docs", "/openapi.json"})
 _HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
 _HTTP_VERSION = re.compile(r"\d(\.\d)?")
 

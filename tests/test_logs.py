@@ -149,6 +149,7 @@ def test_extra_fields_other_than_the_access_ones_are_dropped():
         ("/viewer/static/pat-SECRET", "/viewer/<redacted>"),
         ("/viewer?token=eyJ0b2tlbi", "/<unmatched>"),
         ("/healthz?patient=pat-SECRET", "/healthz"),
+        ("/readyz", "/readyz"),
         ("/Patient/pat-SECRET", "/<unmatched>"),
     ],
 )

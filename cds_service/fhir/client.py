@@ -8,6 +8,7 @@ allow-list). The token is never logged.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Sequence
 from typing import Any
@@ -33,10 +34,17 @@ class FhirClient:
         return await self.get_url(f"{self.base_url}/{path}", params)
 
     async def get_url(self, url: str, params: dict[str, str] | None = None) -> dict[str, Any]:
-        """GET an absolute URL on this server (e.g. a Bundle's ``next`` link)."""
+        """GET an absolute URL on this server (e.g. a Bundle's ``next`` link), within ``timeout_s`` in all."""
         try:
-            async with httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False) as client:
+            # httpx's timeout bounds each network read, not the request: a server trickling its
+            # answer would hold the hook for as long as it likes. ``asyncio.timeout`` bounds the whole.
+            async with (
+                asyncio.timeout(self.timeout_s),
+                httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False) as client,
+            ):
                 response = await client.get(url, params=params, headers=self._headers)
+        except TimeoutError as exc:
+            raise PrefetchUnavailableError(f"FHIR server unreachable (no answer within {self.timeout_s:g} s)") from exc
         except httpx.HTTPError as exc:
             raise PrefetchUnavailableError(f"FHIR server unreachable ({type(exc).__name__})") from exc
         if response.status_code != 200:
