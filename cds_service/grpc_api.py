@@ -26,6 +26,7 @@ plaintext HTTP/2, so anything beyond loopback belongs behind a TLS-terminating p
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from contextvars import ContextVar
@@ -172,17 +173,19 @@ def servicer(pipeline: object) -> object:
                 endpoint_address=request.dicomweb_base,
                 started=None,
             )
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + pipeline.settings.hook_deadline_s  # type: ignore[attr-defined]
             try:
                 # No patient in a gRPC request: the key's patient is empty, so hook results are not shared.
-                key = await pipeline.scheduler.result_key(study, "", caller(claims))  # type: ignore[attr-defined]
+                # The deadline covers reading the model versions for the key (Triton may be down).
+                async with asyncio.timeout_at(deadline):
+                    key = await pipeline.scheduler.result_key(study, "", caller(claims))  # type: ignore[attr-defined]
                 if key is None:
                     await context.abort(
                         grpc.StatusCode.FAILED_PRECONDITION, "the DICOMweb base is not on the service's allow-list"
                     )
                 analysis = await pipeline.scheduler.analysis_for(  # type: ignore[attr-defined]
-                    study,
-                    key,
-                    pipeline.settings.hook_deadline_s,  # type: ignore[attr-defined]
+                    study, key, max(0.0, deadline - loop.time())
                 )
             except TimeoutError:
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "analysis still running; retry shortly")
