@@ -67,7 +67,14 @@ def _export(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from cds_service.training.evaluate import evaluate
 
-    evaluate(Path(args.repository), Path(args.output), studies=args.studies, seed=args.seed, fast=args.fast)
+    evaluate(
+        Path(args.repository),
+        Path(args.output),
+        studies=args.studies,
+        seed=args.seed,
+        fast=args.fast,
+        data=Path(args.data) if args.data else None,
+    )
     return 0
 
 
@@ -120,10 +127,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--repository", default=repository)
     export.set_defaults(func=_export)
 
-    evaluate = subparsers.add_parser("evaluate", help="STARD-style evaluation on fresh held-out phantoms [train extra]")
+    evaluate = subparsers.add_parser(
+        "evaluate", help="STARD-style evaluation on fresh held-out phantoms or --data [train extra]"
+    )
     evaluate.add_argument("--repository", default=repository)
     evaluate.add_argument("--output", default="docs/evaluation", help="report folder (default: %(default)s)")
     evaluate.add_argument("--studies", type=int, default=400, help="studies per site group (default: %(default)s)")
     evaluate.add_argument("--seed", type=int, default=424242)
     evaluate.add_argument("--fast", action="store_true", help="small set, fewer bootstrap resamples (CI)")
+    evaluate.add_argument(
+        "--data",
+        default="",
+        help="folder of DICOM files + labels.csv (as for train --data) to evaluate on instead of phantoms",
+    )
     evaluate.set_defaults(func=_evaluate)

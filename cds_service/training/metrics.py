@@ -1,12 +1,14 @@
 """Diagnostic-accuracy metrics with 95 % confidence intervals (STARD 2015 style), numpy only.
 
-Proportions (accuracy, sensitivity, specificity) get Wilson score intervals; AUC and F1 get
-percentile bootstrap intervals (2,000 resamples, fixed seed).
+Proportions (accuracy, sensitivity, specificity) get Wilson score intervals; AUC, F1 and the
+expected calibration error get percentile bootstrap intervals (2,000 resamples, fixed seed). Also
+here: reliability bins and the top-k % region overlap used for the stricter heat-map criterion.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -63,7 +65,13 @@ def youden_threshold(truth: np.ndarray, score: np.ndarray) -> tuple[float, float
     return threshold, float(tpr[best]), float(1 - fpr[best])
 
 
-def bootstrap(statistic, truth: np.ndarray, score: np.ndarray, resamples: int = 2000, seed: int = 7):
+def bootstrap(
+    statistic: Callable[[np.ndarray, np.ndarray], float],
+    truth: np.ndarray,
+    score: np.ndarray,
+    resamples: int = 2000,
+    seed: int = 7,
+) -> tuple[float, float, float]:
     """Point estimate and percentile bootstrap 95 % interval of ``statistic(truth, score)``."""
     rng = np.random.default_rng(seed)
     values = []
@@ -73,24 +81,84 @@ def bootstrap(statistic, truth: np.ndarray, score: np.ndarray, resamples: int = 
         if not math.isnan(value):
             values.append(value)
     low, high = np.percentile(values, [2.5, 97.5]) if values else (float("nan"), float("nan"))
-    return statistic(truth, score), float(low), float(high)
+    return float(statistic(truth, score)), float(low), float(high)
 
 
 def f1(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """F1 score of boolean predictions (NaN when there is nothing to score)."""
     truth, predicted = np.asarray(truth, bool), np.asarray(predicted, bool)
     tp = (truth & predicted).sum()
     denominator = 2 * tp + (~truth & predicted).sum() + (truth & ~predicted).sum()
     return float(2 * tp / denominator) if denominator else float("nan")
 
 
-def binary_report(truth: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, tuple[float, float, float]]:
-    """Accuracy, sensitivity, specificity, F1 and AUC, each (value, low, high)."""
+def sensitivity_specificity(
+    truth: np.ndarray, predicted: np.ndarray
+) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Sensitivity and specificity of boolean predictions, each (value, low, high) with Wilson intervals."""
+    truth, predicted = np.asarray(truth, bool), np.asarray(predicted, bool)
+    return (
+        wilson(int((predicted & truth).sum()), int(truth.sum())),
+        wilson(int((~predicted & ~truth).sum()), int((~truth).sum())),
+    )
+
+
+def binary_report(
+    truth: np.ndarray, score: np.ndarray, threshold: float, resamples: int = 2000
+) -> dict[str, tuple[float, float, float]]:
+    """Accuracy, sensitivity, specificity, F1 and AUC at ``threshold``, each (value, low, high)."""
     truth = np.asarray(truth, bool)
     predicted = score >= threshold
+    sensitivity, specificity = sensitivity_specificity(truth, predicted)
     return {
         "accuracy": wilson(int((predicted == truth).sum()), len(truth)),
-        "sensitivity": wilson(int((predicted & truth).sum()), int(truth.sum())),
-        "specificity": wilson(int((~predicted & ~truth).sum()), int((~truth).sum())),
-        "f1": bootstrap(lambda t, s: f1(t, s >= threshold), truth, score),
-        "auc": bootstrap(roc_auc, truth, score),
+        "sensitivity": sensitivity,
+        "specificity": specificity,
+        "f1": bootstrap(lambda t, s: f1(t, s >= threshold), truth, score, resamples),
+        "auc": bootstrap(roc_auc, truth, score, resamples),
     }
+
+
+def reliability_bins(truth: np.ndarray, score: np.ndarray, bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean predicted probability, observed frequency and count per equal-width bin of ``score``.
+
+    Bin ``k`` holds scores in [k/bins, (k+1)/bins); a score of exactly 1 falls in the last bin.
+    Empty bins give NaN for the mean and the frequency (count 0).
+    """
+    truth, score = np.asarray(truth, float), np.asarray(score, float)
+    index = np.clip(np.floor(score * bins).astype(int), 0, bins - 1)
+    counts = np.bincount(index, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confidence = np.bincount(index, weights=score, minlength=bins) / counts
+        frequency = np.bincount(index, weights=truth, minlength=bins) / counts
+    return confidence, frequency, counts
+
+
+def expected_calibration_error(truth: np.ndarray, score: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error of the probability ``score`` of the positive class.
+
+    ECE = Σ_k (n_k / N) · |observed frequency_k − mean score_k| over ``bins`` equal-width bins on
+    [0, 1] (:func:`reliability_bins`); 0 for a perfectly calibrated model, NaN for an empty set.
+    """
+    confidence, frequency, counts = reliability_bins(truth, score, bins)
+    if counts.sum() == 0:
+        return float("nan")
+    used = counts > 0
+    return float((counts[used] * np.abs(frequency[used] - confidence[used])).sum() / counts.sum())
+
+
+def top_fraction_iou(heat: np.ndarray, box: np.ndarray, fraction: float = 0.05) -> float:
+    """IoU of the ``fraction`` hottest pixels of ``heat`` [H, W] with ``box`` (x0, y0, x1, y1, pixels).
+
+    The region is exactly ``round(fraction · H · W)`` pixels (ties broken by position, so a flat map
+    still gives a region of that size); a pixel is in the box when its centre is.
+    """
+    rows, cols = heat.shape
+    count = max(1, round(fraction * rows * cols))
+    region = np.zeros(rows * cols, bool)
+    region[np.argsort(-heat.ravel(), kind="stable")[:count]] = True
+    region = region.reshape(rows, cols)
+    yy, xx = np.mgrid[0:rows, 0:cols] + 0.5
+    in_box = (xx >= box[0]) & (xx <= box[2]) & (yy >= box[1]) & (yy <= box[3])
+    union = int((region | in_box).sum())
+    return float((region & in_box).sum() / union) if union else float("nan")

@@ -1,7 +1,9 @@
-"""A fast evaluation of the shipped (exported) models on a small fresh phantom set, as CI runs it."""
+"""The evaluation: a fast run of the shipped models on fresh phantoms (as CI runs it), calibration as
+served, and ``evaluate --data`` on a labelled DICOM folder with small untrained exports."""
 
 import json
 
+import numpy as np
 import pytest
 
 from tests.conftest import IN_CI, require
@@ -10,21 +12,110 @@ if not IN_CI:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("sklearn")
 
+PNG = b"\x89PNG"
+
 
 def test_fast_evaluation_writes_a_stard_report(tmp_path):
     from cds_service.settings import Settings
-    from cds_service.training.evaluate import evaluate
+    from cds_service.training.evaluate import PHANTOM_GROUPS, OnnxModel, evaluate
 
     repository = Settings().model_repository
     require((repository / "fracture" / "1" / "model.onnx").exists(), "no exported models")
     metrics = evaluate(repository, tmp_path, studies=10, fast=True)
     report = (tmp_path / "report.md").read_text()
-    assert "Internal sites" in report and "External site" in report and "Not for clinical use" in report
-    assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Internal sites" in report and "External site (" in report and "External site B" in report
+    assert "Not for clinical use" in report and "calibration error ≤ 0.03" in report
+    for figure in ("roc.png", "reliability.png", "heatmaps.png", "false_negatives.png"):
+        assert (tmp_path / figure).read_bytes()[:4] == PNG
+        assert f"]({figure})" in report
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    for group in ("Internal sites (held out: new seed)", "External site (never used in training)"):
-        value, low, high = saved[group]["sensitivity"]
-        assert low <= value <= high
+    has_youden = OnnxModel.load(repository, "fracture").parameter("youden_threshold") is not None
+    for group in (group.name for group in PHANTOM_GROUPS):
         assert saved[group]["crops"] == 20
-    assert metrics["marker_swap"]["crops"] == 20
-    assert 0.0 <= metrics["baseline_auc_external"][0] <= 1.0
+        for key in ("sensitivity", "ece", "localisation_top5_iou_hit"):
+            value, low, high = saved[group][key]
+            assert np.isnan(value) or low <= value <= high
+        assert ("youden" in saved[group]["operating_points"]) == has_youden
+        assert sum(saved[group]["reliability"]["counts"]) == 20
+    external = [group.name for group in PHANTOM_GROUPS if group.external]
+    assert sorted(metrics["controls"]) == sorted(external) and len(external) == 2
+    for control in metrics["controls"].values():
+        assert control["marker_swap"]["crops"] == 20
+        assert 0.0 <= control["baseline_auc"][0] <= 1.0
+        assert control["occlusion"]["called"] <= 20
+    assert "Occlusion" in report and "Shortcut controls: skipped" not in report
+
+
+@pytest.fixture(scope="module")
+def small_repositories(tmp_path_factory):
+    """Two repositories with the same untrained 64-px models: without a temperature, and with temperature 2."""
+    if not IN_CI:
+        pytest.importorskip("torch")
+        pytest.importorskip("timm")
+    import torch
+
+    from cds_service.training.config import FRACTURE_CLASSES, GARDEN_CLASSES
+    from cds_service.training.export import ExportMetadata, export_model
+    from cds_service.training.model import CamNet, create_backbone
+
+    repositories = []
+    for temperature in ("", "2"):
+        repository = tmp_path_factory.mktemp("repository")
+        for name, classes in (("fracture", FRACTURE_CLASSES), ("garden", GARDEN_CLASSES)):
+            torch.manual_seed(3)
+            net = CamNet(create_backbone("test_resnet", len(classes))).eval()
+            with torch.no_grad():
+                net.classifier.weight.normal_(0, 1)  # untrained but decisive: probabilities away from 0.5
+            extra = {"temperature": temperature, "youden_threshold": "0.4" if name == "fracture" else ""}
+            export_model(net, repository, name, ExportMetadata(classes, "test_resnet", 64, extra=extra))
+        repositories.append(repository)
+    return repositories
+
+
+def test_the_config_temperature_divides_the_logits_before_the_softmax(small_repositories):
+    from cds_service.findings import softmax
+    from cds_service.training.evaluate import OnnxModel
+
+    plain, calibrated = (OnnxModel.load(repository, "fracture") for repository in small_repositories)
+    assert plain.info.temperature == 1.0 and calibrated.info.temperature == 2.0  # empty parameter → 1
+    images = np.random.default_rng(0).integers(0, 255, (6, 64, 64), dtype=np.uint8)
+    logits = calibrated.session.run(["logits"], {"image": images[:, None]})[0]
+    probabilities, _ = calibrated.run(images)
+    np.testing.assert_allclose(probabilities, softmax(logits / 2), atol=1e-6)
+    uncalibrated, _ = plain.run(images)
+    np.testing.assert_allclose(uncalibrated, softmax(logits), atol=1e-6)  # same weights, no temperature
+    assert np.abs(probabilities - uncalibrated).max() > 0.01
+
+
+def test_evaluate_on_a_labelled_dicom_folder(small_repositories, tmp_path):
+    from cds_service.cli import main
+
+    folder, output = tmp_path / "hospital-x", tmp_path / "report"
+    assert main(["phantoms", "--output", str(folder), "--count", "6", "--seed", "5", "--sites", "site-c"]) == 0
+    argv = ["evaluate", "--data", str(folder), "--repository", str(small_repositories[1]), "--output", str(output)]
+    assert main([*argv, "--fast"]) == 0
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert sorted(metrics) == ["false_negatives", "hospital-x"]  # one group, no phantom controls
+    group = metrics["hospital-x"]
+    assert group["crops"] == 12 and group["temperature"] == 2.0
+    assert group["operating_points"]["youden"]["threshold"] == 0.4
+    report = (output / "report.md").read_text()
+    assert "### hospital-x" in report and "### Shortcut controls: skipped" in report
+    assert "Synthetic data only" not in report and "External site" not in report
+    assert "training data `untrained`" in report and "Youden point (`youden_threshold`)" in report
+    for figure in ("roc.png", "reliability.png", "heatmaps.png", "false_negatives.png"):
+        assert (output / figure).read_bytes()[:4] == PNG
+
+
+def test_the_off_femur_occlusion_box_avoids_the_femur_and_seeks_the_largest_change():
+    from cds_service.training.evaluate import off_target_box, paste
+
+    change = np.zeros((20, 20))
+    change[0:4, 0:4] = 10.0  # the biggest change, but on the (avoided) femur
+    change[15:19, 12:16] = 5.0
+    assert off_target_box(change, 4, 4, [(0, 0, 6, 6)]) == (12, 15, 16, 19)
+    assert off_target_box(change, 4, 4, []) == (0, 0, 4, 4)
+    assert off_target_box(change, 4, 4, [(0, 0, 20, 17)]) is None  # nowhere left for a 4-high box
+    image, fill = np.zeros((20, 20), np.uint8), np.full((20, 20), 9, np.uint8)
+    pasted = paste(image, fill, (12, 15, 16, 19))
+    assert pasted.sum() == 9 * 16 and pasted[15:19, 12:16].min() == 9

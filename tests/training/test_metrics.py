@@ -31,3 +31,39 @@ def test_binary_report_has_intervals_around_the_estimate():
     report = binary_report(truth, score, 0.5)
     for value, low, high in report.values():
         assert low <= value <= high
+
+
+def test_ece_of_a_calibrated_set_is_zero():
+    from cds_service.training.metrics import expected_calibration_error
+
+    # Each bin's observed frequency equals its scores: 1 of 4 at 0.25, 3 of 4 at 0.75.
+    score = np.array([0.25] * 4 + [0.75] * 4)
+    truth = np.array([1, 0, 0, 0, 1, 1, 1, 0], bool)
+    assert expected_calibration_error(truth, score) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_ece_of_a_miscalibrated_set_has_its_hand_computed_value():
+    from cds_service.training.metrics import expected_calibration_error, reliability_bins
+
+    # Bin [0.8, 0.9): mean score 0.85, 5 of 10 fractured → gap 0.35, weight 10/20.
+    # Bin [0.1, 0.2): mean score 0.15, none fractured → gap 0.15, weight 8/20.
+    # Bin [0.9, 1.0]: scores 1.0 (the closed last bin), both fractured → gap 0, weight 2/20.
+    score = np.array([0.82, 0.88] * 5 + [0.15] * 8 + [1.0, 1.0])
+    truth = np.array([1, 0] * 5 + [0] * 8 + [1, 1], bool)
+    assert expected_calibration_error(truth, score) == pytest.approx(0.5 * 0.35 + 0.4 * 0.15)
+    confidence, frequency, counts = reliability_bins(truth, score)
+    assert counts.tolist() == [0, 8, 0, 0, 0, 0, 0, 0, 10, 2]
+    assert confidence[8] == pytest.approx(0.85) and frequency[8] == 0.5 and np.isnan(confidence[0])
+
+
+def test_top_fraction_iou_on_a_synthetic_map():
+    from cds_service.training.metrics import top_fraction_iou
+
+    # 20×20 map, top 5 % = 20 pixels: the hot 5-wide, 4-high block at x 10–14, y 2–5.
+    yy, xx = np.mgrid[0:20, 0:20]
+    heat = 0.001 * (xx + 20 * yy)  # distinct background values, all below the block
+    heat[2:6, 10:15] = 5.0
+    assert top_fraction_iou(heat, np.array([10, 2, 15, 6]), 0.05) == pytest.approx(1.0)
+    assert top_fraction_iou(heat, np.array([10, 2, 20, 6]), 0.05) == pytest.approx(0.5)  # box twice the region
+    assert top_fraction_iou(heat, np.array([0, 10, 8, 18]), 0.05) == 0.0
+    assert top_fraction_iou(heat, np.array([10, 2, 15, 6]), 0.10) == pytest.approx(0.5)  # region twice the box
