@@ -123,7 +123,7 @@ class Analyser:
         """With ``HIPCAD_STORE_RESULTS``: the SR and heat-map SC, STOW-RS'd into the study's own store at ``address``.
 
         A store that refuses is logged and the hook still answers (the EHR result does not depend on
-        the PACS copy); the UIDs stored are returned so the card can say where else the result is.
+        the PACS copy); the WADO-RS URLs of what was stored are returned (card, report).
         """
         if not self.settings.store_results:
             return ()

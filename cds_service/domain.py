@@ -117,7 +117,7 @@ class Analysis:
     heatmaps: list[HipHeatmap]
     display: np.ndarray  # uint8 radiograph at display size (viewer)
     heat: np.ndarray  # float16 heat map in [0, 1] at display size (viewer)
-    stored_in_pacs: tuple[str, ...] = ()  # SOP Instance UIDs of the SR and SC stored beside the images
+    stored_in_pacs: tuple[str, ...] = ()  # WADO-RS URLs of the SR and SC stored beside the images
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,9 @@ class AnalysisPipeline:
     def report(self, analysis: Analysis, context: ReportContext) -> DiagnosticReport:
         with tracer().start_as_current_span("report"):
             chart = analysis.chart
-            return build_diagnostic_report(analysis.findings, context, chart.data, overlay_size=chart.size)
+            return build_diagnostic_report(
+                analysis.findings, context, chart.data, overlay_size=chart.size, stored_in_pacs=analysis.stored_in_pacs
+            )
 
     # Stage: card -----------------------------------------------------------------------------
     def card(self, analysis: Analysis, report: DiagnosticReport, viewer_url: str | None = None) -> Card | None:

@@ -1,9 +1,11 @@
 """Results in the PACS (issue #11): with HIPCAD_STORE_RESULTS the hook's analysis also goes back to the
-study's own DICOMweb store (real Orthanc) as a TID 1500 SR and a heat-map Secondary Capture."""
+study's own DICOMweb store (real Orthanc) as a TID 1500 SR and a heat-map Secondary Capture, which
+the card's DiagnosticReport links (ImagingStudy + dicom-wado-rs Endpoint)."""
 
 from __future__ import annotations
 
 import highdicom as hd
+import httpx
 import requests
 from dicomweb_client import DICOMwebClient
 
@@ -28,6 +30,36 @@ def _service(make_service, orthanc_server, fhir_server, **changes):
     )
 
 
+MULTIPART_DICOM = {"Accept": 'multipart/related; type="application/dicom"'}
+
+
+def _report(card: dict) -> dict:
+    """The DiagnosticReport the card's suggestion would create."""
+    (action,) = card["suggestions"][0]["actions"]
+    assert action["resource"]["resourceType"] == "DiagnosticReport"
+    return action["resource"]
+
+
+def _wado_rs_urls(report: dict) -> list[str]:
+    """Each DICOM object the report links, as a FHIR client builds its URL: the ImagingStudy's
+    dicom-wado-rs Endpoint.address + /studies/{uid}/series/{uid}/instances/{uid} (R4 ImagingStudy)."""
+    contained = {f"#{r['id']}": r for r in report.get("contained", [])}
+    urls = []
+    for reference in report.get("imagingStudy", []):
+        study = contained.get(reference["reference"])
+        if study is None:  # the EHR's own ImagingStudy of the radiograph
+            continue
+        (endpoint,) = (contained[e["reference"]] for e in study["endpoint"])
+        assert endpoint["connectionType"]["code"] == "dicom-wado-rs"
+        study_uid = study["identifier"][0]["value"].removeprefix("urn:oid:")
+        urls += [
+            f"{endpoint['address']}/studies/{study_uid}/series/{series['uid']}/instances/{instance['uid']}"
+            for series in study["series"]
+            for instance in series["instance"]
+        ]
+    return urls
+
+
 def _results(client: DICOMwebClient, study_uid: str) -> dict[str, list[dict]]:
     series = client.search_for_series(study_instance_uid=study_uid)
     by_modality: dict[str, list[dict]] = {}
@@ -48,6 +80,12 @@ def test_a_radiologist_finds_the_ai_result_beside_the_images(
     assert answer.status_code == 200, answer.text
     card = answer.json()["cards"][0]
     assert "also in the PACS" in card["detail"]
+    # The preliminary DiagnosticReport links both objects: WADO-RS URLs that retrieve them from the PACS.
+    urls = _wado_rs_urls(_report(card))
+    assert len(urls) == 2 and all(url.startswith(orthanc_server.dicomweb_url) for url in urls)
+    for url in urls:
+        retrieved = httpx.get(url, headers=MULTIPART_DICOM, auth=orthanc_server.auth, timeout=10)
+        assert retrieved.status_code == 200, url
 
     client = _orthanc_client(orthanc_server)
     study_uid = str(chart.StudyInstanceUID)
@@ -73,3 +111,4 @@ def test_results_are_not_stored_by_default(make_service, orthanc_server, fhir_se
     service = _service(make_service, orthanc_server, fhir_server)
     card = post(service, ehr_keys[0], fhir_request(fhir_server)).json()["cards"][0]
     assert "also in the PACS" not in card["detail"]
+    assert _wado_rs_urls(_report(card)) == []

@@ -104,6 +104,10 @@ def _fused_lut(ds: pydicom.Dataset, stored: np.ndarray, padding: np.ndarray | No
     values = apply_modality_lut(domain, ds)
     has_voi = "WindowCenter" in ds or "VOILUTSequence" in ds
     if has_voi:
+        if ds.get("VOILUTSequence") and np.array_equal(values, np.round(values)):
+            # A VOI LUT indexes by integer; pydicom warns (and logs) on every float input, though
+            # integral floats (Rescale Slope 1, integer intercept) index exactly as their integers.
+            values = values.astype(np.int64)
         values = apply_voi_lut(values, ds, index=0)
     values = np.asarray(values, dtype=np.float64)
     if has_voi:

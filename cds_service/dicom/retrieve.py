@@ -232,7 +232,7 @@ class DicomRetriever:
         """STOW-RS ``datasets`` to the allow-listed store at ``address`` (its own credentials).
 
         The same client, thread and error mapping as retrieval: results go back only to a store the
-        service may read from. Returns the stored SOP Instance UIDs.
+        service may read from. Returns the WADO-RS URLs of the stored instances.
         """
 
         def call(store: _Store, location: AllowedBase) -> list[str]:

@@ -15,6 +15,9 @@ LOCAL_SYSTEM = "https://hipcad.example.org/fhir/CodeSystem/hipcad"
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 MEDIA_TYPE = "http://terminology.hl7.org/CodeSystem/media-type"
+ENDPOINT_CONNECTION_TYPE = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
+#: RFC 3986 URIs as codes: ImagingStudy.series.instance.sopClass is ``urn:oid:`` + the SOP Class UID.
+URI = "urn:ietf:rfc:3986"
 
 #: LOINC 30768-6 "XR Pelvis and Hip - bilateral Views" (RSNA/LOINC radiology playbook), for the
 #: bilateral AP pelvis; LOINC 30767-8 "XR Pelvis and Hip Views" for a single-hip view.
@@ -35,6 +38,8 @@ NECK_OF_FEMUR_FRACTURE = {
 #: DICOM DCM 130401 "Visual Explanation": the heat map is the AI's visual explanation of its finding.
 VISUAL_EXPLANATION = {"system": DCM, "code": "130401", "display": "Visual Explanation"}
 IMAGE = {"system": MEDIA_TYPE, "code": "image", "display": "Image"}
+#: Endpoint.connectionType of a DICOMweb retrieve service (the EHR's ImagingStudy endpoints are read the same way).
+DICOM_WADO_RS = {"system": ENDPOINT_CONNECTION_TYPE, "code": "dicom-wado-rs", "display": "DICOM WADO-RS"}
 #: HL7 v2 table 0074 "RAD" (Radiology) — DiagnosticReport.category.
 RADIOLOGY = {"system": V2_0074, "code": "RAD", "display": "Radiology"}
 #: observation-category "imaging".

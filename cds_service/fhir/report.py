@@ -9,6 +9,16 @@ everywhere. The Observations, the Media and the AI Device are ``contained`` so t
 single ``create`` action is directly POSTable. R4's DiagnosticReport.performer does not admit a
 Device, so the Observations name it in ``device`` and the Media in ``device``.
 
+When the result objects were also stored in the study's PACS (``HIPCAD_STORE_RESULTS``), the
+report links them the R4 way for DICOM objects: ``imagingStudy`` also references a contained
+ImagingStudy of the result series (the TID 1500 SR and the heat-map Secondary Capture: Series and
+SOP Instance UIDs, SOP Classes, modalities) whose ``endpoint`` is a contained Endpoint of
+connection type ``dicom-wado-rs`` with the DICOMweb base as ``address``, so each object's WADO-RS
+URL is ``{address}/studies/{study}/series/{series}/instances/{instance}`` (R4 ImagingStudy and
+Endpoint; DICOM PS3.18 10.4.1). Neither ``media`` (R4 Media: photo, video or audio; the SR is
+none) nor ``presentedForm`` (a rendering for people, PDF recommended) fits a DICOM SR; and a
+local-folder store (``file:``) is not linked, as no EHR can reach it.
+
 The heat map is carried ONCE, chart-sized (≤ 1024 px, ≤ 150 kB JPEG, see
 :func:`cds_service.explain.heatmap.chart_image`), in the contained Media, referenced from
 ``DiagnosticReport.media.link``: R4 defines ``media`` as "key images associated with this report",
@@ -23,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -30,6 +41,7 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from PIL import UnidentifiedImageError
 
 from cds_service import __version__
+from cds_service.dicom.stow import StoredInstance, stored_instance
 from cds_service.explain.heatmap import ChartImage, chart_image
 from cds_service.fhir import codes
 from cds_service.fhir.validate import check_bindings
@@ -176,6 +188,67 @@ def _media(
     return media
 
 
+#: What each kind of result object is, for ImagingStudy.series.description and .instance.title.
+_RESULT_TITLES = {
+    "sr": "AI hip fracture result: DICOM structured report (TID 1500, unverified)",
+    "sc": "AI heat map over the radiograph (DICOM Secondary Capture)",
+}
+
+
+def _pacs_results(stored_in_pacs: Sequence[str], context: ReportContext) -> list[dict]:
+    """The contained Endpoint and ImagingStudy of the result objects stored in the PACS, or [].
+
+    One analysis stores into one study at one base; URLs that are not this service's result
+    objects, or not under an http(s) base, are left out.
+    """
+    found = [item for url in stored_in_pacs if (item := stored_instance(url)) is not None]
+    found = [item for item in found if item.base_url.startswith(("https://", "http://"))]
+    if not found:
+        return []
+    first = found[0]
+    objects = [o for o in found if (o.base_url, o.study_instance_uid) == (first.base_url, first.study_instance_uid)]
+    endpoint = {
+        "resourceType": "Endpoint",
+        "id": "pacs",
+        "status": "active",
+        "connectionType": codes.DICOM_WADO_RS,
+        "payloadType": [{"text": "DICOM WADO-RS"}],
+        "payloadMimeType": ["application/dicom"],
+        "address": first.base_url,
+    }
+    study = {
+        "resourceType": "ImagingStudy",
+        "id": "pacs-results",
+        "meta": {"tag": [codes.AI_ASSERTED]},
+        "identifier": [{"system": "urn:dicom:uid", "value": f"urn:oid:{first.study_instance_uid}"}],
+        "status": "available",
+        "subject": {"reference": f"Patient/{context.patient_id}"},
+        "endpoint": [{"reference": "#pacs"}],
+        "description": "AI hip fracture results stored in the PACS beside the images",
+        "numberOfSeries": len({o.series_instance_uid for o in objects}),
+        "numberOfInstances": len(objects),
+        "series": [_series(o) for o in objects],
+    }
+    return [endpoint, study]
+
+
+def _series(stored: StoredInstance) -> dict:
+    return {
+        "uid": stored.series_instance_uid,
+        "modality": {"system": codes.DCM, "code": stored.modality},
+        "description": _RESULT_TITLES[stored.kind],
+        "numberOfInstances": 1,
+        "instance": [
+            {
+                "uid": stored.sop_instance_uid,
+                "sopClass": {"system": codes.URI, "code": f"urn:oid:{stored.sop_class_uid}"},
+                "number": 1,
+                "title": _RESULT_TITLES[stored.kind],
+            }
+        ],
+    }
+
+
 def _conclusion_codes(findings: StudyFindings) -> list[dict]:
     fractured = findings.fractured_hips
     if not fractured:
@@ -190,12 +263,15 @@ def build_diagnostic_report(
     overlay_png: bytes,
     issued: datetime | None = None,
     overlay_size: tuple[int, int] | None = None,
+    stored_in_pacs: Sequence[str] = (),
 ) -> DiagnosticReport:
     """The preliminary DiagnosticReport with contained Observations, Media and Device, and the heat map.
 
     ``overlay_png`` is the rendered overlay (PNG or JPEG, any size): a chart copy of it is embedded
     once, in the contained Media, whose width and height are those of the chart copy.
     ``overlay_size`` is only used for bytes PIL cannot decode, which are embedded as given.
+    ``stored_in_pacs``: the WADO-RS URLs of the result objects stored in the PACS
+    (:attr:`cds_service.domain.Analysis.stored_in_pacs`), linked through a contained ImagingStudy.
 
     Raises:
         InvalidResourceError: a coded value we emit breaks a FHIR binding (a bug, never the input's fault).
@@ -236,8 +312,12 @@ def build_diagnostic_report(
         report["effectiveDateTime"] = effective
     if context.order_reference:
         report["basedOn"] = [{"reference": context.order_reference}]
-    if context.imaging_study_id:
-        report["imagingStudy"] = [{"reference": f"ImagingStudy/{context.imaging_study_id}"}]
+    studies = [{"reference": f"ImagingStudy/{context.imaging_study_id}"}] if context.imaging_study_id else []
+    if pacs := _pacs_results(stored_in_pacs, context):
+        report["contained"] += pacs
+        studies.append({"reference": "#pacs-results", "display": "AI results in the PACS (SR, heat map)"})
+    if studies:
+        report["imagingStudy"] = studies
     if context.encounter_id:
         report["encounter"] = {"reference": f"Encounter/{context.encounter_id}"}
     report["contained"][0] = {k: v for k, v in report["contained"][0].items() if v is not None}

@@ -52,6 +52,8 @@ REQUIRED = {
         "entered-in-error",
         "unknown",
     },
+    ("ImagingStudy", "status"): {"registered", "available", "cancelled", "entered-in-error", "unknown"},
+    ("Endpoint", "status"): {"active", "suspended", "error", "off", "entered-in-error", "test"},
 }
 DEVICE_NAME_TYPES = {
     "udi-label-name",
@@ -70,6 +72,8 @@ KNOWN_SYSTEMS = {
     codes.LOCAL_SYSTEM,
     codes.DCM,
     codes.MEDIA_TYPE,
+    codes.ENDPOINT_CONNECTION_TYPE,
+    codes.URI,
     "http://unitsofmeasure.org",
 }
 IMAGE_TYPES = {"image/png", "image/jpeg"}

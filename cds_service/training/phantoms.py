@@ -27,6 +27,8 @@ import numpy as np
 import pydicom
 from PIL import Image, ImageDraw
 from pydicom.dataset import FileMetaDataset
+from pydicom.sr.codedict import codes as sr_codes
+from pydicom.sr.coding import Code
 from pydicom.uid import (
     ComputedRadiographyImageStorage,
     DigitalXRayImageStorageForPresentation,
@@ -420,6 +422,7 @@ def to_dataset(
     ds.PixelSpacing = ds.ImagerPixelSpacing = [f"{spacing:.4f}", f"{spacing:.4f}"]
     if site.modality == "DX":
         ds.PresentationIntentType = "FOR PRESENTATION"
+        _dx_modules(ds, site, stored)
     ds.Rows, ds.Columns = stored.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, site.photometric
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = stored.dtype.itemsize * 8, site.bits, site.bits - 1
@@ -428,8 +431,54 @@ def to_dataset(
     ds.PixelData = stored.tobytes()
     if site.compressed:
         # pydicom's own RLE encoder; JPEG 2000 through pylibjpeg-openjpeg (a serving dependency too).
-        ds.compress(site.transfer_syntax, encoding_plugin="pydicom" if site.transfer_syntax == RLELossless else "")
+        # Lossless: the instance keeps its (deterministic) SOP Instance UID; pydicom would draw a new one.
+        ds.compress(
+            site.transfer_syntax,
+            encoding_plugin="pydicom" if site.transfer_syntax == RLELossless else "",
+            generate_instance_uid=False,
+        )
     return ds, hips
+
+
+def _code_item(code: Code) -> pydicom.Dataset:
+    item = pydicom.Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = code.value, code.scheme_designator, code.meaning
+    return item
+
+
+def _dx_modules(ds: pydicom.Dataset, site: SiteProfile, stored: np.ndarray) -> None:
+    """The DX-only attributes of the Digital X-Ray Image IOD (PS3.3 A.26), For Presentation.
+
+    Header only: the pixels are those of every other profile. The one attribute the decoder reads
+    is the VOI LUT, which DX For Presentation requires (Window Center or VOI LUT Sequence, Type 1C,
+    C.8.11.3): an identity LUT over the stored values that occur, which maps them exactly as the
+    decoder does when an image has no VOI (the used range stretched), so decoded pixels are unchanged.
+    """
+    monochrome2 = site.photometric == "MONOCHROME2"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", ""]  # C.8.11.3.1.1: Value 3 present and empty
+    ds.AnatomicRegionSequence = [_code_item(sr_codes.cid4009.Pelvis)]  # General Anatomy Required, Type 2
+    ds.ViewCodeSequence = [_code_item(sr_codes.cid4010.AnteroPosterior)]  # View Position AP, coded
+    ds.ViewCodeSequence[0].ViewModifierCodeSequence = []
+    # Processed for display: a monotone, non-linear function of beam intensity; LOG is the nearer of
+    # the two Enumerated Values. Bone (less beam intensity) is bright in MONOCHROME2: higher values.
+    ds.PixelIntensityRelationship = "LOG"
+    ds.PixelIntensityRelationshipSign = -1 if monochrome2 else 1
+    ds.PresentationLUTShape = "IDENTITY" if monochrome2 else "INVERSE"  # C.8.11.3.1.6
+    ds.LossyImageCompression = "00"  # lossless (RLE, JPEG 2000 lossless) or none
+    ds.BurnedInAnnotation = "NO"  # a laterality letter identifies neither patient nor date
+    lo, hi = int(stored.min()), int(stored.max())
+    entries = hi - lo + 1
+    # Entries have 10–16 bits (C.8.11.3.1.5), all of them used: a narrower range (8-bit images) is
+    # scaled by a power of two, which the decoder's normalisation cancels exactly.
+    step = 1 << max(0, 10 - (hi - lo).bit_length())
+    voi = pydicom.Dataset()
+    voi.add_new(0x00283002, "US", [entries % 65536, lo, max(10, ((hi - lo) * step).bit_length())])  # 65536 entries: 0
+    voi.LUTExplanation = "Stored range"
+    voi.add_new(0x00283006, "OW", (np.arange(entries, dtype="<u2") * step).tobytes())  # LUT Data
+    ds.VOILUTSequence = [voi]
+    ds.DetectorType = ""  # Type 2: unknown for a synthetic detector
+    ds.PositionerType = ""
+    ds.AcquisitionContextSequence = []
 
 
 def write_sample_study(

@@ -13,7 +13,13 @@ from dicomweb_client import DICOMwebClient
 
 from cds_service.dicom.sc import build_heatmap_sc
 from cds_service.dicom.sr import build_measurement_report, model_labels
-from cds_service.dicom.stow import result_instance_uid, result_series_uid, store_results
+from cds_service.dicom.stow import (
+    instance_url,
+    result_instance_uid,
+    result_series_uid,
+    store_results,
+    stored_instance,
+)
 from cds_service.training.phantoms import write_sample_study
 from tests.findings_factory import findings
 
@@ -26,6 +32,22 @@ def test_result_uids_are_deterministic_per_model_version():
     assert one != result_series_uid("1.2.3", "fracture@1+garden@1", "1.2.3.4", kind="sc")
     assert result_instance_uid(one, "sr") != result_instance_uid(one, "sc")
     assert len(one) <= 64 and pydicom.uid.UID(one).is_valid
+
+
+def test_a_stored_result_is_recognised_by_its_wado_rs_url():
+    series = result_series_uid("1.2.3", "fracture@1+garden@1", "1.2.3.4", kind="sc")
+    sop = result_instance_uid(series, "sc")
+    url = instance_url("https://pacs.example.org/dicom-web/", "1.2.3", series, sop)
+    assert url == f"https://pacs.example.org/dicom-web/studies/1.2.3/series/{series}/instances/{sop}"
+    found = stored_instance(url)
+    assert (found.base_url, found.study_instance_uid, found.series_instance_uid) == (
+        "https://pacs.example.org/dicom-web",
+        "1.2.3",
+        series,
+    )
+    assert (found.kind, found.modality, found.sop_class_uid) == ("sc", "OT", pydicom.uid.SecondaryCaptureImageStorage)
+    assert stored_instance(instance_url("https://pacs.example.org", "1.2.3", series, "1.2.3.9")) is None  # not ours
+    assert stored_instance(result_instance_uid(series, "sc")) is None  # a bare UID is no URL
 
 
 def _client(orthanc) -> DICOMwebClient:
@@ -62,7 +84,14 @@ def test_stow_into_the_source_study_then_read_back(orthanc_server, tmp_path: Pat
     results = _results(source)
 
     stored = store_results(orthanc_server.dicomweb_url, results, client)
-    assert sorted(stored) == sorted(d.SOPInstanceUID for d in results)
+    assert sorted(stored) == sorted(
+        instance_url(orthanc_server.dicomweb_url, d.StudyInstanceUID, d.SeriesInstanceUID, d.SOPInstanceUID)
+        for d in results
+    )
+    for url in stored:  # each URL is a working WADO-RS instance retrieve
+        accept = {"Accept": 'multipart/related; type="application/dicom"'}
+        answer = httpx.get(url, headers=accept, auth=orthanc_server.auth, timeout=10)
+        assert answer.status_code == 200 and stored_instance(url).sop_instance_uid.encode() in answer.content
 
     series = client.search_for_series(study_instance_uid=source.StudyInstanceUID)
     modalities = sorted(s["00080060"]["Value"][0] for s in series)
@@ -79,8 +108,9 @@ def test_stow_into_the_source_study_then_read_back(orthanc_server, tmp_path: Pat
     assert sorted(again) == sorted(stored)
     instances = client.search_for_instances(study_instance_uid=source.StudyInstanceUID)
     uids = [i["00080018"]["Value"][0] for i in instances]
-    assert sorted(uids) == sorted([source.SOPInstanceUID, *stored])
-    for uid in stored:  # Orthanc's own index: exactly one instance per SOP Instance UID
+    stored_uids = [d.SOPInstanceUID for d in results]
+    assert sorted(uids) == sorted([source.SOPInstanceUID, *stored_uids])
+    for uid in stored_uids:  # Orthanc's own index: exactly one instance per SOP Instance UID
         found = httpx.post(
             f"{orthanc_server.base_url}/tools/lookup", content=uid, auth=orthanc_server.auth, timeout=10
         ).json()

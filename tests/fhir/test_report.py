@@ -8,6 +8,7 @@ import pytest
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from PIL import Image
 
+from cds_service.dicom.stow import instance_url, result_instance_uid, result_series_uid
 from cds_service.explain.heatmap import png_bytes
 from cds_service.fhir.report import ReportContext, build_diagnostic_report, fhir_date_time
 from cds_service.fhir.validate import problems
@@ -109,3 +110,80 @@ def test_effective_without_a_time_zone_does_not_raise(started, effective):
     assert dumped.get("effectiveDateTime") == effective
     observation = next(r for r in dumped["contained"] if r["resourceType"] == "Observation")
     assert observation.get("effectiveDateTime") == effective
+
+
+BASE = "https://pacs.example.org/dicom-web"
+
+
+def _stored(base: str = BASE, study: str = "1.2.3", source: str = "1.2.3.4.5") -> list[str]:
+    """The WADO-RS URLs store_results returns for one analysis' SR and SC."""
+    urls = []
+    for kind in ("sr", "sc"):
+        series = result_series_uid(study, "fracture@1+garden@1", source, kind)
+        urls.append(instance_url(base, study, series, result_instance_uid(series, kind)))
+    return urls
+
+
+def _pacs_study(report: DiagnosticReport) -> tuple[dict, dict] | None:
+    """(ImagingStudy, Endpoint) of the results in the PACS, resolved as a FHIR client would, or None."""
+    dumped = report.model_dump(mode="json", exclude_none=True)
+    contained = {f"#{r['id']}": r for r in dumped["contained"]}
+    studies = [contained[ref["reference"]] for ref in dumped.get("imagingStudy", []) if ref["reference"] in contained]
+    if not studies:
+        return None
+    (study,) = studies
+    (endpoint,) = (contained[ref["reference"]] for ref in study["endpoint"])
+    return study, endpoint
+
+
+def test_objects_stored_in_the_pacs_are_linked_by_imaging_study_and_wado_rs_endpoint():
+    stored = _stored()
+    context = ReportContext("p1", "study-1", "ServiceRequest/o1", "e1", "2026-11-20")
+    report = build_diagnostic_report(findings(), context, PNG, stored_in_pacs=stored)
+    assert [r.reference for r in report.imagingStudy] == ["ImagingStudy/study-1", "#pacs-results"]
+    study, endpoint = _pacs_study(report)
+    assert endpoint["connectionType"]["code"] == "dicom-wado-rs" and endpoint["status"] == "active"
+    assert endpoint["address"] == BASE
+    assert study["identifier"] == [{"system": "urn:dicom:uid", "value": "urn:oid:1.2.3"}]
+    assert study["subject"]["reference"] == "Patient/p1" and study["status"] == "available"
+    # The WADO-RS URL of every object, built the R4 way: Endpoint.address + /studies/…/series/…/instances/…
+    urls = [
+        f"{endpoint['address']}/studies/1.2.3/series/{series['uid']}/instances/{instance['uid']}"
+        for series in study["series"]
+        for instance in series["instance"]
+    ]
+    assert urls == stored
+    kinds = {s["modality"]["code"]: s["instance"][0]["sopClass"]["code"] for s in study["series"]}
+    assert kinds == {"SR": "urn:oid:1.2.840.10008.5.1.4.1.1.88.34", "OT": "urn:oid:1.2.840.10008.5.1.4.1.1.7"}
+    dumped = report.model_dump(mode="json", exclude_none=True)
+    assert problems(dumped) == []
+    assert DiagnosticReport.model_validate_json(report.model_dump_json()).imagingStudy[1].reference == "#pacs-results"
+
+
+def test_no_pacs_links_when_nothing_was_stored():
+    report = build()
+    assert [r.reference for r in report.imagingStudy] == ["ImagingStudy/study-1"]
+    assert _pacs_study(report) is None
+    kinds = {r.get_resource_type() for r in report.contained}
+    assert kinds == {"Device", "Observation", "Media"}
+    assert "/studies/" not in report.model_dump_json()
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        _stored(base="file:///var/lib/hipcad/images"),  # the local folder store: no EHR can reach it
+        [instance_url(BASE, "1.2.3", "1.2.3.7", "1.2.3.7.1")],  # not an object this service wrote
+        ["1.2.826.0.1.3680043.8.498.1"],  # a result cached before URLs were recorded: a bare UID
+    ],
+)
+def test_only_reachable_result_objects_are_linked(stored):
+    context = ReportContext("p1")
+    report = build_diagnostic_report(findings(), context, PNG, stored_in_pacs=stored)
+    assert report.imagingStudy is None and _pacs_study(report) is None
+
+
+def test_stored_results_without_an_ehr_imaging_study_are_still_linked():
+    report = build_diagnostic_report(findings(), ReportContext("p1"), PNG, stored_in_pacs=_stored())
+    assert [r.reference for r in report.imagingStudy] == ["#pacs-results"]
+    assert len(_pacs_study(report)[0]["series"]) == 2
