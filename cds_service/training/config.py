@@ -18,19 +18,18 @@ GARDEN_CLASSES = ("garden_I", "garden_II", "garden_III", "garden_IV")
 class TrainConfig:
     """Everything that determines the shipped weights (stored next to them)."""
 
-    # The shipped weights: timm's tiny ResNet (0.37 M parameters). The EfficientNet recipe in progress
-    # (issue 12) is one command away: --backbone tinynet_e --input-size 256 --output-stride 16
-    # --fracture-epochs 4 --garden-epochs 12 --subtle-weight 2 (TinyNet-E = EfficientNet-B0 scaled to
-    # width 0.51 / depth 0.6, 0.76 M parameters, 16×16 heat map; ≈ 111 ms per crop per training step
-    # on a 2-core AMD EPYC); "efficientnet_b0" / "efficientnet_b4" (Study A's, at 380) likewise.
+    # The shipped weights: timm's tiny ResNet (0.37 M parameters) at 256 with the last stage dilated
+    # (output stride 16: a 16×16 heat map). The EfficientNet family is one flag away:
+    # --backbone tinynet_e (EfficientNet-B0 scaled to width 0.51 / depth 0.6) or efficientnet_b4 at
+    # 380 (Study A, GPU); TinyNet-E did not converge at this learning rate (see docs/model-card.md).
     backbone: str = "test_resnet"
-    input_size: int = 192
-    output_stride: int = 32  # 6×6 heat map at 192; 16 dilates the last stage (12×12)
+    input_size: int = 256
+    output_stride: int = 16  # dilates the last stage: 16×16 heat map at 256 (32: 8×8)
     train_studies: int = 2500
     val_studies: int = 400
     fracture_epochs: int = 8
-    garden_epochs: int = 20
-    subtle_weight: float = 1.0  # loss weight of Garden I and AO A1 crops (the faint lines); 1 = unweighted
+    garden_epochs: int = 12
+    subtle_weight: float = 2.0  # loss weight of Garden I and AO A1 crops (the faint lines); 1 = unweighted
     batch_size: int = 32
     learning_rate: float = 2e-3
     seed: int = 20261122
