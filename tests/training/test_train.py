@@ -21,7 +21,13 @@ from cds_service.training.train import phantom_fingerprint, train_all
 TINY = TrainConfig(
     backbone="test_resnet",
     output_stride=32,
-    input_size=96, train_studies=12, val_studies=12, fracture_epochs=1, garden_epochs=1, batch_size=8, threads=1
+    input_size=96,
+    train_studies=12,
+    val_studies=12,
+    fracture_epochs=1,
+    garden_epochs=1,
+    batch_size=8,
+    threads=1,
 )
 
 
