@@ -96,7 +96,7 @@ def fit(
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
     with Progress(*columns) as bar:
         task = bar.add_task(title, total=steps)
-        fit_started = time.perf_counter()
+        fit_started, done = time.perf_counter(), 0
         for epoch in range(epochs):
             net.train()
             order = torch.randperm(len(images), generator=generator).numpy()
@@ -113,7 +113,7 @@ def fit(
                 schedule.step()
                 total += float(loss.detach()) * len(index)
                 bar.advance(task)
-                done = int(bar.tasks[0].completed)
+                done += 1
                 if not bar.console.is_terminal and done % max(1, steps // 40) == 0:  # a log file: a line per 2.5 %
                     rate = done / max(time.perf_counter() - fit_started, 1e-9)
                     bar.console.print(
