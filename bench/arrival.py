@@ -70,7 +70,11 @@ def main() -> None:
                     started = time.perf_counter()
                     c_store(listener_port, ds)
                     pipeline = app.state.pipeline
-                    while not any(k.sop_instance_uid == ds.SOPInstanceUID for k in pipeline.store.local_keys()):
+                    # Stored = held by this process and written to the database (no write still running
+                    # that the hook would compete with for the two cores).
+                    while pipeline.scheduler.pending() or not any(
+                        k.sop_instance_uid == ds.SOPInstanceUID for k in pipeline.store.local_keys()
+                    ):
                         time.sleep(0.002)
                     elapsed = 1000 * (time.perf_counter() - started)
                     template = load_example("order-select.json")

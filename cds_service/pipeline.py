@@ -14,10 +14,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
-
-from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 
 from cds_service.analyser import Analyser, UidMismatchError
 from cds_service.cdshooks import cards, relevance
@@ -33,7 +31,7 @@ from cds_service.errors import (
     log_unexpected,
 )
 from cds_service.fhir.imaging_study import StudyRef
-from cds_service.fhir.report import ReportContext, build_diagnostic_report
+from cds_service.fhir.report import ReportContext, diagnostic_report_json
 from cds_service.inference.client import TritonInferenceClient
 from cds_service.locator import StudyLocator, patient_id
 from cds_service.metrics import CARDS, HOOK_LATENCY
@@ -55,7 +53,7 @@ class HookOutcome:
     """What one hook call produced (the report and PNG too, for the demo and the tests)."""
 
     response: CdsResponse
-    report: DiagnosticReport | None = None
+    report: dict[str, Any] | None = None  # the DiagnosticReport (FHIR JSON)
     analysis: Analysis | None = None
 
 
@@ -130,21 +128,22 @@ class AnalysisPipeline:
             return orders
 
     # Stage: report ---------------------------------------------------------------------------
-    def report(self, analysis: Analysis, context: ReportContext) -> DiagnosticReport:
+    def report(self, analysis: Analysis, context: ReportContext) -> dict[str, Any]:
+        """The DiagnosticReport (FHIR JSON, validated) the card's suggestion creates."""
         with tracer().start_as_current_span("report"):
             chart = analysis.chart
-            return build_diagnostic_report(
+            return diagnostic_report_json(
                 analysis.findings, context, chart.data, overlay_size=chart.size, stored_in_pacs=analysis.stored_in_pacs
             )
 
     # Stage: card -----------------------------------------------------------------------------
-    def card(self, analysis: Analysis, report: DiagnosticReport, viewer_url: str | None = None) -> Card | None:
+    def card(self, analysis: Analysis, report: dict[str, Any], viewer_url: str | None = None) -> Card | None:
         with tracer().start_as_current_span("card") as span:
             if not analysis.findings.fractured_hips and not self.settings.negative_card:
                 return None
             card = cards.finding_card(
                 analysis.findings,
-                report.model_dump(mode="json", exclude_none=True),
+                report,
                 self.settings.base_url(),
                 viewer_url=viewer_url,
                 selection_behavior=self.settings.selection_behavior,
@@ -257,15 +256,9 @@ class AnalysisPipeline:
         viewer_url = None
         if self.viewer_link is not None:
             try:
-                viewer_url = await self.viewer_link(_stored_key(key, analysis))
+                viewer_url = await self.viewer_link(self.scheduler.stored_key(key, analysis))
             except Exception as exc:  # the card stands without its link (the store may be restarting)
                 log.warning("no viewer link: %s", type(exc).__name__)
         card = self.card(analysis, report, viewer_url)
         return HookOutcome(CdsResponse(cards=[card] if card else []), report, analysis)
 
-
-def _stored_key(key: ResultKey, analysis: Analysis) -> ResultKey:
-    """The key the result is stored under (an ImagingStudy without instance UIDs: the retrieved one)."""
-    if key.sop_instance_uid:
-        return key
-    return replace(key, sop_instance_uid=analysis.findings.sop_instance_uid)

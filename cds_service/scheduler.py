@@ -31,6 +31,8 @@ from cds_service.telemetry import tracer
 
 log = logging.getLogger(__name__)
 
+ANSWERED_BY_ARRIVAL_ENTRIES = 1024
+
 
 class AnalysisScheduler:
     """Owns the running analyses of this process and the policy around the shared store."""
@@ -40,13 +42,18 @@ class AnalysisScheduler:
         self.analyser = analyser
         self.store = store
         self._running: dict[tuple[str, ...], asyncio.Task[Analysis]] = {}
-        self._keying: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        self._answered_by_arrival: dict[ResultKey, ResultKey] = {}  # request key → arrival key (bounded)
         self._arrivals = asyncio.Semaphore(max(1, settings.arrival_concurrency))
         self.lease_s = settings.analysis_lease_s
         self.poll_s = 0.05
 
+    def pending(self) -> int:
+        """Analyses running in this process plus background store writes (benchmarks, diagnostics)."""
+        return len(self._running) + len(self._background)
+
     async def close(self) -> None:
-        for task in [*self._running.values(), *self._keying]:
+        for task in [*self._running.values(), *self._background]:
             task.cancel()
 
     async def result_key(self, study: StudyRef, patient: str, caller: str) -> ResultKey | None:
@@ -70,20 +77,25 @@ class AnalysisScheduler:
     async def lookup(self, key: ResultKey, count: bool = True) -> Analysis | None:
         """The stored result for ``key``, or one analysed on arrival for the same store, UIDs and models.
 
-        An arrival result was made by the service from an image routed to it, for no request: it is
-        bound to the first request that reaches it with the same (allow-listed) store and UIDs and
-        whose ImagingStudy names that request's patient — exactly what that request would have
-        fetched itself. A failing store counts as a miss. ``count`` False: a poll while another
-        replica analyses (not a cache lookup in the metrics' sense).
+        An arrival result was made by the service from an image routed to it, for no request: it
+        answers every request with the same (allow-listed) store, UIDs and models whose ImagingStudy
+        names that request's patient — exactly what that request would have fetched itself. It stays
+        filed under its arrival key only (see :meth:`stored_key`). A failing store counts as a miss.
+        ``count`` False: a poll while another replica analyses (not a cache lookup in the metrics' sense).
         """
         if not key.sop_instance_uid:
             return None
+        arrival = replace(key, patient_id=ARRIVAL, caller=ARRIVAL) if key.patient_id != ARRIVAL else None
         try:
-            found = await self.store.get(key)
-            if found is None and key.patient_id != ARRIVAL:
-                found = await self.store.get(replace(key, patient_id=ARRIVAL, caller=ARRIVAL))
-                if found is not None:
-                    await self.store.put(key, found)
+            # What this process holds first (both keys), then the database: the replica the image was
+            # routed to answers its first hook without a database round trip.
+            found = self.store.local(key)
+            if found is None and arrival is not None:
+                found = self._answered_by(arrival, key, self.store.local(arrival))
+            if found is None:
+                found = await self.store.get(key)
+            if found is None and arrival is not None:
+                found = self._answered_by(arrival, key, await self.store.get(arrival))
         except Exception as exc:  # what this process holds was already checked by store.get
             STORE_ERRORS.labels(operation="lookup").inc()
             log.warning("result store unavailable (lookup): %s", type(exc).__name__)
@@ -93,6 +105,27 @@ class AnalysisScheduler:
             if found is not None:
                 tracer().start_span("cache_hit").end()
         return found
+
+    def _answered_by(self, arrival: ResultKey, key: ResultKey, found: Analysis | None) -> Analysis | None:
+        """Note that the arrival result ``found`` (if any) answers ``key``; returns ``found``."""
+        if found is not None:
+            self.store.remember(key, found)
+            self._answered_by_arrival[key] = arrival
+            while len(self._answered_by_arrival) > ANSWERED_BY_ARRIVAL_ENTRIES:
+                self._answered_by_arrival.pop(next(iter(self._answered_by_arrival)))
+        return found
+
+    def stored_key(self, key: ResultKey, analysis: Analysis) -> ResultKey:
+        """The key ``analysis`` is stored under in the database (what a viewer link points at).
+
+        An arrival result answers a request under its own arrival key: it is not copied (megabytes of
+        image) for each request it answers. An ImagingStudy that named no instance is keyed by the
+        instance retrieved.
+        """
+        key = self._answered_by_arrival.get(key, key)
+        if key.sop_instance_uid:
+            return key
+        return replace(key, sop_instance_uid=analysis.findings.sop_instance_uid)
 
     def task(
         self, study: StudyRef, key: ResultKey, results_to: str | None = None, dataset: Any = None
@@ -116,8 +149,8 @@ class AnalysisScheduler:
                 await self.cached_or_start(study, key)
 
         task = asyncio.create_task(start())
-        self._keying.add(task)
-        task.add_done_callback(self._keying.discard)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
         task.add_done_callback(_finished)
 
     async def analysis_for(self, study: StudyRef, key: ResultKey, timeout_s: float) -> Analysis:

@@ -78,7 +78,8 @@ class AsyncStore:
         now = time.time()
         return [entry.key for entry in self._local.values() if entry.expires > now]
 
-    def _remember(self, key: ResultKey, analysis: Analysis) -> None:
+    def remember(self, key: ResultKey, analysis: Analysis) -> None:
+        """Hold ``analysis`` in this process (an LRU of ``local_entries``, for the result TTL)."""
         digest = key.digest()
         self._local[digest] = _Local(key, analysis, time.time() + self.result_ttl_s)
         self._local.move_to_end(digest)
@@ -102,12 +103,12 @@ class AsyncStore:
 
         analysis = await asyncio.to_thread(read)
         if analysis is not None:
-            self._remember(key, analysis)
+            self.remember(key, analysis)
         return analysis
 
     async def put(self, key: ResultKey, analysis: Analysis) -> None:
         """Store ``analysis``; expired rows (results, links, leases, jti) are deleted here at most once a minute."""
-        self._remember(key, analysis)
+        self.remember(key, analysis)
         purge = time.time() - self._purged_at >= PURGE_EVERY_S
         if purge:
             self._purged_at = time.time()

@@ -32,6 +32,7 @@ def _train(args: argparse.Namespace) -> int:
         fracture_epochs=args.fracture_epochs,
         garden_epochs=args.garden_epochs,
         subtle_weight=args.subtle_weight,
+        learning_rate=args.learning_rate,
         seed=args.seed,
         **({"training_data": args.training_data} if args.data else {}),
     )
@@ -104,6 +105,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--garden-epochs", type=int, default=defaults.garden_epochs)
     train.add_argument(
         "--subtle-weight", type=float, default=defaults.subtle_weight, help="loss weight of Garden I / AO A1 crops"
+    )
+    train.add_argument(
+        "--learning-rate", type=float, default=defaults.learning_rate, help="AdamW peak (one-cycle) learning rate"
     )
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--repository", default=repository, help="model repository to export into")

@@ -70,6 +70,12 @@ def test_an_image_routed_to_the_listener_makes_the_next_hook_a_cache_hit(
     names = {span.name for span in spans.get_finished_spans()}
     assert "cache_hit" in names and "infer" not in names
     assert triton_inferences(triton) == analysed  # answered from the store: Triton not called again
+    # The viewer link points at the result filed on arrival (read back from the database, not memory).
+    (link,) = [link for link in answer.json()["cards"][0]["links"] if link["type"] == "absolute"]
+    service.app.state.pipeline.store.local_entries = 0
+    service.app.state.pipeline.store._local.clear()
+    viewer = service.get(httpx.URL(link["url"]).path)
+    assert viewer.status_code == 200 and "heat map" in viewer.text.lower(), viewer.status_code
 
 
 def test_a_calling_ae_title_not_configured_is_refused(make_service, routed_study):
