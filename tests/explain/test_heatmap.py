@@ -60,3 +60,21 @@ def test_chart_image_keeps_a_small_overlay_and_shrinks_a_large_one():
     assert len(large) > 150_000
     chart = chart_image(large)
     assert chart.content_type == "image/jpeg" and len(chart.data) <= 150_000 and max(chart.size) <= 1024
+
+
+def test_the_overlay_table_blends_like_the_per_pixel_formula():
+    """grey·(1 − α) + colour·α per pixel, α from the heat level (transparent below the floor), in 1/256 steps."""
+    from cds_service.explain.heatmap import COLORMAP, overlay
+
+    rng = np.random.default_rng(5)
+    grey = rng.integers(0, 256, (64, 96)).astype(np.uint8)
+    heat = (rng.random((64, 96)) * 1.2 - 0.1).astype(np.float32)  # out-of-range values are clipped
+    level = np.clip(heat * 255, 0, 255).astype(np.int64)
+    alpha = np.where(level / 255 >= 0.2, 0.45 * (0.5 + 0.5 * level / 255), 0.0)
+    keep = np.round(256 * (1 - alpha))
+    tint = np.round(256 * alpha[..., None] * COLORMAP[level].astype(np.float64))
+    expected = ((grey[..., None] * keep[..., None] + tint + 128) // 256).astype(np.uint8)
+    blended = overlay(grey, heat)
+    assert blended.shape == (64, 96, 3) and blended.dtype == np.uint8
+    assert np.array_equal(blended, expected)
+    assert np.array_equal(blended[level < 0.2 * 255], np.repeat(grey[level < 0.2 * 255][:, None], 3, axis=1))
