@@ -261,4 +261,3 @@ class AnalysisPipeline:
                 log.warning("no viewer link: %s", type(exc).__name__)
         card = self.card(analysis, report, viewer_url)
         return HookOutcome(CdsResponse(cards=[card] if card else []), report, analysis)
-
