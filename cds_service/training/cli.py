@@ -33,6 +33,8 @@ def _train(args: argparse.Namespace) -> int:
         garden_epochs=args.garden_epochs,
         subtle_weight=args.subtle_weight,
         learning_rate=args.learning_rate,
+        zero_init_head=args.zero_init_head,
+        clip_grad_norm=args.clip_grad_norm,
         seed=args.seed,
         **({"training_data": args.training_data} if args.data else {}),
     )
@@ -108,6 +110,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument(
         "--learning-rate", type=float, default=defaults.learning_rate, help="AdamW peak (one-cycle) learning rate"
+    )
+    train.add_argument(
+        "--zero-init-head", action="store_true", help="start the classifier at zero (every crop at chance)"
+    )
+    train.add_argument(
+        "--clip-grad-norm", type=float, default=defaults.clip_grad_norm, help="clip the gradient norm (0 = off)"
     )
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--repository", default=repository, help="model repository to export into")

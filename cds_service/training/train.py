@@ -82,6 +82,9 @@ def fit(
     """
     seed_everything(config.seed, config.threads)
     net = CamNet(create_backbone(config.backbone, classes, config.output_stride))
+    if config.zero_init_head:
+        nn.init.zeros_(net.classifier.weight)
+        nn.init.zeros_(net.classifier.bias)
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     steps = epochs * math.ceil(len(images) / config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate, total_steps=steps)
@@ -109,6 +112,8 @@ def fit(
                 loss = losses.sum() / per_image[index].sum()
                 optimiser.zero_grad()
                 loss.backward()
+                if config.clip_grad_norm > 0:
+                    nn.utils.clip_grad_norm_(net.parameters(), config.clip_grad_norm)
                 optimiser.step()
                 schedule.step()
                 total += float(loss.detach()) * len(index)
