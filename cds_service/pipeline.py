@@ -188,7 +188,14 @@ class AnalysisPipeline:
         if orders is not None and not orders:
             outcome("not-relevant")
             return HookOutcome(CdsResponse())
-        study = await self.locator.find_study(request, orders)
+        try:  # each FHIR request has its own timeout; paging and Endpoint reads together get the deadline
+            async with asyncio.timeout_at(deadline):
+                study = await self.locator.find_study(request, orders)
+        except TimeoutError:
+            raise PrefetchUnavailableError(
+                f"FHIR server: the study search did not complete within the hook deadline "
+                f"({self.settings.hook_deadline_s:g} s)"
+            ) from None
         if study is None:
             outcome("no-study")
             return HookOutcome(CdsResponse())

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -315,3 +316,29 @@ def test_a_slow_fhir_server_is_given_up_on_at_the_fhir_timeout(fhir_service, ehr
         elapsed = time.perf_counter() - started
         assert "FHIR server unreachable" in answered_412(response)
         assert FHIR_TIMEOUT_S * 0.9 < elapsed < FHIR_TIMEOUT_S + MARGIN_S, elapsed
+
+
+def test_a_fhir_search_of_many_slow_requests_is_bounded_by_the_hook_deadline(fhir_service, ehr_keys):
+    """Each request answers within the FHIR timeout, but the search needs seven of them (the Bundle, then
+    six Endpoints it references): together they would take 1.9 deadlines; the hook answers at one."""
+    studies = [
+        {
+            "resource": {
+                "resourceType": "ImagingStudy",
+                "id": f"study-{i}",
+                "status": "available",
+                "subject": {"reference": "Patient/any"},
+                "endpoint": [{"reference": f"Endpoint/pacs-{i}"}],
+            }
+        }
+        for i in range(6)
+    ]
+    body = json.dumps({"resourceType": "Bundle", "type": "searchset", "entry": studies}).encode()
+    with SlowFhirStandIn(delay_s=0.8 * FHIR_TIMEOUT_S, body=body).running() as fhir:
+        client = fhir_service(fhir.url)
+        started = time.perf_counter()
+        response = post(client, ehr_keys[0], searching_request(fhir.url))
+        elapsed = time.perf_counter() - started
+        assert "within the hook deadline" in answered_412(response)
+        assert DEADLINE_S * 0.9 < elapsed < DEADLINE_S + MARGIN_S, elapsed
+        assert 1 < len(fhir.hits) < 7  # it got part of the way, then gave up
