@@ -32,6 +32,7 @@ the card's viewer link.
 from __future__ import annotations
 
 import base64
+import copy
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -257,20 +258,6 @@ def _conclusion_codes(findings: StudyFindings) -> list[dict]:
     return [{"coding": coding, "text": "Suspected hip fracture (AI, preliminary)"}]
 
 
-def build_diagnostic_report(
-    findings: StudyFindings,
-    context: ReportContext,
-    overlay_png: bytes,
-    issued: datetime | None = None,
-    overlay_size: tuple[int, int] | None = None,
-    stored_in_pacs: Sequence[str] = (),
-) -> DiagnosticReport:
-    """The report of :func:`diagnostic_report_json` as a ``fhir.resources`` model."""
-    return DiagnosticReport.model_validate(
-        _report(findings, context, overlay_png, issued, overlay_size, stored_in_pacs)
-    )
-
-
 def diagnostic_report_json(
     findings: StudyFindings,
     context: ReportContext,
@@ -279,25 +266,11 @@ def diagnostic_report_json(
     overlay_size: tuple[int, int] | None = None,
     stored_in_pacs: Sequence[str] = (),
 ) -> dict:
-    """The preliminary DiagnosticReport as FHIR JSON, validated by ``fhir.resources`` (what a card carries).
+    """The preliminary DiagnosticReport with contained Observations, Media and Device, and the heat map,
+    as FHIR JSON (what a card carries), validated by ``fhir.resources``.
 
-    Validating the dict and keeping it costs half of validating and serialising the model again
-    (a few milliseconds of every hook's answer).
-    """
-    report = _report(findings, context, overlay_png, issued, overlay_size, stored_in_pacs)
-    DiagnosticReport.model_validate(report)
-    return report
-
-
-def _report(
-    findings: StudyFindings,
-    context: ReportContext,
-    overlay_png: bytes,
-    issued: datetime | None,
-    overlay_size: tuple[int, int] | None,
-    stored_in_pacs: Sequence[str],
-) -> dict:
-    """The preliminary DiagnosticReport with contained Observations, Media and Device, and the heat map.
+    A copy of the dict that passed validation is returned (0.3 ms): serialising the model again would
+    cost as much as the validation (a few milliseconds of every hook's answer).
 
     ``overlay_png`` is the rendered overlay (PNG or JPEG, any size): a chart copy of it is embedded
     once, in the contained Media, whose width and height are those of the chart copy.
@@ -354,4 +327,5 @@ def _report(
         report["encounter"] = {"reference": f"Encounter/{context.encounter_id}"}
     report["contained"][0] = {k: v for k, v in report["contained"][0].items() if v is not None}
     check_bindings(report)
-    return report
+    DiagnosticReport.model_validate(report)
+    return copy.deepcopy(report)  # the caller's own document: the codes above are shared constants

@@ -63,7 +63,7 @@ def test_a_finding_card_on_a_full_size_phantom_stays_small(dicom_store):
     from cds_service.dicom.decode import decode_dataset
     from cds_service.dicom.preprocess import display_image
     from cds_service.explain.heatmap import HipHeatmap, heat_canvas, render_overlay_png
-    from cds_service.fhir.report import ReportContext, build_diagnostic_report
+    from cds_service.fhir.report import ReportContext, diagnostic_report_json
     from cds_service.fhir.validate import problems
 
     image = decode_dataset(pydicom.dcmread(next(dicom_store.rglob("*.dcm"))))
@@ -78,8 +78,7 @@ def test_a_finding_card_on_a_full_size_phantom_stays_small(dicom_store):
     heat = heat_canvas(hips, image.grey.shape, display.shape)
     overlay = render_overlay_png(display, hips, image.grey.shape, heat=heat)  # as the pipeline renders it
     context = ReportContext("p1", "study-1", "ServiceRequest/o1", "e1", "2026-11-23T09:15:00")
-    report = build_diagnostic_report(findings(), context, overlay, issued=datetime(2026, 11, 23, tzinfo=UTC))
-    resource = report.model_dump(mode="json", exclude_none=True)
+    resource = diagnostic_report_json(findings(), context, overlay, issued=datetime(2026, 11, 23, tzinfo=UTC))
     assert problems(resource) == []
     card = json.dumps(to_json(finding_card(findings(), resource, "http://x", viewer_url="http://x/viewer/t")))
     media = next(r for r in resource["contained"] if r["resourceType"] == "Media")

@@ -10,16 +10,21 @@ from PIL import Image
 
 from cds_service.dicom.stow import instance_url, result_instance_uid, result_series_uid
 from cds_service.explain.heatmap import png_bytes
-from cds_service.fhir.report import ReportContext, build_diagnostic_report, fhir_date_time
+from cds_service.fhir.report import ReportContext, diagnostic_report_json, fhir_date_time
 from cds_service.fhir.validate import problems
 from tests.findings_factory import findings
 
 PNG = png_bytes(np.full((30, 40, 3), 90, np.uint8))  # small: embedded as it is
 
 
+def report_model(*args, **kwargs) -> DiagnosticReport:
+    """The report the card carries, read back as a ``fhir.resources`` model."""
+    return DiagnosticReport.model_validate(diagnostic_report_json(*args, **kwargs))
+
+
 def build(effective: str | None = "2026-11-20T10:15:00Z", overlay: bytes = PNG, **kw) -> DiagnosticReport:
     context = ReportContext("p1", "study-1", "ServiceRequest/o1", "e1", effective)
-    return build_diagnostic_report(findings(**kw), context, overlay, issued=datetime(2026, 11, 22, tzinfo=UTC))
+    return report_model(findings(**kw), context, overlay, issued=datetime(2026, 11, 22, tzinfo=UTC))
 
 
 def test_report_round_trips_through_json_as_r4b():
@@ -139,7 +144,7 @@ def _pacs_study(report: DiagnosticReport) -> tuple[dict, dict] | None:
 def test_objects_stored_in_the_pacs_are_linked_by_imaging_study_and_wado_rs_endpoint():
     stored = _stored()
     context = ReportContext("p1", "study-1", "ServiceRequest/o1", "e1", "2026-11-20")
-    report = build_diagnostic_report(findings(), context, PNG, stored_in_pacs=stored)
+    report = report_model(findings(), context, PNG, stored_in_pacs=stored)
     assert [r.reference for r in report.imagingStudy] == ["ImagingStudy/study-1", "#pacs-results"]
     study, endpoint = _pacs_study(report)
     assert endpoint["connectionType"]["code"] == "dicom-wado-rs" and endpoint["status"] == "active"
@@ -179,11 +184,19 @@ def test_no_pacs_links_when_nothing_was_stored():
 )
 def test_only_reachable_result_objects_are_linked(stored):
     context = ReportContext("p1")
-    report = build_diagnostic_report(findings(), context, PNG, stored_in_pacs=stored)
+    report = report_model(findings(), context, PNG, stored_in_pacs=stored)
     assert report.imagingStudy is None and _pacs_study(report) is None
 
 
 def test_stored_results_without_an_ehr_imaging_study_are_still_linked():
-    report = build_diagnostic_report(findings(), ReportContext("p1"), PNG, stored_in_pacs=_stored())
+    report = report_model(findings(), ReportContext("p1"), PNG, stored_in_pacs=_stored())
     assert [r.reference for r in report.imagingStudy] == ["#pacs-results"]
     assert len(_pacs_study(report)[0]["series"]) == 2
+
+
+def test_each_report_is_a_document_of_its_own():
+    """The card's resource may be changed by whoever holds it; the next report is not (shared code constants)."""
+    first = diagnostic_report_json(findings(), ReportContext("p1"), PNG)
+    first["category"][0]["coding"][0]["system"] = "http://example.org/changed"
+    second = diagnostic_report_json(findings(), ReportContext("p1"), PNG)
+    assert second["category"][0]["coding"][0]["system"] != "http://example.org/changed"

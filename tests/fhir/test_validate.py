@@ -1,13 +1,12 @@
 import pytest
 
-from cds_service.fhir.report import ReportContext, build_diagnostic_report
+from cds_service.fhir.report import ReportContext, diagnostic_report_json
 from cds_service.fhir.validate import InvalidResourceError, check_bindings, problems
 from tests.findings_factory import findings
 
 
 def report_json() -> dict:
-    report = build_diagnostic_report(findings(), ReportContext("p1"), b"png")
-    return report.model_dump(mode="json", exclude_none=True)
+    return diagnostic_report_json(findings(), ReportContext("p1"), b"png")
 
 
 def test_what_we_emit_has_no_binding_problems():
