@@ -29,24 +29,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from cds_service.cdshooks.models import HookRequest, to_json
 from cds_service.ehr import imaging_study_bundle, load_example, with_studies
 from cds_service.inference.triton_server import TritonServer
+from cds_service.pipeline import STAGES as HOOK_STAGES
 from cds_service.pipeline import AnalysisPipeline
 from cds_service.settings import Settings
 from cds_service.telemetry import setup_tracing
 from cds_service.training.phantoms import write_sample_study
 
-STAGES = [
-    "relevance",
-    "find_study",
-    "fetch",
-    "decode",
-    "split_hips",
-    "infer",
-    "explain",
-    "store_result",
-    "report",
-    "card",
-    "hook",
-]
+STAGES = [*HOOK_STAGES, "hook"]
 
 
 def cpu_model() -> str:

@@ -44,6 +44,20 @@ log = logging.getLogger(__name__)
 
 ORDER_HOOKS = ("order-select", "order-sign")
 
+#: The spans under a cold order hook's ``hook`` span, in pipeline order (one per stage).
+STAGES = (
+    "relevance",
+    "find_study",
+    "fetch",
+    "decode",
+    "split_hips",
+    "infer",
+    "explain",
+    "store_result",
+    "report",
+    "card",
+)
+
 #: The card's "View heat map" link for a stored result (set by the web app), or None.
 ViewerLink = Callable[[ResultKey], Awaitable[str | None]]
 
