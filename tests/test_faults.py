@@ -281,6 +281,17 @@ def searching_request(fhir_base: str) -> dict:
     return request
 
 
+def timed_search(
+    fhir_service: Callable[[str], TestClient], ehr_keys, stand_in: SlowFhirStandIn
+) -> tuple[httpx.Response, float]:
+    """Serve ``stand_in``, send one hook that must search it; the answer and its latency (s)."""
+    with stand_in.running() as fhir:
+        client = fhir_service(fhir.url)
+        started = time.perf_counter()
+        response = post(client, ehr_keys[0], searching_request(fhir.url))
+        return response, time.perf_counter() - started
+
+
 def answered_412(response: httpx.Response) -> str:
     """CDS Hooks 2.0: 412 when the service cannot get the FHIR data it needs; the OperationOutcome's text."""
     assert response.status_code == 412, response.text
@@ -291,14 +302,11 @@ def answered_412(response: httpx.Response) -> str:
 
 @pytest.mark.parametrize("status", [500, 503])
 def test_a_fhir_server_answering_an_error_is_a_prompt_412(fhir_service, ehr_keys, status: int):
-    with SlowFhirStandIn(status=status).running() as fhir:
-        client = fhir_service(fhir.url)
-        started = time.perf_counter()
-        response = post(client, ehr_keys[0], searching_request(fhir.url))
-        elapsed = time.perf_counter() - started
-        assert answered_412(response) == f"FHIR server answered HTTP {status}"
-        assert elapsed < MARGIN_S and len(fhir.hits) == 1  # asked once, not retried into the deadline
-        assert fhir.hits[0].startswith("/fhir/ImagingStudy?")
+    fhir = SlowFhirStandIn(status=status)
+    response, elapsed = timed_search(fhir_service, ehr_keys, fhir)
+    assert answered_412(response) == f"FHIR server answered HTTP {status}"
+    assert elapsed < MARGIN_S and len(fhir.hits) == 1  # asked once, not retried into the deadline
+    assert fhir.hits[0].startswith("/fhir/ImagingStudy?")
 
 
 @pytest.mark.parametrize(
@@ -309,13 +317,9 @@ def test_a_fhir_server_answering_an_error_is_a_prompt_412(fhir_service, ehr_keys
 def test_a_slow_fhir_server_is_given_up_on_at_the_fhir_timeout(fhir_service, ehr_keys, stand_in: SlowFhirStandIn):
     """Silent: nothing for 4 timeouts. Trickling: a valid Bundle, a few bytes every quarter timeout, so
     no single read waits a whole timeout; the timeout is for the request, not for each read."""
-    with stand_in.running() as fhir:
-        client = fhir_service(fhir.url)
-        started = time.perf_counter()
-        response = post(client, ehr_keys[0], searching_request(fhir.url))
-        elapsed = time.perf_counter() - started
-        assert "FHIR server unreachable" in answered_412(response)
-        assert FHIR_TIMEOUT_S * 0.9 < elapsed < FHIR_TIMEOUT_S + MARGIN_S, elapsed
+    response, elapsed = timed_search(fhir_service, ehr_keys, stand_in)
+    assert "FHIR server unreachable" in answered_412(response)
+    assert FHIR_TIMEOUT_S * 0.9 < elapsed < FHIR_TIMEOUT_S + MARGIN_S, elapsed
 
 
 def test_a_fhir_search_of_many_slow_requests_is_bounded_by_the_hook_deadline(fhir_service, ehr_keys):
@@ -334,11 +338,8 @@ def test_a_fhir_search_of_many_slow_requests_is_bounded_by_the_hook_deadline(fhi
         for i in range(6)
     ]
     body = json.dumps({"resourceType": "Bundle", "type": "searchset", "entry": studies}).encode()
-    with SlowFhirStandIn(delay_s=0.8 * FHIR_TIMEOUT_S, body=body).running() as fhir:
-        client = fhir_service(fhir.url)
-        started = time.perf_counter()
-        response = post(client, ehr_keys[0], searching_request(fhir.url))
-        elapsed = time.perf_counter() - started
-        assert "within the hook deadline" in answered_412(response)
-        assert DEADLINE_S * 0.9 < elapsed < DEADLINE_S + MARGIN_S, elapsed
-        assert 1 < len(fhir.hits) < 7  # it got part of the way, then gave up
+    fhir = SlowFhirStandIn(delay_s=0.8 * FHIR_TIMEOUT_S, body=body)
+    response, elapsed = timed_search(fhir_service, ehr_keys, fhir)
+    assert "within the hook deadline" in answered_412(response)
+    assert DEADLINE_S * 0.9 < elapsed < DEADLINE_S + MARGIN_S, elapsed
+    assert 1 < len(fhir.hits) < 7  # it got part of the way, then gave up
