@@ -265,4 +265,6 @@ class AnalysisScheduler:
 
 def _finished(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and (exc := task.exception()) is not None:
-        log.warning("background analysis failed: %s", type(exc).__name__)  # retrieved: asyncio stays quiet
+        # Every analysis task ends here, awaited by a hook or not: one line per failed analysis (the
+        # waiting hooks log their own outcome). Retrieving the exception keeps asyncio quiet.
+        log.warning("analysis failed: %s", type(exc).__name__)

@@ -68,7 +68,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from cds_service.training.evaluate import evaluate
+    from cds_service.training.evaluation import evaluate
 
     evaluate(
         Path(args.repository),

@@ -17,7 +17,7 @@ PNG = b"\x89PNG"
 
 def test_fast_evaluation_writes_a_stard_report(tmp_path):
     from cds_service.settings import Settings
-    from cds_service.training.evaluate import PHANTOM_GROUPS, OnnxModel, evaluate
+    from cds_service.training.evaluation import PHANTOM_GROUPS, OnnxModel, evaluate
 
     repository = Settings().model_repository
     require((repository / "fracture" / "1" / "model.onnx").exists(), "no exported models")
@@ -74,7 +74,7 @@ def small_repositories(tmp_path_factory):
 
 def test_the_config_temperature_divides_the_logits_before_the_softmax(small_repositories):
     from cds_service.findings import softmax
-    from cds_service.training.evaluate import OnnxModel
+    from cds_service.training.evaluation import OnnxModel
 
     plain, calibrated = (OnnxModel.load(repository, "fracture") for repository in small_repositories)
     assert plain.info.temperature == 1.0 and calibrated.info.temperature == 2.0  # empty parameter → 1
@@ -108,7 +108,7 @@ def test_evaluate_on_a_labelled_dicom_folder(small_repositories, tmp_path):
 
 
 def test_the_off_femur_occlusion_box_avoids_the_femur_and_seeks_the_largest_change():
-    from cds_service.training.evaluate import off_target_box, paste
+    from cds_service.training.evaluation.controls import off_target_box, paste
 
     change = np.zeros((20, 20))
     change[0:4, 0:4] = 10.0  # the biggest change, but on the (avoided) femur

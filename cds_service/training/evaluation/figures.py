@@ -1,0 +1,121 @@
+"""The figures of the report: ROC curves, reliability diagram, heat maps, false-negative contact sheet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cds_service.training.dataset import CropSet
+from cds_service.training.evaluation.groups import CALIBRATION_BINS, GroupResult
+from cds_service.training.evaluation.localisation import hottest_point, upsample
+from cds_service.training.evaluation.onnx_model import OnnxModel
+from cds_service.training.metrics import reliability_bins
+from cds_service.training.phantoms import LABELS
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Path, source: str) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
+    for label, (fpr, tpr, auc) in curves.items():
+        ax.plot(fpr, tpr, label=f"{label} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax.set_xlabel("1 − specificity")
+    ax.set_ylabel("sensitivity")
+    ax.set_title(f"Fracture model ROC ({source})")
+    ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_reliability(results: list[GroupResult], path: Path) -> None:
+    """Observed fracture frequency against mean p(fracture) per bin, one curve per group; bin counts below."""
+    plt = pyplot()
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(5.5, 7), dpi=120, sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    width = 1 / CALIBRATION_BINS / (len(results) + 1)
+    for k, result in enumerate(results):
+        confidence, frequency, counts = reliability_bins(result.data.fractured, result.score, CALIBRATION_BINS)
+        used = counts > 0
+        line = top.plot(
+            confidence[used], frequency[used], marker="o", label=f"{result.name} (ECE {result.metrics['ece'][0]:.3f})"
+        )
+        left = np.arange(CALIBRATION_BINS) / CALIBRATION_BINS + (k + 0.5) * width
+        bottom.bar(left, counts, width=width, align="edge", color=line[0].get_color())
+    top.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    top.set_ylabel("observed fraction fractured")
+    top.set_ylim(-0.02, 1.02)
+    top.set_title(f"Reliability ({CALIBRATION_BINS} equal-width bins of p(fracture))")
+    top.legend(loc="upper left", fontsize=7)
+    bottom.set_yscale("symlog", linthresh=1)
+    bottom.set_xlabel("p(fracture), calibrated")
+    bottom.set_ylabel("crops per bin")
+    bottom.set_xlim(0, 1)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def draw_box(ax, box: np.ndarray, colour: str) -> None:
+    if not np.isnan(box[0]):
+        ax.add_patch(pyplot().Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, color=colour, lw=1.2))
+
+
+def plot_heatmaps(data: CropSet, fracture: OnnxModel, path: Path, group: str) -> None:
+    """One crop per label: the fracture-class map, the ground-truth box, the hottest point."""
+    plt = pyplot()
+    picks = [int(np.flatnonzero(data.label == k)[0]) for k in range(1, len(LABELS)) if (data.label == k).any()]
+    picks += [int(i) for i in np.flatnonzero(data.label == 0)[:2]]
+    probs, cams = fracture.run(data.images[picks])
+    size = data.images.shape[-1]
+    fig, axes = plt.subplots(3, 3, figsize=(9, 9.6), dpi=100)
+    index = fracture.fracture_index
+    for ax, i, prob, cam in zip(axes.flat, picks, probs[:, index], cams[:, index], strict=False):
+        heat = upsample(cam, size)
+        ax.imshow(data.images[i], cmap="gray", vmin=0, vmax=255)
+        ax.imshow(heat / heat.max() if heat.max() > 0 else heat, cmap="jet", alpha=0.35, vmin=0, vmax=1)
+        draw_box(ax, data.boxes[i] if data.label[i] else data.femur[i], "lime" if data.label[i] else "white")
+        ax.plot(*hottest_point(heat), marker="x", color="white", markersize=9, mew=2)
+        ax.set_title(f"{LABELS[data.label[i]]}: p(fracture) {prob:.2f}", fontsize=10)
+        ax.axis("off")
+    for ax in axes.flat[len(picks) :]:
+        ax.axis("off")
+    title = f"{group}: fracture-class map; box: fracture (green) or proximal femur (white); × hottest point"
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_false_negatives(misses: dict[str, list[tuple]], path: Path, per_row: int = 6) -> None:
+    """Contact sheet: one row per fracture subtype, its most confident misses with the fracture box."""
+    plt = pyplot()
+    fig, axes = plt.subplots(len(misses), per_row, figsize=(1.6 * per_row, 1.75 * len(misses)), dpi=100)
+    for row, (label, found) in zip(axes, misses.items(), strict=True):
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].set_ylabel(f"{label}\n{len(found)} missed", fontsize=8)
+        if not found:
+            row[0].text(0.5, 0.5, "none missed", ha="center", va="center", fontsize=8, transform=row[0].transAxes)
+        for ax, (image, box, prob, site) in zip(row, found, strict=False):
+            ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+            draw_box(ax, box, "lime")
+            ax.set_title(f"{site}: p {prob:.2f}", fontsize=7)
+        for ax in row[max(1, len(found)) :]:
+            ax.axis("off")
+    fig.suptitle("False negatives by subtype (green: fracture box; p = p(fracture))", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

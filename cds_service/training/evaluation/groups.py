@@ -1,0 +1,133 @@
+"""The evaluated groups (internal sites, each external site, or a labelled folder) and their metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cds_service.training.dataset import CropSet
+from cds_service.training.evaluation.localisation import iou_ceiling, localisation
+from cds_service.training.evaluation.onnx_model import OnnxModel
+from cds_service.training.metrics import (
+    binary_report,
+    bootstrap,
+    expected_calibration_error,
+    reliability_bins,
+    roc_curve,
+    sensitivity_specificity,
+    wilson,
+)
+from cds_service.training.phantoms import EXTERNAL_SITES, LABELS, TRAINING_SITES
+
+CALIBRATION_BINS = 10
+
+
+@dataclass(frozen=True)
+class PhantomGroup:
+    """One group of the phantom evaluation: its sites and the offset of its seed."""
+
+    name: str
+    sites: tuple[str, ...]
+    seed_offset: int
+
+    @property
+    def external(self) -> bool:
+        return set(self.sites) <= set(EXTERNAL_SITES)
+
+
+PHANTOM_GROUPS = (
+    PhantomGroup("Internal sites (held out: new seed)", TRAINING_SITES, 0),
+    PhantomGroup("External site (never used in training)", ("external",), 1),
+    PhantomGroup("External site B (never used in training)", ("external-b",), 3),  # seed + 2: the baseline's
+)
+
+
+@dataclass
+class GroupResult:
+    """One evaluated group: its crops, calibrated p(fracture), metrics and the Garden calls on its neck fractures."""
+
+    name: str
+    data: CropSet
+    score: np.ndarray
+    metrics: dict
+    roc: tuple[np.ndarray, np.ndarray, float]
+    garden_truth: np.ndarray  # Garden stage index (0–3) of each femoral-neck fracture
+    garden_predicted: np.ndarray
+
+    @property
+    def femur_unknown(self) -> bool:
+        """No non-fracture crop has a proximal-femur box (a labelled folder without them)."""
+        negative = ~self.data.fractured
+        return bool(negative.any() and np.isnan(self.data.femur[negative, 0]).all())
+
+
+def operating_points(truth: np.ndarray, score: np.ndarray, fracture: OnnxModel) -> dict[str, dict]:
+    """Sensitivity and specificity at the stored operating threshold and, when stored, the Youden threshold."""
+    thresholds = {"operating": fracture.info.operating_threshold}
+    youden = fracture.parameter("youden_threshold")
+    if youden is not None:
+        thresholds["youden"] = youden
+    points = {}
+    for name, threshold in thresholds.items():
+        sensitivity, specificity = sensitivity_specificity(truth, score >= threshold)
+        points[name] = {"threshold": threshold, "sensitivity": list(sensitivity), "specificity": list(specificity)}
+    return points
+
+
+def false_negatives(results: list[GroupResult], threshold: float) -> dict[str, list[tuple]]:
+    """Missed fractures by subtype: (crop, box, p(fracture), site), the most confident misses first."""
+    misses: dict[str, list[tuple]] = {label: [] for label in LABELS[1:]}
+    for result in results:
+        data = result.data
+        for i in np.flatnonzero(data.fractured & (result.score < threshold)):
+            misses[LABELS[data.label[i]]].append((data.images[i], data.boxes[i], float(result.score[i]), data.site[i]))
+    return {label: sorted(found, key=lambda miss: miss[2]) for label, found in misses.items()}
+
+
+def evaluate_group(name: str, data: CropSet, fracture: OnnxModel, garden: OnnxModel, resamples: int) -> GroupResult:
+    """The metrics of one group of crops (the report section is :func:`.markdown.group_section`)."""
+    threshold = fracture.info.operating_threshold
+    probs, cams = fracture.run(data.images)
+    score = probs[:, fracture.fracture_index]
+    truth = data.fractured
+    report = binary_report(truth, score, threshold, resamples=resamples)
+    ece = bootstrap(expected_calibration_error, truth, score, resamples=resamples)
+    subtype = {
+        LABELS[k]: wilson(int((score[data.label == k] >= threshold).sum()), int((data.label == k).sum()))
+        for k in range(1, len(LABELS))
+    }
+    located = localisation(cams[:, fracture.fracture_index], data, resamples)
+
+    neck = data.garden >= 0
+    g_probs, _ = garden.run(data.images[neck])
+    g_pred, g_truth = g_probs.argmax(1), data.garden[neck]
+
+    fpr, tpr, _ = roc_curve(truth, score)
+    confidence, frequency, counts = reliability_bins(truth, score, CALIBRATION_BINS)
+    metrics = {
+        "crops": len(data),
+        "fractured": int(truth.sum()),
+        "threshold": threshold,
+        "temperature": fracture.info.temperature,
+        **{k: list(v) for k, v in report.items()},
+        "ece": list(ece),
+        "reliability": {
+            "confidence": [None if np.isnan(c) else float(c) for c in confidence],
+            "frequency": [None if np.isnan(f) else float(f) for f in frequency],
+            "counts": counts.tolist(),
+        },
+        "operating_points": operating_points(truth, score, fracture),
+        "subtype_sensitivity": {k: list(v) for k, v in subtype.items()},
+        **{k: list(v) for k, v in located.items()},
+        "localisation_top5_iou_ceiling": iou_ceiling(data.boxes[truth], data.images.shape[-1]),
+        "garden_4class_accuracy": list(wilson(int((g_pred == g_truth).sum()), int(neck.sum()))),
+        "garden_displaced_accuracy": list(wilson(int(((g_pred >= 2) == (g_truth >= 2)).sum()), int(neck.sum()))),
+    }
+    return GroupResult(name, data, score, metrics, (fpr, tpr, float(report["auc"][0])), g_truth, g_pred)
+
+
+def dataset_name(folder: Path) -> str:
+    """The group name of a ``--data`` folder: its own name (also for ``.``)."""
+    return folder.resolve().name

@@ -1,0 +1,67 @@
+"""Heat-map localisation: Study A's pointing game and the stricter top-k % IoU with the fracture box."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from cds_service.training.dataset import CropSet
+from cds_service.training.metrics import bootstrap, top_fraction_iou, wilson
+
+TOP_FRACTION = 0.05  # the stricter localisation: the hottest 5 % of the crop's pixels …
+IOU_HIT = 0.3  # … count as a hit when their IoU with the fracture box reaches this
+
+
+def upsample(cam: np.ndarray, size: int) -> np.ndarray:
+    """A class-activation map after ReLU, bilinearly upsampled to the ``size`` × ``size`` crop."""
+    heat = Image.fromarray(np.maximum(cam, 0).astype(np.float32), mode="F")
+    return np.asarray(heat.resize((size, size), Image.Resampling.BILINEAR))
+
+
+def hottest_point(heat: np.ndarray) -> tuple[float, float]:
+    """(x, y) in crop pixels (pixel centre) of an upsampled map's maximum."""
+    y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    return x + 0.5, y + 0.5
+
+
+def inside(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Whether each (x, y) point lies in its (x0, y0, x1, y1) box."""
+    return (
+        (points[:, 0] >= boxes[:, 0])
+        & (points[:, 0] <= boxes[:, 2])
+        & (points[:, 1] >= boxes[:, 1])
+        & (points[:, 1] <= boxes[:, 3])
+    )
+
+
+def localisation(cams: np.ndarray, data: CropSet, resamples: int) -> dict[str, tuple[float, float, float]]:
+    """Study A's pointing game on fractures and non-fractures, and the top-k % IoU on fractures."""
+    size = data.images.shape[-1]
+    positive = data.fractured & ~np.isnan(data.boxes[:, 0])
+    negative = ~data.fractured & ~np.isnan(data.femur[:, 0])
+    points, ious = [], []
+    for cam, box, fractured in zip(cams, data.boxes, positive, strict=True):
+        heat = upsample(cam, size)
+        points.append(hottest_point(heat))
+        if fractured:
+            ious.append(top_fraction_iou(heat, box, TOP_FRACTION))
+    xy, iou = np.array(points).reshape(-1, 2), np.array(ious)
+    mean_iou = bootstrap(lambda _, s: float(s.mean()), iou, iou, resamples=resamples) if len(iou) else (np.nan,) * 3
+    return {
+        "localisation_fracture": wilson(int(inside(xy[positive], data.boxes[positive]).sum()), int(positive.sum())),
+        "localisation_non_fracture": wilson(
+            int((~inside(xy[negative], data.femur[negative])).sum()), int(negative.sum())
+        ),
+        "localisation_top5_iou_mean": mean_iou,
+        "localisation_top5_iou_hit": wilson(int((iou >= IOU_HIT).sum()), len(iou)),
+    }
+
+
+def iou_ceiling(boxes: np.ndarray, size: int) -> float:
+    """Mean IoU a top-k % region could reach at best on these fracture boxes (were it sitting exactly on each)."""
+    boxes = boxes[~np.isnan(boxes[:, 0])]
+    if not len(boxes):
+        return float("nan")
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    region = round(TOP_FRACTION * size * size)
+    return float(np.mean(np.minimum(area, region) / np.maximum(area, region)))

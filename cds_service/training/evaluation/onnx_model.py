@@ -1,0 +1,64 @@
+"""The exported models as the evaluation runs them: onnxruntime, calibrated as the service does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cds_service.domain import ModelInfo
+from cds_service.findings import softmax
+from cds_service.inference.client import model_info_from_config
+from cds_service.inference.triton_server import read_model_config
+
+
+@dataclass
+class OnnxModel:
+    """One exported model run with onnxruntime, with the metadata from its config.pbtxt."""
+
+    name: str
+    session: object
+    parameters: dict[str, str]
+    info: ModelInfo  # parsed by the service's own reader: same threshold, temperature, class names
+
+    @classmethod
+    def load(cls, repository: Path, name: str) -> OnnxModel:
+        import onnxruntime as ort
+        from google.protobuf import json_format
+
+        config = read_model_config(repository / name / "config.pbtxt")
+        params = {key: value.string_value for key, value in config.parameters.items()}
+        version = max((p for p in (repository / name).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+        info = model_info_from_config(json_format.MessageToDict(config, preserving_proto_field_name=True), version.name)
+        session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
+        return cls(name, session, params, info)
+
+    @property
+    def fracture_index(self) -> int:
+        """Index of the ``fracture`` class (as :func:`cds_service.findings.interpret` finds it)."""
+        names = self.info.class_names
+        return names.index("fracture") if "fracture" in names else 1
+
+    def parameter(self, key: str) -> float | None:
+        """A numeric config parameter, or None when it is absent or empty (older models)."""
+        try:
+            return float(self.parameters.get(key, ""))
+        except ValueError:
+            return None
+
+    def run(self, images: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated softmax probabilities [N, C] (logits / temperature, as served) and raw CAMs [N, C, h, w]."""
+        logits, cams = [], []
+        for start in range(0, len(images), batch):
+            out = self.session.run(["logits", "cam"], {"image": images[start : start + batch, None]})
+            logits.append(out[0])
+            cams.append(out[1])
+        if not logits:
+            shapes = [output.shape[1:] for output in self.session.get_outputs()]
+            return np.zeros((0, *shapes[0])), np.zeros((0, *shapes[1]), np.float32)
+        return softmax(np.concatenate(logits) / self.info.temperature), np.concatenate(cams)
+
+    def p_fracture(self, images: np.ndarray) -> np.ndarray:
+        """Calibrated p(fracture) per crop."""
+        return self.run(images)[0][:, self.fracture_index]

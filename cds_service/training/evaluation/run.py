@@ -1,0 +1,95 @@
+"""``cds-service evaluate``: generate or load the groups, evaluate each, write the figures and the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cds_service.training.dataset import CropSet, from_folder, generate
+from cds_service.training.evaluation.controls import shortcut_controls
+from cds_service.training.evaluation.figures import plot_false_negatives, plot_heatmaps, plot_reliability, plot_roc
+from cds_service.training.evaluation.groups import (
+    PHANTOM_GROUPS,
+    GroupResult,
+    dataset_name,
+    evaluate_group,
+    false_negatives,
+)
+from cds_service.training.evaluation.markdown import (
+    controls_section,
+    data_header,
+    phantom_header,
+    report_page,
+    skipped_controls,
+)
+from cds_service.training.evaluation.onnx_model import OnnxModel
+from cds_service.training.phantoms import TRAINING_SITES
+
+
+def _phantom_groups(studies: int, seed: int, size: int) -> dict[str, CropSet]:
+    return {
+        group.name: generate(studies, seed + group.seed_offset, size, group.sites, p_fracture=0.5, compression=True)
+        for group in PHANTOM_GROUPS
+    }
+
+
+def _phantom_controls(
+    results: list[GroupResult], studies: int, seed: int, fracture: OnnxModel, resamples: int
+) -> dict[str, dict]:
+    """The shortcut controls on each external phantom group (the baseline trained once, on seed + 2)."""
+    size = fracture.info.input_size
+    baseline_train = generate(max(studies // 2, 30), seed + 2, size, TRAINING_SITES, p_fracture=0.5, progress=False)
+    controls = {}
+    for result, group in zip(results, PHANTOM_GROUPS, strict=True):
+        if group.external:
+            swapped = generate(
+                studies, seed + group.seed_offset, size, group.sites, p_fracture=0.5, swap_marker=True, compression=True
+            )
+            controls[result.name] = shortcut_controls(result, swapped, baseline_train, fracture, resamples)
+    return controls
+
+
+def evaluate(
+    repository: Path,
+    output: Path,
+    studies: int = 400,
+    seed: int = 424242,
+    fast: bool = False,
+    data: Path | None = None,
+) -> dict:
+    """Evaluate the exported models on phantoms, or on ``data`` (a folder of DICOM files + ``labels.csv``).
+
+    Writes report.md, metrics.json, roc.png, reliability.png, heatmaps.png and false_negatives.png
+    into ``output``; returns the metrics.
+    """
+    if fast:
+        studies = min(studies, 60)
+    resamples = 200 if fast else 2000
+    fracture, garden = OnnxModel.load(repository, "fracture"), OnnxModel.load(repository, "garden")
+    size = fracture.info.input_size
+    threshold = fracture.info.operating_threshold
+    output.mkdir(parents=True, exist_ok=True)
+    groups = _phantom_groups(studies, seed, size) if data is None else {dataset_name(data): from_folder(data, size)}
+    results = [evaluate_group(name, crops, fracture, garden, resamples) for name, crops in groups.items()]
+    metrics: dict = {result.name: result.metrics for result in results}
+
+    if data is None:
+        external = [result for result, group in zip(results, PHANTOM_GROUPS, strict=True) if group.external]
+        metrics["controls"] = _phantom_controls(results, studies, seed, fracture, resamples)
+        header = phantom_header(fracture, garden, studies, seed, resamples, fast)
+        controls, source, missed_in = controls_section(metrics["controls"]), "synthetic phantoms", "the external sites"
+    else:
+        external = results
+        header = data_header(data, fracture, garden, results[0].data, resamples, fast)
+        controls, source, missed_in = skipped_controls(data), dataset_name(data), f"`{dataset_name(data)}`"
+
+    misses = false_negatives(external, threshold)
+    metrics["false_negatives"] = {label: len(found) for label, found in misses.items()}
+    plot_roc({result.name: result.roc for result in results}, output / "roc.png", source)
+    plot_reliability(results, output / "reliability.png")
+    plot_heatmaps(external[0].data, fracture, output / "heatmaps.png", external[0].name)
+    plot_false_negatives(misses, output / "false_negatives.png")
+    (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    report = report_page(header, results, external, misses, threshold, controls, missed_in)
+    (output / "report.md").write_text(report)
+    return metrics
