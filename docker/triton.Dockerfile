@@ -5,8 +5,14 @@
 # this image adds the onnxruntime backend with the TensorRT execution accelerator that the models'
 # config.pbtxt ask for. model_repository/ is copied unchanged; the TensorRT engine cache
 # (/models/trt-cache, set in each config.pbtxt) is a volume mounted by the Deployment.
+# A cluster without GPU nodes (k8s/overlays/dev) runs the CPU variant of the same image:
+#   docker build -f docker/triton.Dockerfile --build-arg DEVICE=cpu -t registry.example.org/hipcad/triton:0.1.0-cpu .
+# which rewrites the configs for KIND_CPU instances without the TensorRT accelerator (docker/cpu-model-config.sh).
 FROM nvcr.io/nvidia/tritonserver:24.10-py3
+ARG DEVICE=gpu
 COPY --chown=root:root model_repository/ /models/
+COPY --chown=root:root docker/cpu-model-config.sh /opt/hipcad/cpu-model-config.sh
+RUN if [ "$DEVICE" = cpu ]; then sh /opt/hipcad/cpu-model-config.sh /models; fi
 # The ensemble's empty version folder (git keeps it through a .gitkeep); the cache mount point.
 RUN mkdir -p /models/hip_analysis/1 /models/trt-cache \
  && rm -f /models/hip_analysis/1/.gitkeep \

@@ -157,6 +157,27 @@ def test_dockerfiles():
     assert not {"model_repository", "cds_service", "proto", "hooks"} & ignored
 
 
+def test_the_cpu_image_configs_differ_from_the_gpu_ones_only_in_instance_kind_and_accelerator(tmp_path):
+    from cds_service.inference.triton_server import read_model_config
+
+    shutil.copytree(ROOT / "model_repository", tmp_path / "models")
+    subprocess.run(["sh", str(ROOT / "docker" / "cpu-model-config.sh"), str(tmp_path / "models")], check=True)
+    configs = sorted((ROOT / "model_repository").glob("*/config.pbtxt"))
+    assert len(configs) == 3
+    for path in configs:
+        gpu, cpu = read_model_config(path), read_model_config(tmp_path / "models" / path.parent.name / "config.pbtxt")
+        assert not cpu.HasField("optimization")
+        assert all(group.kind == group.KIND_CPU for group in cpu.instance_group)
+        for group in gpu.instance_group:
+            group.kind = group.KIND_CPU
+        gpu.ClearField("optimization")
+        assert cpu == gpu, path.parent.name  # tensors, batching, warm-up and parameters unchanged
+    assert any(read_model_config(path).instance_group for path in configs)  # the rewrite had work to do
+    dockerfile = (ROOT / "docker" / "triton.Dockerfile").read_text()
+    assert "docker/cpu-model-config.sh" in dockerfile  # the image runs it, and the build context has it:
+    assert "!docker/cpu-model-config.sh" in (ROOT / ".dockerignore").read_text()
+
+
 # ---------------------------------------------------------------- schema validation
 
 
@@ -422,10 +443,16 @@ def test_prod_triton_scales_on_queue_time_served_by_the_adapter_rule():
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_triton_keeps_its_gpu_and_everything_lives_in_the_namespace(overlay):
+def test_prod_triton_keeps_its_gpu_dev_runs_the_cpu_image_and_everything_lives_in_the_namespace(overlay):
     triton = pod_spec(objects(overlay, "Deployment")["triton"])
-    assert triton["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert triton["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    container = triton["containers"][0]
+    if overlay == "prod":
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+        assert triton["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    else:  # the CPU variant of the image (docker/cpu-model-config.sh): schedulable on any node
+        assert container["image"].endswith(":0.1.0-cpu")
+        assert "nvidia.com/gpu" not in json.dumps(triton)
+        assert "nodeSelector" not in triton and "tolerations" not in triton
     outside = {
         f"{doc['kind']}/{doc['metadata']['name']}"
         for doc in rendered(overlay)
