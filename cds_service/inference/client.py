@@ -301,7 +301,9 @@ class TritonInferenceClient:
                     delay += random.uniform(0, 0.2 * delay)  # noqa: S311 - jitter, not cryptography
                     if attempt < self.max_attempts and loop.time() + delay < deadline:
                         TRITON_RETRIES.labels(model=model).inc()
-                        log.info("Triton %s for %s: %s, retry %d in %.2f s", what, model, code, attempt, delay)
+                        # DEBUG: during an outage every waiting hook retries every call; the count is in
+                        # hipcad_triton_retries_total and the final failure is logged once by the caller.
+                        log.debug("Triton %s for %s: %s, retry %d in %.2f s", what, model, code, attempt, delay)
                         await asyncio.sleep(delay)
                         continue
                 elif code == "INVALID_ARGUMENT":
