@@ -9,8 +9,13 @@ One trace span and one latency histogram per stage. Nothing here caches or sched
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
-from typing import Any
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -29,6 +34,27 @@ from cds_service.settings import Settings
 from cds_service.telemetry import tracer
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+#: The image stages (decode, split, explain, DICOM results) run here: one thread per core, first come
+#: first served. In asyncio's shared default pool (cores + 4 threads, also running every store query)
+#: concurrent analyses interleaved their stages and all finished late together.
+_IMAGE_STAGES = ThreadPoolExecutor(max_workers=_cores(), thread_name_prefix="hipcad-image")
+
+
+async def on_image_thread(function: Callable[..., _T], *args: Any) -> _T:
+    """``function(*args)`` on the image-stage pool, in this task's context (its trace span included)."""
+    context = contextvars.copy_context()
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_IMAGE_STAGES, functools.partial(context.run, function, *args))
 
 
 class UidMismatchError(StudyUnavailableError):
@@ -129,7 +155,7 @@ class Analyser:
             return ()
         with tracer().start_as_current_span("store_results") as span, timed(STAGE_LATENCY, stage="store_results"):
             try:
-                objects = await asyncio.to_thread(result_objects, dataset, findings, display, heat, heatmaps)
+                objects = await on_image_thread(result_objects, dataset, findings, display, heat, heatmaps)
                 stored = await self.retriever.store_instances(address, objects)
             except Exception as exc:  # the card does not wait for, or fail with, the PACS copy
                 span.set_attribute("hipcad.stored", 0)
@@ -149,8 +175,8 @@ class Analyser:
         if dataset is None:
             dataset = await self.fetch(study)
         check_uids(dataset, study)
-        image = await asyncio.to_thread(self.decode, dataset)
-        crops = await asyncio.to_thread(self.split_hips, image, fracture.input_size)
+        image = await on_image_thread(self.decode, dataset)
+        crops = await on_image_thread(self.split_hips, image, fracture.input_size)
         outputs = await self.infer(crops)
         findings = StudyFindings(
             hips=interpret([c.laterality for c in crops], outputs, fracture, garden),
@@ -160,7 +186,7 @@ class Analyser:
         )
         fracture_index = fracture.class_names.index("fracture") if "fracture" in fracture.class_names else 1
         probabilities = [hip.fracture_probability for hip in findings.hips]
-        heatmaps, display, heat, chart = await asyncio.to_thread(
+        heatmaps, display, heat, chart = await on_image_thread(
             self.explain, image, crops, outputs, fracture_index, probabilities
         )
         stored = await self.store_results(
