@@ -147,12 +147,16 @@ class ConcurrentHooks:
         self.private_key = private_key
         self.requests = requests
         self.pool = ThreadPoolExecutor(8)
+        # Wall-clock (sent, answered) per seed, printed when a hook is late: compare with the service
+        # log's access-line "ts" and "duration_ms" to see whether the time was spent in the service.
+        self.walls: dict[int, tuple[float, float]] = {}
 
     def _post(self, seed: int) -> tuple[httpx.Response, float]:
         request = with_studies(self.requests[seed], self.requests[seed]["prefetch"]["studies"])
         jwt = sign_request_jwt(self.private_key, "hipcad-demo-ehr", self.service.url + PATH)
-        started = time.perf_counter()
+        started, wall = time.perf_counter(), time.time()
         response = self.service.post(PATH, request, jwt)
+        self.walls[seed] = (wall, time.time())
         return response, time.perf_counter() - started
 
     def send(self, seeds: Iterable[int]) -> dict[int, Future[tuple[httpx.Response, float]]]:
@@ -166,7 +170,7 @@ class ConcurrentHooks:
         for seed, future in pending.items():
             response, elapsed = future.result(60)
             assert response.status_code == 200, (seed, response.text)
-            assert elapsed < DEADLINE_S + MARGIN_S, (seed, elapsed)
+            assert elapsed < DEADLINE_S + MARGIN_S, (seed, elapsed, self.walls.get(seed))
             body = bodies[seed] = response.json()
             assert check_response(body) == [] and (is_finding(body) or is_honest(body)), body
         return bodies
