@@ -12,9 +12,11 @@ import asyncio
 import contextvars
 import functools
 import logging
+import math
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -37,17 +39,30 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 
-def _cores() -> int:
+def usable_cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """Cores this process may use: its affinity mask, bounded by a cgroup v2 CPU quota.
+
+    In a Kubernetes pod the affinity mask is the node's cores (say 64) while ``resources.limits.cpu``
+    (say 2) is a quota in ``cpu.max`` ("200000 100000": 2 CPUs' worth of each 100 ms); a pool sized
+    to the node would oversubscribe the pod.
+    """
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):  # no cgroup v2 (or an unreadable one): the affinity mask alone
+        pass
+    return cores
 
 
 #: The image stages (decode, split, explain, DICOM results) run here: one thread per core, first come
 #: first served. In asyncio's shared default pool (cores + 4 threads, also running every store query)
 #: concurrent analyses interleaved their stages and all finished late together.
-_IMAGE_STAGES = ThreadPoolExecutor(max_workers=_cores(), thread_name_prefix="hipcad-image")
+_IMAGE_STAGES = ThreadPoolExecutor(max_workers=usable_cores(), thread_name_prefix="hipcad-image")
 
 
 async def on_image_thread(function: Callable[..., _T], *args: Any) -> _T:
