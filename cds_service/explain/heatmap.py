@@ -187,7 +187,9 @@ def encode_chart_image(
         resized = image.resize(_fit(image.size, side), Image.Resampling.LANCZOS) if max(image.size) > side else image
         for step in (quality, *range(min(quality, 80) - 5, 49, -5)):
             buffer = io.BytesIO()
-            resized.save(buffer, format="JPEG", quality=step, optimize=True)
+            # No optimize=True: its second (Huffman) pass doubled the encode (3.0 → 1.4 ms at 768 × 520)
+            # for 3 % fewer bytes, and every new study pays it.
+            resized.save(buffer, format="JPEG", quality=step)
             if buffer.tell() <= max_bytes:
                 return ChartImage(buffer.getvalue(), "image/jpeg", resized.size)
         if side <= 64:

@@ -34,6 +34,8 @@ from __future__ import annotations
 import base64
 import copy
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -258,6 +260,13 @@ def _conclusion_codes(findings: StudyFindings) -> list[dict]:
     return [{"coding": coding, "text": "Suspected hip fracture (AI, preliminary)"}]
 
 
+#: Reports that passed validation, by everything that shapes them except the issue time (see
+#: :func:`diagnostic_report_json`). Bounded; shared by the event loop and worker threads, hence the lock.
+VALIDATED_REPORTS = 64
+_validated: OrderedDict[tuple, dict] = OrderedDict()
+_validated_lock = threading.Lock()
+
+
 def diagnostic_report_json(
     findings: StudyFindings,
     context: ReportContext,
@@ -269,19 +278,51 @@ def diagnostic_report_json(
     """The preliminary DiagnosticReport with contained Observations, Media and Device, and the heat map,
     as FHIR JSON (what a card carries), validated by ``fhir.resources``.
 
-    A copy of the dict that passed validation is returned (0.3 ms): serialising the model again would
-    cost as much as the validation (a few milliseconds of every hook's answer).
-
     ``overlay_png`` is the rendered overlay (PNG or JPEG, any size): a chart copy of it is embedded
     once, in the contained Media, whose width and height are those of the chart copy.
     ``overlay_size`` is only used for bytes PIL cannot decode, which are embedded as given.
     ``stored_in_pacs``: the WADO-RS URLs of the result objects stored in the PACS
     (:attr:`cds_service.domain.Analysis.stored_in_pacs`), linked through a contained ImagingStudy.
 
+    Validation (bindings, then the ``fhir.resources`` model) runs once per distinct report: a report
+    already validated for the same findings, context (patient, study, order, encounter), image and
+    PACS links is copied with only its issue time (``issued`` of the report and of the Media, the
+    service's own clock) renewed. That is every repeated hook for one order (order-select fires on
+    each edit of the draft), where validation was the larger part of the answer's work. Each call
+    returns a document of its own (the codes above are shared constants; the caller may change it).
+
     Raises:
         InvalidResourceError: a coded value we emit breaks a FHIR binding (a bug, never the input's fault).
     """
     issued_at = (issued or datetime.now(UTC)).isoformat(timespec="seconds")
+    key = (repr(findings), context, overlay_png, overlay_size, tuple(stored_in_pacs))
+    with _validated_lock:
+        report = _validated.get(key)
+        if report is not None:
+            _validated.move_to_end(key)
+    if report is None:
+        report = _validated_report(findings, context, overlay_png, issued_at, overlay_size, stored_in_pacs)
+        with _validated_lock:
+            _validated[key] = report
+            while len(_validated) > VALIDATED_REPORTS:
+                _validated.popitem(last=False)
+    report = copy.deepcopy(report)
+    report["issued"] = issued_at
+    for resource in report["contained"]:
+        if resource["resourceType"] == "Media":
+            resource["issued"] = issued_at
+    return report
+
+
+def _validated_report(
+    findings: StudyFindings,
+    context: ReportContext,
+    overlay_png: bytes,
+    issued_at: str,
+    overlay_size: tuple[int, int] | None,
+    stored_in_pacs: Sequence[str],
+) -> dict:
+    """Build the report and validate it (bindings, then ``fhir.resources``); the caller copies it."""
     observations = [_observation(i, hip, findings, context) for i, hip in enumerate(findings.hips)]
     try:
         chart = chart_image(overlay_png)
@@ -328,4 +369,4 @@ def diagnostic_report_json(
     report["contained"][0] = {k: v for k, v in report["contained"][0].items() if v is not None}
     check_bindings(report)
     DiagnosticReport.model_validate(report)
-    return copy.deepcopy(report)  # the caller's own document: the codes above are shared constants
+    return report

@@ -200,3 +200,40 @@ def test_each_report_is_a_document_of_its_own():
     first["category"][0]["coding"][0]["system"] = "http://example.org/changed"
     second = diagnostic_report_json(findings(), ReportContext("p1"), PNG)
     assert second["category"][0]["coding"][0]["system"] != "http://example.org/changed"
+
+
+def test_a_repeated_report_is_validated_once_and_issued_anew(monkeypatch):
+    """Repeated hooks for one order reuse the validated report; only the issue time (ours) changes."""
+    from cds_service.fhir import report as module
+
+    calls = []
+    validate = module.DiagnosticReport.model_validate
+    monkeypatch.setattr(module, "_validated", module.OrderedDict())
+    monkeypatch.setattr(module.DiagnosticReport, "model_validate", lambda r: calls.append(1) or validate(r))
+    context = ReportContext("p1", "study-1", "ServiceRequest/o1")
+    first = diagnostic_report_json(findings(), context, PNG, issued=datetime(2026, 11, 22, 8, tzinfo=UTC))
+    again = diagnostic_report_json(findings(), context, PNG, issued=datetime(2026, 11, 22, 9, tzinfo=UTC))
+    assert len(calls) == 1
+    media = next(r for r in again["contained"] if r["resourceType"] == "Media")
+    assert again["issued"] == media["issued"] == "2026-11-22T09:00:00+00:00"
+    assert {**again, "issued": first["issued"], "contained": None} == {**first, "contained": None}
+
+    # Anything else that shapes the report is validated and built anew: patient, findings, image, PACS links.
+    other = diagnostic_report_json(findings(), ReportContext("p2", "study-1"), PNG)
+    assert other["subject"]["reference"] == "Patient/p2"
+    assert next(r for r in other["contained"] if r["resourceType"] == "Media")["subject"]["reference"] == "Patient/p2"
+    assert diagnostic_report_json(findings(right=0.2), context, PNG)["conclusion"] != first["conclusion"]
+    assert diagnostic_report_json(findings(), context, png_bytes(np.zeros((8, 8, 3), np.uint8)))["contained"] != (
+        first["contained"]
+    )
+    assert "#pacs-results" in json.dumps(diagnostic_report_json(findings(), context, PNG, stored_in_pacs=_stored()))
+    assert len(calls) == 5
+
+
+def test_the_validated_reports_are_bounded(monkeypatch):
+    from cds_service.fhir import report as module
+
+    monkeypatch.setattr(module, "_validated", module.OrderedDict())
+    for i in range(module.VALIDATED_REPORTS + 5):
+        diagnostic_report_json(findings(), ReportContext(f"p{i}"), PNG)
+    assert len(module._validated) == module.VALIDATED_REPORTS
