@@ -223,8 +223,9 @@ def test_a_repeated_report_is_validated_once_and_issued_anew(monkeypatch):
     assert other["subject"]["reference"] == "Patient/p2"
     assert next(r for r in other["contained"] if r["resourceType"] == "Media")["subject"]["reference"] == "Patient/p2"
     assert diagnostic_report_json(findings(right=0.2), context, PNG)["conclusion"] != first["conclusion"]
-    assert diagnostic_report_json(findings(), context, png_bytes(np.zeros((8, 8, 3), np.uint8)))["contained"] != (
-        first["contained"]
+    assert (
+        diagnostic_report_json(findings(), context, png_bytes(np.zeros((8, 8, 3), np.uint8)))["contained"]
+        != (first["contained"])
     )
     assert "#pacs-results" in json.dumps(diagnostic_report_json(findings(), context, PNG, stored_in_pacs=_stored()))
     assert len(calls) == 5
