@@ -27,7 +27,14 @@ from cds_service.dicom.results import result_objects
 from cds_service.dicom.retrieve import DicomRetriever
 from cds_service.domain import Analysis, HipInference, StudyFindings
 from cds_service.errors import StudyUnavailableError
-from cds_service.explain.heatmap import ChartImage, HipHeatmap, heat_canvas, normalise_cam, render_chart_image
+from cds_service.explain.heatmap import (
+    ChartImage,
+    HipHeatmap,
+    heat_canvas,
+    heat_levels,
+    normalise_cam,
+    render_chart_image,
+)
 from cds_service.fhir.imaging_study import StudyRef
 from cds_service.findings import interpret
 from cds_service.inference.client import FRACTURE_MODEL, GARDEN_MODEL, TritonInferenceClient
@@ -149,7 +156,7 @@ class Analyser:
             display = display_image(image)
             heat = heat_canvas(heatmaps, image.grey.shape, display.shape)
             chart = render_chart_image(display, heat, heatmaps, image.grey.shape)
-            return heatmaps, display, heat.astype(np.float16), chart
+            return heatmaps, display, heat_levels(heat), chart
 
     # Stage: store results (optional) ----------------------------------------------------------
     async def store_results(

@@ -116,7 +116,7 @@ class Analysis:
     image_shape: tuple[int, int]  # stored image (rows, columns)
     heatmaps: list[HipHeatmap]
     display: np.ndarray  # uint8 radiograph at display size (viewer)
-    heat: np.ndarray  # float16 heat map in [0, 1] at display size (viewer)
+    heat: np.ndarray  # uint8 heat levels (⌊255 · heat⌋, explain.heatmap.heat_levels) at display size (viewer)
     stored_in_pacs: tuple[str, ...] = ()  # WADO-RS URLs of the SR and SC stored beside the images
 
 

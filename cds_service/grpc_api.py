@@ -204,7 +204,7 @@ def servicer(pipeline: object) -> object:
                     for hip in findings.hips
                 ],
                 heatmap_png=render_overlay_png(
-                    analysis.display, analysis.heatmaps, analysis.image_shape, heat=analysis.heat.astype("float32")
+                    analysis.display, analysis.heatmaps, analysis.image_shape, heat=analysis.heat
                 ),
                 fracture_model=findings.fracture_model.label,
                 garden_model=findings.garden_model.label,

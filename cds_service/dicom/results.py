@@ -35,7 +35,7 @@ def result_objects(
                 build_measurement_report(source, findings, series_instance_uid=series, sop_instance_uid=instance)
             )
         else:
-            rgb = label_hips(overlay(display, np.asarray(heat, np.float32)), heatmaps, source_shape(source))
+            rgb = label_hips(overlay(display, heat), heatmaps, source_shape(source))
             objects.append(
                 build_heatmap_sc(source, rgb, series_instance_uid=series, sop_instance_uid=instance, findings=findings)
             )

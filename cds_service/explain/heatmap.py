@@ -78,12 +78,25 @@ def heat_canvas(hips: Sequence[HipHeatmap], image_shape: tuple[int, int], displa
     return canvas
 
 
+def heat_levels(heat: np.ndarray) -> np.ndarray:
+    """The heat map as the 256 levels every rendering colours by: uint8 ⌊255 · clip(heat, 0, 1)⌋.
+
+    This is what an :class:`~cds_service.domain.Analysis` keeps and stores (half the bytes of
+    float16, and no information the overlay, the viewer or the PACS copy could use is lost). uint8
+    input is taken as levels already.
+    """
+    if heat.dtype == np.uint8:
+        return heat
+    return np.clip(np.nan_to_num(np.asarray(heat, np.float32)) * 255, 0, 255).astype(np.uint8)
+
+
 def overlay(display: np.ndarray, heat: np.ndarray, opacity: float = 0.45, floor: float = 0.2) -> np.ndarray:
-    """Blend ``heat`` (float [0, 1]) over the grey ``display`` (uint8); RGB uint8 out.
+    """Blend ``heat`` (float [0, 1], or uint8 levels: :func:`heat_levels`) over the grey ``display``
+    (uint8); RGB uint8 out.
 
     Values below ``floor`` are left transparent so cold areas keep the radiograph readable.
     """
-    level = np.clip(heat * 255, 0, 255).astype(np.uint16)
+    level = heat_levels(heat).astype(np.uint16)
     index = (np.asarray(display, np.uint8).astype(np.uint16) << 8) | level
     return np.take(_blend_lut(opacity, floor), index, axis=0)  # ≈ 3× faster than fancy indexing
 
@@ -233,7 +246,7 @@ def render_chart_image(
             Image.fromarray(np.asarray(display, np.uint8)).resize((width, height), Image.Resampling.LANCZOS)
         )
         heat = _upsample(np.asarray(heat, np.float32), width, height)
-    rgb = overlay(display, np.clip(np.asarray(heat, np.float32), 0.0, 1.0), opacity)
+    rgb = overlay(display, heat, opacity)
     if hips and image_shape is not None:
         rgb = label_hips(rgb, hips, image_shape)
     return encode_chart_image(rgb, max_side, max_bytes)

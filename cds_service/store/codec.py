@@ -14,9 +14,9 @@ import json
 import numpy as np
 
 from cds_service.domain import Analysis, HipFinding, ModelInfo, StudyFindings
-from cds_service.explain.heatmap import ChartImage, HipHeatmap
+from cds_service.explain.heatmap import ChartImage, HipHeatmap, heat_levels
 
-FORMAT = 1
+FORMAT = 2  # 2: heat as uint8 levels (1: float16 in [0, 1], still read)
 
 
 def encode(analysis: Analysis) -> bytes:
@@ -55,7 +55,7 @@ def _model(values: dict) -> ModelInfo:
 def decode(data: bytes) -> Analysis:
     with np.load(io.BytesIO(data), allow_pickle=False) as archive:
         meta = json.loads(archive["meta"].tobytes())
-        if meta.get("format") != FORMAT:
+        if meta.get("format") not in (1, FORMAT):
             raise ValueError(f"unknown result format {meta.get('format')!r}")
         findings = StudyFindings(
             hips=[
@@ -78,6 +78,6 @@ def decode(data: bytes) -> Analysis:
             image_shape=tuple(meta["image_shape"]),
             heatmaps=heatmaps,
             display=archive["display"],
-            heat=archive["heat"],
+            heat=heat_levels(archive["heat"]),
             stored_in_pacs=tuple(meta["stored_in_pacs"]),
         )

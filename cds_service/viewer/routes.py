@@ -24,7 +24,7 @@ import numpy as np
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 
-from cds_service.explain.heatmap import COLORMAP, png_bytes
+from cds_service.explain.heatmap import COLORMAP, heat_levels, png_bytes
 from cds_service.findings import GARDEN_STAGES, HipFinding, StudyFindings
 from cds_service.settings import Settings
 from cds_service.viewer.signing import InvalidToken, LinkExpired, sign, verify
@@ -100,10 +100,14 @@ def radiograph_png(analysis: Analysis) -> bytes:
 
 
 def heat_rgba(heat: np.ndarray, floor: float = HEAT_FLOOR) -> np.ndarray:
-    """RGBA uint8: colour-mapped heat, alpha rising with the heat value, transparent below ``floor``."""
-    values = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float32)), 0.0, 1.0)
+    """RGBA uint8: colour-mapped heat, alpha rising with the heat value, transparent below ``floor``.
+
+    ``heat``: uint8 levels (what an Analysis holds) or float in [0, 1] (see ``heat_levels``).
+    """
+    levels = heat_levels(heat)
+    values = levels.astype(np.float32) / 255
     rgba = np.empty((*values.shape, 4), dtype=np.uint8)
-    rgba[..., :3] = COLORMAP[(values * 255).astype(np.int32)]
+    rgba[..., :3] = COLORMAP[levels]
     rgba[..., 3] = np.where(values >= floor, np.round(255 * (0.5 + 0.5 * values)), 0).astype(np.uint8)
     return rgba
 

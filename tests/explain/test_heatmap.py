@@ -64,7 +64,7 @@ def test_chart_image_keeps_a_small_overlay_and_shrinks_a_large_one():
 
 def test_the_overlay_table_blends_like_the_per_pixel_formula():
     """grey·(1 − α) + colour·α per pixel, α from the heat level (transparent below the floor), in 1/256 steps."""
-    from cds_service.explain.heatmap import COLORMAP, overlay
+    from cds_service.explain.heatmap import COLORMAP, heat_levels, overlay
 
     rng = np.random.default_rng(5)
     grey = rng.integers(0, 256, (64, 96)).astype(np.uint8)
@@ -78,3 +78,6 @@ def test_the_overlay_table_blends_like_the_per_pixel_formula():
     assert blended.shape == (64, 96, 3) and blended.dtype == np.uint8
     assert np.array_equal(blended, expected)
     assert np.array_equal(blended[level < 0.2 * 255], np.repeat(grey[level < 0.2 * 255][:, None], 3, axis=1))
+    # What an Analysis keeps (uint8 levels) blends exactly as the float map it came from.
+    assert heat_levels(heat).dtype == np.uint8 and np.array_equal(heat_levels(heat), level)
+    assert np.array_equal(overlay(grey, heat_levels(heat)), blended)

@@ -114,7 +114,7 @@ def test_an_analysis_survives_the_round_trip(analysis):
     decoded = codec.decode(codec.encode(analysis))
     assert decoded.findings == analysis.findings
     assert decoded.chart == analysis.chart and decoded.image_shape == analysis.image_shape
-    assert np.array_equal(decoded.display, analysis.display) and decoded.heat.dtype == np.float16
+    assert np.array_equal(decoded.display, analysis.display) and decoded.heat.dtype == np.uint8
     assert np.array_equal(decoded.heat, analysis.heat)
     for before, after in zip(analysis.heatmaps, decoded.heatmaps, strict=True):
         assert np.array_equal(before.cam, after.cam) and before.box == after.box
@@ -158,3 +158,24 @@ async def test_writing_a_result_deletes_expired_rows(store, analysis):
     with sql.engine.connect() as db:
         keys = set(db.execute(select(schema.result.c.key)).scalars())
     assert "expired" not in keys and key.digest() in keys
+
+
+def test_a_result_stored_before_heat_levels_is_still_read(analysis):
+    """Format 1 (heat as float16 in [0, 1]) rows stay readable for their TTL after an upgrade."""
+    import io
+    import json
+
+    with np.load(io.BytesIO(codec.encode(analysis)), allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    meta = json.loads(arrays["meta"].tobytes())
+    arrays["meta"] = np.frombuffer(json.dumps({**meta, "format": 1}).encode(), np.uint8)
+    arrays["heat"] = (analysis.heat.astype(np.float32) / 255 + 0.5 / 255).astype(np.float16)  # mid-level values
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    decoded = codec.decode(buffer.getvalue())
+    assert decoded.heat.dtype == np.uint8 and np.array_equal(decoded.heat, analysis.heat)
+    with pytest.raises(ValueError, match="unknown result format"):
+        arrays["meta"] = np.frombuffer(json.dumps({**meta, "format": 99}).encode(), np.uint8)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        codec.decode(buffer.getvalue())

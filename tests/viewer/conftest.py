@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from cds_service.dicom.decode import decode_dataset
 from cds_service.dicom.preprocess import display_image
 from cds_service.domain import Analysis, ResultKey
-from cds_service.explain.heatmap import HipHeatmap, heat_canvas, render_chart_image
+from cds_service.explain.heatmap import HipHeatmap, heat_canvas, heat_levels, render_chart_image
 from cds_service.settings import Settings
 from cds_service.store import AsyncStore, open_store
 from cds_service.store.codec import encode
@@ -44,7 +44,7 @@ def make_analysis(display: np.ndarray, **findings_kw: object) -> Analysis:
     ]
     heat = heat_canvas(heatmaps, (rows, cols), display.shape)
     chart = render_chart_image(display, heat, heatmaps, (rows, cols))
-    return Analysis(findings(**findings_kw), chart, (rows, cols), heatmaps, display, heat.astype(np.float16))
+    return Analysis(findings(**findings_kw), chart, (rows, cols), heatmaps, display, heat_levels(heat))
 
 
 @pytest.fixture(scope="session")

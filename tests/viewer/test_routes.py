@@ -88,10 +88,10 @@ def test_images_match_the_analysis(viewer_client, viewer_settings, store, analys
     assert np.array_equal(np.asarray(grey_image), analysis.display)
     rgba = np.asarray(Image.open(io.BytesIO(heat.content)))
     assert rgba.shape == (*analysis.display.shape, 4)
-    values = analysis.heat.astype(np.float32)
+    values = analysis.heat.astype(np.float32) / 255  # uint8 levels
     assert (rgba[values < 0.2, 3] == 0).all()  # cold areas are transparent
     hot = np.unravel_index(np.argmax(values), values.shape)
-    level = int(values[hot] * 255)
+    level = int(analysis.heat[hot])
     assert level >= 250 and rgba[hot][3] >= 253 and tuple(rgba[hot][:3]) == tuple(COLORMAP[level])
     middle = analysis.display.shape[1] // 2
     assert rgba[:, :middle, 3].any() and not rgba[:, middle + 1 :, 3].any()  # heat only on the right hip
@@ -196,4 +196,4 @@ def test_real_pipeline_result_is_viewable(service, ehr_keys, dicom_store, viewer
     heat = np.asarray(Image.open(io.BytesIO(client.get(base + "/heat.png").content)))
     assert heat.shape == (*analysis.display.shape, 4)
     # Visible exactly where the heat reaches the floor (the shipped untrained models may give none).
-    assert np.array_equal(heat[..., 3] > 0, analysis.heat.astype(np.float32) >= 0.2)
+    assert np.array_equal(heat[..., 3] > 0, analysis.heat.astype(np.float32) / 255 >= 0.2)
