@@ -199,8 +199,9 @@ async def wait_ready(url: str, timeout_s: float = 120) -> None:
 
 async def benchmark(args: argparse.Namespace, root: Path) -> None:
     base = Settings()
-    # Enough never-seen studies for 25 new/s in each new phase and 4 new/s in the soak (5.6 MB each).
-    pool_size = int(25 * args.seconds * args.rounds + 4 * args.soak_seconds) + 50
+    # Enough never-seen studies for 25 new/s in each new phase and 12 new/s in the soak (10 % of up to
+    # 120 hooks/s), 5.6 MB each on disk.
+    pool_size = int(25 * args.seconds * args.rounds + 12 * args.soak_seconds) + 50
     print(f"Writing {args.repeated} repeated and {pool_size} new studies …", flush=True)
     pool = StudyPool(root / "store", args.repeated, pool_size)
     triton = TritonServer.on_free_ports(base, root / "triton")
