@@ -104,7 +104,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--train-studies", type=int, default=defaults.train_studies)
     train.add_argument("--val-studies", type=int, default=defaults.val_studies)
     train.add_argument("--fracture-epochs", type=int, default=defaults.fracture_epochs)
-    train.add_argument("--garden-epochs", type=int, default=defaults.garden_epochs)
+    train.add_argument(
+        "--garden-epochs",
+        type=int,
+        default=defaults.garden_epochs,
+        help="0: train the fracture model only and keep the Garden model in --repository (default: %(default)s)",
+    )
     train.add_argument(
         "--subtle-weight", type=float, default=defaults.subtle_weight, help="loss weight of Garden I / AO A1 crops"
     )

@@ -195,18 +195,20 @@ def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | No
         sample_weight=subtle_weights(train, config.subtle_weight),
     )
     torch.save(fracture.state_dict(), work / "fracture.pt")  # a later failure keeps the long first half
-    neck_train, neck_val = train.subset(train.garden >= 0), val.subset(val.garden >= 0)
-    garden, garden_history = fit(
-        neck_train.images,
-        neck_train.garden,
-        4,
-        config,
-        config.garden_epochs,
-        "garden",
-        val=(neck_val.images, neck_val.garden),
-        sample_weight=subtle_weights(neck_train, config.subtle_weight),
-    )
-    torch.save(garden.state_dict(), work / "garden.pt")
+    garden_history: list[dict] = []
+    if config.garden_epochs > 0:  # 0: the Garden model already in the repository is kept
+        neck_train, neck_val = train.subset(train.garden >= 0), val.subset(val.garden >= 0)
+        garden, garden_history = fit(
+            neck_train.images,
+            neck_train.garden,
+            4,
+            config,
+            config.garden_epochs,
+            "garden",
+            val=(neck_val.images, neck_val.garden),
+            sample_weight=subtle_weights(neck_train, config.subtle_weight),
+        )
+        torch.save(garden.state_dict(), work / "garden.pt")
     (work / "history.json").write_text(json.dumps({"fracture": fracture_history, "garden": garden_history}))
     return export_checkpoints(config, repository, work)
 
@@ -216,13 +218,13 @@ def export_checkpoints(config: TrainConfig, repository: Path, work: Path) -> dic
 
     Each model's temperature is fitted on its validation logits (:func:`fit_temperature`); on the
     calibrated fracture probabilities the operating threshold is the one reaching the published
-    sensitivity (95.2 %), and Youden's point is stored beside it for the report.
+    sensitivity (95.2 %), and Youden's point is stored beside it for the report. With
+    ``config.garden_epochs`` 0 only the fracture model is exported: the Garden model in ``repository``
+    (same input size, trained by an earlier run) is left as it is.
     """
     val = CropSet.load(work / "val.npz")
     fracture = CamNet(create_backbone(config.backbone, 2, config.output_stride))
     fracture.load_state_dict(torch.load(work / "fracture.pt", weights_only=True))
-    garden = CamNet(create_backbone(config.backbone, 4, config.output_stride))
-    garden.load_state_dict(torch.load(work / "garden.pt", weights_only=True))
 
     logits, _ = predict_logits(fracture.eval(), val.images)
     temperature = fit_temperature(logits, val.fractured.astype(int))
@@ -230,8 +232,16 @@ def export_checkpoints(config: TrainConfig, repository: Path, work: Path) -> dic
     threshold, sensitivity, specificity = sensitivity_threshold(val.fractured, p_val)
     youden, youden_sensitivity, youden_specificity = youden_threshold(val.fractured, p_val)
     neck = val.subset(val.garden >= 0)
-    garden_logits, _ = predict_logits(garden.eval(), neck.images)
-    garden_temperature = fit_temperature(garden_logits, neck.garden) if len(neck) else 1.0
+    garden_summary: dict = {"kept": str(repository / "garden")}
+    if config.garden_epochs > 0:
+        garden = CamNet(create_backbone(config.backbone, 4, config.output_stride))
+        garden.load_state_dict(torch.load(work / "garden.pt", weights_only=True))
+        garden_logits, _ = predict_logits(garden.eval(), neck.images)
+        garden_temperature = fit_temperature(garden_logits, neck.garden) if len(neck) else 1.0
+        garden_summary = {
+            "temperature": garden_temperature,
+            "val_accuracy": float((garden_logits.argmax(1) == neck.garden).mean()) if len(neck) else None,
+        }
 
     common = {
         "architecture": config.backbone,
@@ -260,12 +270,13 @@ def export_checkpoints(config: TrainConfig, repository: Path, work: Path) -> dic
             **common,
         ),
     )
-    export_model(
-        garden.eval(),
-        repository,
-        "garden",
-        ExportMetadata(GARDEN_CLASSES, temperature=garden_temperature, extra=train_config, **common),
-    )
+    if config.garden_epochs > 0:
+        export_model(
+            garden.eval(),
+            repository,
+            "garden",
+            ExportMetadata(GARDEN_CLASSES, temperature=garden_temperature, extra=train_config, **common),
+        )
     history_path = work / "history.json"
     summary = {
         "config": asdict(config),
@@ -282,10 +293,7 @@ def export_checkpoints(config: TrainConfig, repository: Path, work: Path) -> dic
             "val_nll_before": nll(logits, val.fractured.astype(int)),
             "val_nll_after": nll(logits, val.fractured.astype(int), temperature),
         },
-        "garden": {
-            "temperature": garden_temperature,
-            "val_accuracy": float((garden_logits.argmax(1) == neck.garden).mean()) if len(neck) else None,
-        },
+        "garden": garden_summary,
     }
     (work / "training-summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -75,3 +75,18 @@ def test_study_a_efficientnet_b4_at_380_is_one_flag_away(tmp_path):
     cam = next(output for output in model.output if output.name == "cam")
     assert list(cam.dims) == [2, 24, 24]  # 380 / 16, rounded up
     assert _parameters(tmp_path / "repo", "fracture")["architecture"] == "efficientnet_b4"
+
+
+def test_garden_epochs_0_retrains_the_fracture_model_and_keeps_the_garden_model(tmp_path):
+    """A new fracture backbone can ship beside a Garden model trained by an earlier run."""
+    train_all(TINY, tmp_path / "repo", tmp_path / "first")
+    garden_before = (tmp_path / "repo" / "garden" / "1" / "model.onnx").read_bytes()
+    fracture_before = (tmp_path / "repo" / "fracture" / "1" / "model.onnx").read_bytes()
+    config = dataclasses.replace(TINY, backbone="tinynet_e", garden_epochs=0)
+    summary = train_all(config, tmp_path / "repo", tmp_path / "second")
+    assert (tmp_path / "repo" / "garden" / "1" / "model.onnx").read_bytes() == garden_before
+    assert (tmp_path / "repo" / "fracture" / "1" / "model.onnx").read_bytes() != fracture_before
+    assert _parameters(tmp_path / "repo", "fracture")["architecture"] == "tinynet_e"
+    assert _parameters(tmp_path / "repo", "garden")["architecture"] == "test_resnet"
+    assert summary["garden"] == {"kept": str(tmp_path / "repo" / "garden")}
+    assert not (tmp_path / "second" / "garden.pt").exists()

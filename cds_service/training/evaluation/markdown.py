@@ -142,7 +142,12 @@ def models_line(fracture: OnnxModel, garden: OnnxModel) -> str:
         else "this model stores no `youden_threshold`, so the Youden row is left out"
     )
     size = f"{info.input_size}×{info.input_size}"
-    return f"""- Models: `fracture` and `garden`, {info.architecture} at {size}, training data `{info.training_data}`.
+    networks = (
+        f"`fracture` and `garden`, {info.architecture}"
+        if garden.info.architecture == info.architecture
+        else f"`fracture` {info.architecture} and `garden` {garden.info.architecture}"
+    )
+    return f"""- Models: {networks} at {size}, training data `{info.training_data}`.
   Calibration temperature (`temperature` in `config.pbtxt`; 1 = uncalibrated) {info.temperature:g} (fracture)
   and {garden.info.temperature:g} (Garden): logits are divided by it before the softmax, as the service does.
 - Index test: the exported ONNX graphs (onnxruntime), at the stored operating threshold `operating_threshold`
