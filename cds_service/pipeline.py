@@ -214,17 +214,12 @@ class AnalysisPipeline:
             outcome("no-study")
             return HookOutcome(CdsResponse())
         patient = patient_id(request)
-        keying = asyncio.ensure_future(self.scheduler.result_key(study, patient, caller))
         try:
             # The key names the served model versions: reading them waits on Triton, which may be down
             # or restarting (each hook's read retrying in turn), so it is bounded by the deadline too.
-            # Waited for through a shield rather than cancelled into: a cancellation can be lost in the
-            # gRPC retries (Python 3.11's wait_for drops it when the call fails at the same moment; a
-            # hook then answered 1.6 s late), and the hook must answer at its deadline regardless.
-            key = await asyncio.wait_for(asyncio.shield(keying), max(0.0, deadline - loop.time()))
+            async with asyncio.timeout_at(deadline):
+                key = await self.scheduler.result_key(study, patient, caller)
         except TimeoutError:
-            keying.cancel()
-            keying.add_done_callback(_retrieved)
             self.scheduler.start_when_keyed(study, patient, caller)
             outcome("in-progress" if orders is not None else "started")
             return HookOutcome(CdsResponse(cards=[] if orders is None else [self._in_progress()]))
@@ -287,9 +282,3 @@ class AnalysisPipeline:
                 log.warning("no viewer link: %s", type(exc).__name__)
         card = self.card(analysis, report, viewer_url)
         return HookOutcome(CdsResponse(cards=[card] if card else []), report, analysis)
-
-
-def _retrieved(task: asyncio.Future[Any]) -> None:
-    """Take a given-up task's outcome, so asyncio does not report an exception never retrieved."""
-    if not task.cancelled():
-        task.exception()

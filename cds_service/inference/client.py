@@ -197,6 +197,18 @@ def check_ensemble(
     return _versions(metadata)
 
 
+def _raise_if_cancelled() -> None:
+    """Re-raise a cancellation of this task that a gRPC error has hidden.
+
+    Python 3.11's ``wait_for`` drops the caller's cancellation when the wrapped call fails at the same
+    moment (and gRPC may report one as a status): the retries would then run on past the caller's
+    ``asyncio.timeout`` — a hook answered 1.6 s after its deadline while Triton was down.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _code(exc: InferenceServerException) -> str:
     """The gRPC status code name (``UNAVAILABLE``) of a tritonclient error."""
     return (exc.status() or "UNKNOWN").removeprefix("StatusCode.")
@@ -294,6 +306,7 @@ class TritonInferenceClient:
                     f"Triton {what} for model {model!r} did not answer within {self.timeout_s:.1f} s"
                 ) from exc
             except InferenceServerException as exc:
+                _raise_if_cancelled()
                 code = _code(exc)
                 if code in RETRYABLE_CODES:
                     self._stale = True  # whatever answers next may be another Triton: check the contract again

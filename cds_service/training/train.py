@@ -231,9 +231,9 @@ def export_checkpoints(config: TrainConfig, repository: Path, work: Path) -> dic
     p_val = softmax(logits / temperature)[:, 1]
     threshold, sensitivity, specificity = sensitivity_threshold(val.fractured, p_val)
     youden, youden_sensitivity, youden_specificity = youden_threshold(val.fractured, p_val)
-    neck = val.subset(val.garden >= 0)
     garden_summary: dict = {"kept": str(repository / "garden")}
     if config.garden_epochs > 0:
+        neck = val.subset(val.garden >= 0)
         garden = CamNet(create_backbone(config.backbone, 4, config.output_stride))
         garden.load_state_dict(torch.load(work / "garden.pt", weights_only=True))
         garden_logits, _ = predict_logits(garden.eval(), neck.images)

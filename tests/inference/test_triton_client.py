@@ -253,3 +253,25 @@ def test_each_twin_runs_onnxruntime_on_its_share_of_the_cores(triton):
     log = triton.log_path.read_text(errors="replace")
     for model in ("fracture", "garden"):
         assert f"{model}: onnxruntime intra_op_num_threads={expected} inter_op_num_threads=1" in log
+
+
+async def test_a_cancellation_hidden_by_a_failing_call_ends_the_retries():
+    """Python 3.11's wait_for drops the caller's cancellation when the call fails at that moment. The
+    retries must not run on past it: a hook answered 1.6 s after its deadline while Triton was down."""
+    from tritonclient.utils import InferenceServerException
+
+    client = TritonInferenceClient("127.0.0.1:9", timeout_s=10)
+    attempts = 0
+
+    async def call(_client_timeout: float) -> None:
+        nonlocal attempts
+        attempts += 1
+        caller.cancel()  # the hook's deadline passes ...
+        raise InferenceServerException("connection refused", status="StatusCode.UNAVAILABLE")  # ... as Triton refuses
+
+    loop = asyncio.get_running_loop()
+    caller = asyncio.ensure_future(client._call("fracture", "metadata", call, loop.time() + 10))
+    started = loop.time()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert attempts == 1 and loop.time() - started < 0.5
