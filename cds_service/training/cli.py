@@ -35,6 +35,7 @@ def _train(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate,
         zero_init_head=args.zero_init_head,
         clip_grad_norm=args.clip_grad_norm,
+        cam_box_weight=args.cam_box_weight,
         seed=args.seed,
         **({"training_data": args.training_data} if args.data else {}),
     )
@@ -44,10 +45,18 @@ def _train(args: argparse.Namespace) -> int:
         summary = export_checkpoints(config, Path(args.repository), Path(args.work))
     else:
         summary = train_all(config, Path(args.repository), Path(args.work), Path(args.data) if args.data else None)
-    fracture = summary["fracture"]
+    fracture, garden = summary["fracture"], summary["garden"]
+    if "kept" in fracture:
+        print(f"fracture: kept {fracture['kept']}")
+    else:
+        print(
+            f"fracture: validation AUC {fracture['val_auc']:.3f}, threshold {fracture['threshold']:.3f} "
+            f"(sensitivity {fracture['val_sensitivity']:.3f}, specificity {fracture['val_specificity']:.3f})"
+        )
     print(
-        f"fracture: validation AUC {fracture['val_auc']:.3f}, threshold {fracture['threshold']:.3f} "
-        f"(sensitivity {fracture['val_sensitivity']:.3f}, specificity {fracture['val_specificity']:.3f})"
+        f"garden: kept {garden['kept']}"
+        if "kept" in garden
+        else f"garden: validation accuracy {garden['val_accuracy']:.3f}"
     )
     return 0
 
@@ -103,7 +112,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--train-studies", type=int, default=defaults.train_studies)
     train.add_argument("--val-studies", type=int, default=defaults.val_studies)
-    train.add_argument("--fracture-epochs", type=int, default=defaults.fracture_epochs)
+    train.add_argument(
+        "--fracture-epochs",
+        type=int,
+        default=defaults.fracture_epochs,
+        help="0: train the Garden model only and keep the fracture model in --repository (default: %(default)s)",
+    )
     train.add_argument(
         "--garden-epochs",
         type=int,
@@ -121,6 +135,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument(
         "--clip-grad-norm", type=float, default=defaults.clip_grad_norm, help="clip the gradient norm (0 = off)"
+    )
+    train.add_argument(
+        "--cam-box-weight",
+        type=float,
+        default=defaults.cam_box_weight,
+        help="weight of the heat map's box guidance (fracture box / off the femur; 0 = off)",
     )
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--repository", default=repository, help="model repository to export into")

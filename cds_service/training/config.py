@@ -37,6 +37,10 @@ class TrainConfig:
     # gradient norm is clipped. Off for the shipped test_resnet, so its recipe reproduces as stored.
     zero_init_head: bool = False
     clip_grad_norm: float = 0.0  # 0 = off
+    # Box guidance of the fracture model's heat map (training.guidance): the weight of the term that
+    # puts the map's mass in the fracture box (fractures) and off the proximal femur (non-fractures).
+    # 0 = off (image labels only, as the seeds train).
+    cam_box_weight: float = 0.0
     seed: int = 20261122
     threads: int = 2
     training_data: str = "synthetic-phantoms"  # anything else: describe the real data set

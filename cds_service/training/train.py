@@ -23,6 +23,7 @@ from cds_service.training.calibration import PUBLISHED_SENSITIVITY, fit_temperat
 from cds_service.training.config import FRACTURE_CLASSES, GARDEN_CLASSES, TrainConfig
 from cds_service.training.dataset import CropSet, from_folder, generate
 from cds_service.training.export import SYNTHETIC_DISCLAIMER, ExportMetadata, export_model
+from cds_service.training.guidance import cam_box_loss
 from cds_service.training.metrics import roc_auc, youden_threshold
 from cds_service.training.model import CamNet, create_backbone, normalise_batch
 from cds_service.training.phantoms import LABELS
@@ -35,15 +36,16 @@ def seed_everything(seed: int, threads: int) -> None:
     torch.use_deterministic_algorithms(True)
 
 
-def _augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Exposure and noise jitter on uint8 crops (no flips: crops share one canonical orientation)."""
+def _augment(batch: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Exposure and noise jitter and a shift of up to 8 px on uint8 crops (no flips: crops share one
+    canonical orientation). Returns the crops and the (dy, dx) shift, which moves the boxes too."""
     x = batch.float()
     gain = 0.85 + 0.3 * torch.rand(len(x), 1, 1, 1, generator=generator)
     offset = -20 + 40 * torch.rand(len(x), 1, 1, 1, generator=generator)
     noise = 4 * torch.randn(x.shape, generator=generator)
     shift = [int(v) for v in torch.randint(-8, 9, (2,), generator=generator)]
     x = torch.roll(x * gain + offset + noise, shifts=shift, dims=(2, 3))
-    return x.clamp(0, 255)
+    return x.clamp(0, 255), (shift[0], shift[1])
 
 
 def predict_logits(net: CamNet, images: np.ndarray, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
@@ -74,11 +76,15 @@ def fit(
     title: str,
     val: tuple[np.ndarray, np.ndarray] | None = None,
     sample_weight: np.ndarray | None = None,
+    boxes: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[CamNet, list[dict]]:
     """Train a CamNet from scratch; returns it (eval mode) and the per-epoch history.
 
     Classes are balanced by inverse frequency; ``sample_weight`` (per image) multiplies on top, which
-    is how subtle fractures (Garden I, AO A1) weigh more than the easy ones.
+    is how subtle fractures (Garden I, AO A1) weigh more than the easy ones. ``boxes`` (fracture
+    boxes, proximal-femur boxes; crop pixels, NaN where absent) add the map's box guidance
+    (:func:`~cds_service.training.guidance.cam_box_loss`, weight ``config.cam_box_weight``) for a
+    2-class model.
     """
     seed_everything(config.seed, config.threads)
     net = CamNet(create_backbone(config.backbone, classes, config.output_stride))
@@ -95,6 +101,7 @@ def fit(
         np.ones(len(images), np.float32) if sample_weight is None else sample_weight.astype(np.float32)
     )
     generator = torch.Generator().manual_seed(config.seed)
+    guided = boxes is not None and classes == 2 and config.cam_box_weight > 0
     history = []
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
     with Progress(*columns) as bar:
@@ -106,10 +113,19 @@ def fit(
             total, started = 0.0, time.perf_counter()
             for start in range(0, len(order), config.batch_size):
                 index = order[start : start + config.batch_size]
-                x = _augment(torch.from_numpy(images[index]).unsqueeze(1), generator)
-                logits, _ = net(normalise_batch(x))
+                x, (dy, dx) = _augment(torch.from_numpy(images[index]).unsqueeze(1), generator)
+                logits, cam = net(normalise_batch(x))
                 losses = loss_fn(logits, torch.from_numpy(targets[index]).long()) * per_image[index]
                 loss = losses.sum() / per_image[index].sum()
+                if guided:
+                    move = torch.tensor([dx, dy, dx, dy], dtype=torch.float32)
+                    loss = loss + config.cam_box_weight * cam_box_loss(
+                        cam[:, 1],
+                        torch.from_numpy(boxes[0][index]) + move,
+                        torch.from_numpy(boxes[1][index]) + move,
+                        torch.from_numpy(targets[index] == 1),
+                        images.shape[-1],
+                    )
                 optimiser.zero_grad()
                 loss.backward()
                 if config.clip_grad_norm > 0:
@@ -184,17 +200,20 @@ def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | No
         train, val = crops.subset(~is_val), crops.subset(is_val)
         train.save(work / "train.npz")
         val.save(work / "val.npz")
-    fracture, fracture_history = fit(
-        train.images,
-        train.fractured.astype(int),
-        2,
-        config,
-        config.fracture_epochs,
-        "fracture",
-        val=(val.images, val.fractured.astype(int)),
-        sample_weight=subtle_weights(train, config.subtle_weight),
-    )
-    torch.save(fracture.state_dict(), work / "fracture.pt")  # a later failure keeps the long first half
+    fracture_history: list[dict] = []
+    if config.fracture_epochs > 0:  # 0: the fracture model already in the repository is kept
+        fracture, fracture_history = fit(
+            train.images,
+            train.fractured.astype(int),
+            2,
+            config,
+            config.fracture_epochs,
+            "fracture",
+            val=(val.images, val.fractured.astype(int)),
+            sample_weight=subtle_weights(train, config.subtle_weight),
+            boxes=(train.boxes, train.femur),
+        )
+        torch.save(fracture.state_dict(), work / "fracture.pt")  # a later failure keeps the long first half
     garden_history: list[dict] = []
     if config.garden_epochs > 0:  # 0: the Garden model already in the repository is kept
         neck_train, neck_val = train.subset(train.garden >= 0), val.subset(val.garden >= 0)
@@ -214,42 +233,44 @@ def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | No
 
 
 def export_checkpoints(config: TrainConfig, repository: Path, work: Path) -> dict:
-    """Calibrate and choose the operating point on the validation split, then export both checkpoints.
+    """Calibrate and choose the operating point on the validation split, then export the checkpoints.
 
     Each model's temperature is fitted on its validation logits (:func:`fit_temperature`); on the
     calibrated fracture probabilities the operating threshold is the one reaching the published
-    sensitivity (95.2 %), and Youden's point is stored beside it for the report. With
-    ``config.garden_epochs`` 0 only the fracture model is exported: the Garden model in ``repository``
-    (same input size, trained by an earlier run) is left as it is.
+    sensitivity (95.2 %), and Youden's point is stored beside it for the report. A model whose
+    ``config.*_epochs`` is 0 is not exported: the one in ``repository`` (same input size, trained by
+    an earlier run) is left as it is, so either model can be retrained alone.
     """
     val = CropSet.load(work / "val.npz")
-    fracture = CamNet(create_backbone(config.backbone, 2, config.output_stride))
-    fracture.load_state_dict(torch.load(work / "fracture.pt", weights_only=True))
-
-    logits, _ = predict_logits(fracture.eval(), val.images)
-    temperature = fit_temperature(logits, val.fractured.astype(int))
-    p_val = softmax(logits / temperature)[:, 1]
-    threshold, sensitivity, specificity = sensitivity_threshold(val.fractured, p_val)
-    youden, youden_sensitivity, youden_specificity = youden_threshold(val.fractured, p_val)
-    garden_summary: dict = {"kept": str(repository / "garden")}
-    if config.garden_epochs > 0:
-        neck = val.subset(val.garden >= 0)
-        garden = CamNet(create_backbone(config.backbone, 4, config.output_stride))
-        garden.load_state_dict(torch.load(work / "garden.pt", weights_only=True))
-        garden_logits, _ = predict_logits(garden.eval(), neck.images)
-        garden_temperature = fit_temperature(garden_logits, neck.garden) if len(neck) else 1.0
-        garden_summary = {
-            "temperature": garden_temperature,
-            "val_accuracy": float((garden_logits.argmax(1) == neck.garden).mean()) if len(neck) else None,
-        }
-
     common = {
         "architecture": config.backbone,
         "input_size": config.input_size,
         "training_data": config.training_data,
         "disclaimer": SYNTHETIC_DISCLAIMER if config.training_data == "synthetic-phantoms" else config.disclaimer,
     }
-    train_config = {"train_config": json.dumps(asdict(config))}
+    kept = {"kept": str(repository / "fracture")}
+    history_path = work / "history.json"
+    summary = {
+        "config": asdict(config),
+        "history": json.loads(history_path.read_text()) if history_path.exists() else None,
+        "fracture": _export_fracture(config, repository, work, val, common) if config.fracture_epochs > 0 else kept,
+        "garden": _export_garden(config, repository, work, val, common)
+        if config.garden_epochs > 0
+        else {"kept": str(repository / "garden")},
+    }
+    (work / "training-summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _export_fracture(config: TrainConfig, repository: Path, work: Path, val: CropSet, common: dict) -> dict:
+    """Calibrate the fracture model, choose its operating points on ``val``, export it; its summary."""
+    fracture = CamNet(create_backbone(config.backbone, 2, config.output_stride))
+    fracture.load_state_dict(torch.load(work / "fracture.pt", weights_only=True))
+    logits, _ = predict_logits(fracture.eval(), val.images)
+    temperature = fit_temperature(logits, val.fractured.astype(int))
+    p_val = softmax(logits / temperature)[:, 1]
+    threshold, sensitivity, specificity = sensitivity_threshold(val.fractured, p_val)
+    youden, youden_sensitivity, youden_specificity = youden_threshold(val.fractured, p_val)
     export_model(
         fracture.eval(),
         repository,
@@ -261,7 +282,7 @@ def export_checkpoints(config: TrainConfig, repository: Path, work: Path) -> dic
             specificity=specificity,
             temperature=temperature,
             extra={
-                **train_config,
+                "train_config": json.dumps(asdict(config)),
                 "operating_point": f"sensitivity >= {PUBLISHED_SENSITIVITY} on validation",
                 "youden_threshold": f"{youden:.6f}",
                 "youden_sensitivity": f"{youden_sensitivity:.6f}",
@@ -270,30 +291,36 @@ def export_checkpoints(config: TrainConfig, repository: Path, work: Path) -> dic
             **common,
         ),
     )
-    if config.garden_epochs > 0:
-        export_model(
-            garden.eval(),
-            repository,
-            "garden",
-            ExportMetadata(GARDEN_CLASSES, temperature=garden_temperature, extra=train_config, **common),
-        )
-    history_path = work / "history.json"
-    summary = {
-        "config": asdict(config),
-        "history": json.loads(history_path.read_text()) if history_path.exists() else None,
-        "fracture": {
-            "temperature": temperature,
-            "threshold": threshold,
-            "val_sensitivity": sensitivity,
-            "val_specificity": specificity,
-            "youden_threshold": youden,
-            "youden_sensitivity": youden_sensitivity,
-            "youden_specificity": youden_specificity,
-            "val_auc": roc_auc(val.fractured, p_val),
-            "val_nll_before": nll(logits, val.fractured.astype(int)),
-            "val_nll_after": nll(logits, val.fractured.astype(int), temperature),
-        },
-        "garden": garden_summary,
+    return {
+        "temperature": temperature,
+        "threshold": threshold,
+        "val_sensitivity": sensitivity,
+        "val_specificity": specificity,
+        "youden_threshold": youden,
+        "youden_sensitivity": youden_sensitivity,
+        "youden_specificity": youden_specificity,
+        "val_auc": roc_auc(val.fractured, p_val),
+        "val_nll_before": nll(logits, val.fractured.astype(int)),
+        "val_nll_after": nll(logits, val.fractured.astype(int), temperature),
     }
-    (work / "training-summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+
+
+def _export_garden(config: TrainConfig, repository: Path, work: Path, val: CropSet, common: dict) -> dict:
+    """Calibrate the Garden model on ``val``'s femoral-neck fractures, export it; its summary."""
+    neck = val.subset(val.garden >= 0)
+    garden = CamNet(create_backbone(config.backbone, 4, config.output_stride))
+    garden.load_state_dict(torch.load(work / "garden.pt", weights_only=True))
+    logits, _ = predict_logits(garden.eval(), neck.images)
+    temperature = fit_temperature(logits, neck.garden) if len(neck) else 1.0
+    export_model(
+        garden.eval(),
+        repository,
+        "garden",
+        ExportMetadata(
+            GARDEN_CLASSES, temperature=temperature, extra={"train_config": json.dumps(asdict(config))}, **common
+        ),
+    )
+    return {
+        "temperature": temperature,
+        "val_accuracy": float((logits.argmax(1) == neck.garden).mean()) if len(neck) else None,
+    }

@@ -82,7 +82,7 @@ def test_garden_epochs_0_retrains_the_fracture_model_and_keeps_the_garden_model(
     train_all(TINY, tmp_path / "repo", tmp_path / "first")
     garden_before = (tmp_path / "repo" / "garden" / "1" / "model.onnx").read_bytes()
     fracture_before = (tmp_path / "repo" / "fracture" / "1" / "model.onnx").read_bytes()
-    config = dataclasses.replace(TINY, backbone="tinynet_e", garden_epochs=0)
+    config = dataclasses.replace(TINY, backbone="tinynet_e", garden_epochs=0, cam_box_weight=0.2)  # guided too
     summary = train_all(config, tmp_path / "repo", tmp_path / "second")
     assert (tmp_path / "repo" / "garden" / "1" / "model.onnx").read_bytes() == garden_before
     assert (tmp_path / "repo" / "fracture" / "1" / "model.onnx").read_bytes() != fracture_before
@@ -90,3 +90,16 @@ def test_garden_epochs_0_retrains_the_fracture_model_and_keeps_the_garden_model(
     assert _parameters(tmp_path / "repo", "garden")["architecture"] == "test_resnet"
     assert summary["garden"] == {"kept": str(tmp_path / "repo" / "garden")}
     assert not (tmp_path / "second" / "garden.pt").exists()
+
+
+def test_fracture_epochs_0_retrains_the_garden_model_and_keeps_the_fracture_model(tmp_path):
+    train_all(TINY, tmp_path / "repo", tmp_path / "first")
+    fracture_before = (tmp_path / "repo" / "fracture" / "1" / "model.onnx").read_bytes()
+    garden_before = (tmp_path / "repo" / "garden" / "1" / "model.onnx").read_bytes()
+    config = dataclasses.replace(TINY, fracture_epochs=0, seed=TINY.seed + 1)
+    summary = train_all(config, tmp_path / "repo", tmp_path / "second")
+    assert (tmp_path / "repo" / "fracture" / "1" / "model.onnx").read_bytes() == fracture_before
+    assert (tmp_path / "repo" / "garden" / "1" / "model.onnx").read_bytes() != garden_before
+    assert summary["fracture"] == {"kept": str(tmp_path / "repo" / "fracture")}
+    assert 0 <= summary["garden"]["val_accuracy"] <= 1
+    assert not (tmp_path / "second" / "fracture.pt").exists()
