@@ -28,6 +28,11 @@ def fmt(triple: tuple[float, float, float] | list[float], pct: bool = True) -> s
     return f"{value:.3f} ({low:.3f}–{high:.3f})"
 
 
+def _pixels(triple: tuple[float, float, float] | list[float]) -> str:
+    value, low, high = triple
+    return "n/a (none in the set)" if np.isnan(value) else f"{value:.1f} ({low:.1f}–{high:.1f})"
+
+
 def miss_summary(misses: dict[str, list[tuple]], fractures: int, threshold: float) -> str:
     missed = sum(len(found) for found in misses.values())
     if not missed:
@@ -76,6 +81,7 @@ def group_section(result: GroupResult) -> str:
     top = f"{100 * TOP_FRACTION:g} %"
     hit, mean_iou = fmt(metrics["localisation_top5_iou_hit"]), fmt(metrics["localisation_top5_iou_mean"], pct=False)
     calibration = fmt(metrics["ece"], pct=False)
+    distance, size = _pixels(metrics["localisation_distance_median_px"]), data.images.shape[-1]
     ceiling = f"{metrics['localisation_top5_iou_ceiling']:.2f} for these boxes"
     subtype = metrics["subtype_sensitivity"]
     predicted = (result.score >= threshold).astype(int)
@@ -96,6 +102,7 @@ def group_section(result: GroupResult) -> str:
 | heat-map localisation, non-fractures (hottest point off the proximal femur) | {loc_neg} | 95 % (19/20) |
 | stricter: top-{top} region IoU with the fracture box ≥ {IOU_HIT} (fractures) | {hit} | – |
 | mean IoU of the top-{top} region with the fracture box (fractures; at best {ceiling}) | {mean_iou} | – |
+| median distance of the hottest point from the fracture box's centre (px of the {size}-px crop) | {distance} | – |
 | Garden 4-class accuracy (femoral-neck fractures, n = {necks}) | {garden4} | 93.34 % (Study B, CV) |
 | Garden I–II vs III–IV accuracy | {fmt(metrics["garden_displaced_accuracy"])} | – |
 
