@@ -228,7 +228,12 @@ def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | No
             sample_weight=subtle_weights(neck_train, config.subtle_weight),
         )
         torch.save(garden.state_dict(), work / "garden.pt")
-    (work / "history.json").write_text(json.dumps({"fracture": fracture_history, "garden": garden_history}))
+    history = {"fracture": fracture_history, "garden": garden_history}
+    history_path = work / "history.json"
+    if history_path.exists():  # a model not retrained keeps its history from the earlier run in ``work``
+        earlier = json.loads(history_path.read_text())
+        history = {name: runs or earlier.get(name, []) for name, runs in history.items()}
+    history_path.write_text(json.dumps(history))
     return export_checkpoints(config, repository, work)
 
 

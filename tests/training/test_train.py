@@ -98,6 +98,8 @@ def test_fracture_epochs_0_retrains_the_garden_model_and_keeps_the_fracture_mode
     garden_before = (tmp_path / "repo" / "garden" / "1" / "model.onnx").read_bytes()
     config = dataclasses.replace(TINY, fracture_epochs=0, seed=TINY.seed + 1)
     summary = train_all(config, tmp_path / "repo", tmp_path / "second")
+    again = train_all(config, tmp_path / "repo", tmp_path / "first")  # the first run's work folder
+    assert len(again["history"]["fracture"]) == 1  # the fracture model's history is kept beside the new Garden's
     assert (tmp_path / "repo" / "fracture" / "1" / "model.onnx").read_bytes() == fracture_before
     assert (tmp_path / "repo" / "garden" / "1" / "model.onnx").read_bytes() != garden_before
     assert summary["fracture"] == {"kept": str(tmp_path / "repo" / "fracture")}
