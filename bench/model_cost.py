@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench.e2e's helpers
 
 from bench.e2e import cpu_model, percentile
-from cds_service.inference.triton_server import read_model_config
+from cds_service.inference.triton_server import latest_model_file, read_model_config
 
 
 def onnx_parameters(path: Path) -> int:
@@ -81,7 +81,7 @@ def main() -> None:
         size = int(params["input_size"])
         classes = len(params["class_names"].split(","))
         cam = next(o for o in config.output if o.name == "cam").dims
-        onnx_path = args.repository / name / "1" / "model.onnx"
+        onnx_path = latest_model_file(args.repository, name)
         times = latency_ms(onnx_path, size, args.runs, args.threads)
         p50 = statistics.median(times)
         print(

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from cds_service.app import create_app
 from cds_service.cdshooks.jwt import ensure_keypair
 from cds_service.errors import InferenceError
-from cds_service.inference.triton_server import TritonServer
+from cds_service.inference.triton_server import TritonServer, latest_model_file
 from cds_service.settings import Settings
 from cds_service.telemetry import setup_tracing
 from tests.servers.fixtures import fhir_server, orthanc_server, postgres_server  # noqa: F401 - session fixtures
@@ -60,7 +60,7 @@ def started_triton(workdir: Path, **options: Any) -> Iterator[TritonServer]:
     """A real local Triton on free ports serving ``model_repository/`` (``options``: TritonServer's),
     stopped on exit; missing pieces skip (fail under CI) with the reason."""
     settings = Settings()
-    require((settings.model_repository / "fracture" / "1" / "model.onnx").exists(), "no fracture model exported")
+    require(latest_model_file(settings.model_repository, "fracture").exists(), "no fracture model exported")
     try:
         server = TritonServer.on_free_ports(settings, workdir, **options)
     except InferenceError as exc:

@@ -57,6 +57,19 @@ def read_model_config(path: Path) -> model_config_pb2.ModelConfig:
     return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
 
 
+def model_versions(repository: Path, name: str) -> list[int]:
+    """The numbered version folders of ``repository/name``, oldest first (empty when there are none)."""
+    folder = repository / name
+    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()) if folder.is_dir() else []
+
+
+def latest_model_file(repository: Path, name: str, filename: str = "model.onnx") -> Path:
+    """``repository/name/<newest version>/filename``: what Triton serves under ``version_policy: latest 1``
+    (the path of version 1 when the model has no version yet)."""
+    versions = model_versions(repository, name)
+    return repository / name / str(versions[-1] if versions else 1) / filename
+
+
 def to_python_backend(config: model_config_pb2.ModelConfig) -> model_config_pb2.ModelConfig:
     """The CPU python-backend twin of an onnxruntime model config (same name, tensors, parameters)."""
     cpu = model_config_pb2.ModelConfig()

@@ -9,6 +9,7 @@ warm-up); the local CPU launcher derives its python-backend twin from it. Model 
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,9 +120,23 @@ model_warmup [
 """
 
 
-def export_model(net: CamNet, repository: Path, name: str, metadata: ExportMetadata, version: int = 1) -> Path:
-    """Export ``net`` as ``repository/name/version/model.onnx`` with its ``config.pbtxt``."""
+def export_model(
+    net: CamNet, repository: Path, name: str, metadata: ExportMetadata, version: int | None = None
+) -> Path:
+    """Export ``net`` as ``repository/name/version/model.onnx`` with its ``config.pbtxt``.
+
+    By default the version is one above the newest already there (1 for a new model), and the older
+    version folders are removed: new weights (or a new threshold or temperature) are a new served
+    version, so the result store, keyed by ``name@version``, never answers from the old model's results.
+    """
+    from cds_service.inference.triton_server import model_versions
+
+    earlier = model_versions(repository, name)
+    version = version if version is not None else (earlier[-1] + 1 if earlier else 1)
     onnx_path = repository / name / str(version) / "model.onnx"
     cam_hw = export_onnx(net, onnx_path, metadata.input_size)
     (repository / name / "config.pbtxt").write_text(triton_config(name, metadata, cam_hw))
+    for old in earlier:
+        if old != version:
+            shutil.rmtree(repository / name / str(old))
     return onnx_path

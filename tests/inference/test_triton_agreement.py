@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cds_service.inference.client import TritonInferenceClient
-from cds_service.inference.triton_server import read_model_config
+from cds_service.inference.triton_server import latest_model_file, read_model_config
 from cds_service.settings import Settings
 
 
@@ -37,7 +37,7 @@ def test_ensemble_outputs_equal_onnxruntime_on_the_model_files(triton):
         ("fracture", outputs.fracture_logits, outputs.fracture_cam),
         ("garden", outputs.garden_logits, outputs.garden_cam),
     ):
-        session = ort.InferenceSession(str(repository / name / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(latest_model_file(repository, name)), providers=["CPUExecutionProvider"])
         expected_logits, expected_cam = session.run(["logits", "cam"], {"image": crops[:, None]})
         np.testing.assert_allclose(logits, expected_logits, atol=1e-5)
         np.testing.assert_allclose(cam, expected_cam, atol=1e-5)

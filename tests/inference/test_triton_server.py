@@ -1,6 +1,13 @@
 from pathlib import Path
 
-from cds_service.inference.triton_server import count_twins, prepare_repository, read_model_config, to_python_backend
+from cds_service.inference.triton_server import (
+    count_twins,
+    latest_model_file,
+    model_versions,
+    prepare_repository,
+    read_model_config,
+    to_python_backend,
+)
 
 REPO = Path(__file__).resolve().parents[2] / "model_repository"
 
@@ -27,7 +34,8 @@ def test_prepare_repository_writes_a_runnable_copy(tmp_path):
     for name in names:
         config = read_model_config(tmp_path / "repo" / name / "config.pbtxt")
         if config.backend == "python":
-            assert (tmp_path / "repo" / name / "1" / "model.py").exists()
-            assert (tmp_path / "repo" / name / "1" / "model.onnx").exists()
+            assert latest_model_file(tmp_path / "repo", name, "model.py").exists()
+            assert latest_model_file(tmp_path / "repo", name).exists()
+            assert model_versions(tmp_path / "repo", name) == model_versions(REPO, name)
     twins = [name for name in names if read_model_config(tmp_path / "repo" / name / "config.pbtxt").backend == "python"]
     assert count_twins(tmp_path / "repo") == len(twins)  # the launcher splits the cores between them

@@ -16,11 +16,12 @@ PNG = b"\x89PNG"
 
 
 def test_fast_evaluation_writes_a_stard_report(tmp_path):
+    from cds_service.inference.triton_server import latest_model_file
     from cds_service.settings import Settings
     from cds_service.training.evaluation import PHANTOM_GROUPS, OnnxModel, evaluate
 
     repository = Settings().model_repository
-    require((repository / "fracture" / "1" / "model.onnx").exists(), "no exported models")
+    require(latest_model_file(repository, "fracture").exists(), "no exported models")
     metrics = evaluate(repository, tmp_path, studies=10, fast=True)
     report = (tmp_path / "report.md").read_text()
     assert "Internal sites" in report and "External site (" in report and "External site B" in report

@@ -110,14 +110,14 @@ def test_config_pbtxt_parses_and_carries_the_metadata(exported):
 
 
 def test_shipped_models_meet_the_contract():
-    from cds_service.inference.triton_server import read_model_config
+    from cds_service.inference.triton_server import latest_model_file, read_model_config
     from cds_service.settings import Settings
 
     repo = Settings().model_repository
-    require((repo / "fracture" / "1" / "model.onnx").exists(), "no exported models")
+    require(latest_model_file(repo, "fracture").exists(), "no exported models")
     for name, classes in (("fracture", 2), ("garden", 4)):
         config = read_model_config(repo / name / "config.pbtxt")
-        assert (repo / name / "1" / "model.onnx").stat().st_size <= 25 * 2**20
+        assert latest_model_file(repo, name).stat().st_size <= 25 * 2**20
         assert [t.name for t in config.input] == ["image"] and [t.name for t in config.output] == ["logits", "cam"]
         assert list(config.output[0].dims) == [classes]
         assert config.parameters["disclaimer"].string_value

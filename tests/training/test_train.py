@@ -14,7 +14,7 @@ if not IN_CI:  # the [train] extra is optional on a developer machine; CI instal
     pytest.importorskip("torch")
     pytest.importorskip("timm")
 
-from cds_service.inference.triton_server import read_model_config
+from cds_service.inference.triton_server import latest_model_file, model_versions, read_model_config
 from cds_service.training.config import TrainConfig
 from cds_service.training.train import phantom_fingerprint, train_all
 
@@ -80,12 +80,15 @@ def test_study_a_efficientnet_b4_at_380_is_one_flag_away(tmp_path):
 def test_garden_epochs_0_retrains_the_fracture_model_and_keeps_the_garden_model(tmp_path):
     """A new fracture backbone can ship beside a Garden model trained by an earlier run."""
     train_all(TINY, tmp_path / "repo", tmp_path / "first")
-    garden_before = (tmp_path / "repo" / "garden" / "1" / "model.onnx").read_bytes()
-    fracture_before = (tmp_path / "repo" / "fracture" / "1" / "model.onnx").read_bytes()
+    garden_before = latest_model_file(tmp_path / "repo", "garden").read_bytes()
+    fracture_before = latest_model_file(tmp_path / "repo", "fracture").read_bytes()
     config = dataclasses.replace(TINY, backbone="tinynet_e", garden_epochs=0, cam_box_weight=0.2)  # guided too
     summary = train_all(config, tmp_path / "repo", tmp_path / "second")
-    assert (tmp_path / "repo" / "garden" / "1" / "model.onnx").read_bytes() == garden_before
-    assert (tmp_path / "repo" / "fracture" / "1" / "model.onnx").read_bytes() != fracture_before
+    assert latest_model_file(tmp_path / "repo", "garden").read_bytes() == garden_before
+    assert latest_model_file(tmp_path / "repo", "fracture").read_bytes() != fracture_before
+    # New weights are a new served version (the result store is keyed by it); the old folder goes.
+    assert model_versions(tmp_path / "repo", "fracture") == [2]
+    assert model_versions(tmp_path / "repo", "garden") == [1]
     assert _parameters(tmp_path / "repo", "fracture")["architecture"] == "tinynet_e"
     assert _parameters(tmp_path / "repo", "garden")["architecture"] == "test_resnet"
     assert summary["garden"] == {"kept": str(tmp_path / "repo" / "garden")}
@@ -94,14 +97,14 @@ def test_garden_epochs_0_retrains_the_fracture_model_and_keeps_the_garden_model(
 
 def test_fracture_epochs_0_retrains_the_garden_model_and_keeps_the_fracture_model(tmp_path):
     train_all(TINY, tmp_path / "repo", tmp_path / "first")
-    fracture_before = (tmp_path / "repo" / "fracture" / "1" / "model.onnx").read_bytes()
-    garden_before = (tmp_path / "repo" / "garden" / "1" / "model.onnx").read_bytes()
+    fracture_before = latest_model_file(tmp_path / "repo", "fracture").read_bytes()
+    garden_before = latest_model_file(tmp_path / "repo", "garden").read_bytes()
     config = dataclasses.replace(TINY, fracture_epochs=0, seed=TINY.seed + 1)
     summary = train_all(config, tmp_path / "repo", tmp_path / "second")
     again = train_all(config, tmp_path / "repo", tmp_path / "first")  # the first run's work folder
     assert len(again["history"]["fracture"]) == 1  # the fracture model's history is kept beside the new Garden's
-    assert (tmp_path / "repo" / "fracture" / "1" / "model.onnx").read_bytes() == fracture_before
-    assert (tmp_path / "repo" / "garden" / "1" / "model.onnx").read_bytes() != garden_before
+    assert latest_model_file(tmp_path / "repo", "fracture").read_bytes() == fracture_before
+    assert latest_model_file(tmp_path / "repo", "garden").read_bytes() != garden_before
     assert summary["fracture"] == {"kept": str(tmp_path / "repo" / "fracture")}
     assert 0 <= summary["garden"]["val_accuracy"] <= 1
     assert not (tmp_path / "second" / "fracture.pt").exists()

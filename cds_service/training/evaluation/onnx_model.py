@@ -10,7 +10,7 @@ import numpy as np
 from cds_service.domain import ModelInfo
 from cds_service.findings import softmax
 from cds_service.inference.client import model_info_from_config
-from cds_service.inference.triton_server import read_model_config
+from cds_service.inference.triton_server import latest_model_file, read_model_config
 
 
 @dataclass
@@ -29,7 +29,7 @@ class OnnxModel:
 
         config = read_model_config(repository / name / "config.pbtxt")
         params = {key: value.string_value for key, value in config.parameters.items()}
-        version = max((p for p in (repository / name).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+        version = latest_model_file(repository, name).parent
         info = model_info_from_config(json_format.MessageToDict(config, preserving_proto_field_name=True), version.name)
         session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
         return cls(name, session, params, info)
