@@ -22,6 +22,7 @@ from cds_service.findings import softmax
 from cds_service.training.calibration import PUBLISHED_SENSITIVITY, fit_temperature, nll, sensitivity_threshold
 from cds_service.training.config import FRACTURE_CLASSES, GARDEN_CLASSES, TrainConfig
 from cds_service.training.dataset import CropSet, from_folder, generate
+from cds_service.training.evaluation.localisation import pointing_game
 from cds_service.training.export import SYNTHETIC_DISCLAIMER, ExportMetadata, export_model
 from cds_service.training.guidance import cam_box_loss
 from cds_service.training.metrics import roc_auc, youden_threshold
@@ -77,6 +78,7 @@ def fit(
     val: tuple[np.ndarray, np.ndarray] | None = None,
     sample_weight: np.ndarray | None = None,
     boxes: tuple[np.ndarray, np.ndarray] | None = None,
+    val_boxes: np.ndarray | None = None,
 ) -> tuple[CamNet, list[dict]]:
     """Train a CamNet from scratch; returns it (eval mode) and the per-epoch history.
 
@@ -84,7 +86,8 @@ def fit(
     is how subtle fractures (Garden I, AO A1) weigh more than the easy ones. ``boxes`` (fracture
     boxes, proximal-femur boxes; crop pixels, NaN where absent) add the map's box guidance
     (:func:`~cds_service.training.guidance.cam_box_loss`, weight ``config.cam_box_weight``) for a
-    2-class model.
+    2-class model. With ``val_boxes`` (the validation crops' fracture boxes) each epoch's record also
+    holds ``val_localisation``: the share of validation fractures whose map peaks in the box.
     """
     seed_everything(config.seed, config.threads)
     net = CamNet(create_backbone(config.backbone, classes, config.output_stride))
@@ -142,10 +145,12 @@ def fit(
                     )
             record = {"epoch": epoch + 1, "loss": total / len(images), "seconds": time.perf_counter() - started}
             if val is not None:
-                probs, _ = predict(net, val[0])
+                probs, cams = predict(net, val[0])
                 record["val_accuracy"] = float((probs.argmax(1) == val[1]).mean())
                 if classes == 2:
                     record["val_auc"] = roc_auc(val[1], probs[:, 1])
+                if classes == 2 and val_boxes is not None:
+                    record["val_localisation"] = pointing_game(cams[:, 1], val_boxes, val[0].shape[-1])
             history.append(record)
             bar.console.print(f"{title} epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items()))
     return net.eval(), history
@@ -212,6 +217,7 @@ def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | No
             val=(val.images, val.fractured.astype(int)),
             sample_weight=subtle_weights(train, config.subtle_weight),
             boxes=(train.boxes, train.femur),
+            val_boxes=val.boxes,
         )
         torch.save(fracture.state_dict(), work / "fracture.pt")  # a later failure keeps the long first half
     garden_history: list[dict] = []

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from cds_service.training.dataset import CropSet
-from cds_service.training.evaluation.localisation import localisation
+from cds_service.training.evaluation.localisation import localisation, pointing_game
 
 SIZE, CELLS = 128, 8  # 16-px cells
 
@@ -39,3 +39,10 @@ def test_a_constant_offset_below_the_box_misses_and_shows_its_distance():
     result = localisation(_maps(10, 6, 2), crops, resamples=50)
     assert result["localisation_fracture"][0] == 0.0
     assert result["localisation_distance_median_px"][0] == pytest.approx(64, abs=2)
+
+
+def test_the_pointing_game_per_epoch_skips_crops_without_a_box():
+    crops = _crops(4, (24.0, 24.0, 56.0, 56.0))
+    crops.boxes[3] = np.nan  # e.g. a non-fracture
+    cams = np.concatenate([_maps(2, 2, 2), _maps(2, 6, 6)])  # two on the box, one off, one without a box
+    assert pointing_game(cams, crops.boxes, SIZE) == pytest.approx(2 / 3)

@@ -89,6 +89,7 @@ def test_garden_epochs_0_retrains_the_fracture_model_and_keeps_the_garden_model(
     # New weights are a new served version (the result store is keyed by it); the old folder goes.
     assert model_versions(tmp_path / "repo", "fracture") == [2]
     assert model_versions(tmp_path / "repo", "garden") == [1]
+    assert 0 <= summary["history"]["fracture"][-1]["val_localisation"] <= 1  # the pointing game, per epoch
     assert _parameters(tmp_path / "repo", "fracture")["architecture"] == "tinynet_e"
     assert _parameters(tmp_path / "repo", "garden")["architecture"] == "test_resnet"
     assert summary["garden"] == {"kept": str(tmp_path / "repo" / "garden")}

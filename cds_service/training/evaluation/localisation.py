@@ -34,6 +34,16 @@ def inside(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     )
 
 
+def pointing_game(cams: np.ndarray, boxes: np.ndarray, size: int) -> float:
+    """Share of the crops with a box (rows of NaN skipped) whose map (``cams`` [N, h, w], over a
+    ``size``-px crop) has its hottest point in that box: Study A's criterion on fractures."""
+    boxed = ~np.isnan(boxes[:, 0])
+    if not boxed.any():
+        return float("nan")
+    points = np.array([hottest_point(upsample(cam, size)) for cam in cams[boxed]])
+    return float(inside(points, boxes[boxed]).mean())
+
+
 def localisation(cams: np.ndarray, data: CropSet, resamples: int) -> dict[str, tuple[float, float, float]]:
     """Study A's pointing game on fractures and non-fractures, and the top-k % IoU on fractures."""
     size = data.images.shape[-1]
