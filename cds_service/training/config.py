@@ -2,8 +2,8 @@
 
 ``cds-service`` builds its parser from these defaults, and ``serve``/``demo`` run on the base
 install (no torch), so nothing here may import the ``[train]`` extra. The defaults are the
-configuration of the shipped weights in ``model_repository/`` (each model's ``config.pbtxt`` holds
-the ``train_config`` it was trained with).
+configuration of the shipped Garden model; the fracture model's flags are in ``scripts/dev train``
+(each model's ``config.pbtxt`` holds the ``train_config`` it was trained with).
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ GARDEN_CLASSES = ("garden_I", "garden_II", "garden_III", "garden_IV")
 class TrainConfig:
     """Everything that determines the shipped weights (stored next to them)."""
 
-    # The shipped weights: timm's tiny ResNet (0.37 M parameters) at 256 with the last stage dilated
-    # (output stride 16: a 16×16 heat map). The EfficientNet family is one flag away:
-    # --backbone tinynet_e (EfficientNet-B0 scaled to width 0.51 / depth 0.6) or efficientnet_b4 at
-    # 380 (Study A, GPU); see docs/model-card.md for the TinyNet-E runs.
+    # The defaults are the shipped Garden model's configuration: timm's tiny ResNet (0.37 M parameters)
+    # at 256 with the last stage dilated (output stride 16: a 16×16 heat map). The shipped fracture
+    # model is TinyNet-E (EfficientNet-B0 scaled to width 0.51 / depth 0.6) with box guidance:
+    # `scripts/dev train` runs both recipes; each model's config.pbtxt holds its `train_config`.
+    # efficientnet_b4 at 380 (Study A, GPU) is one flag away.
     backbone: str = "test_resnet"
     input_size: int = 256
     output_stride: int = 16  # dilates the last stage: 16×16 heat map at 256 (32: 8×8)

@@ -22,7 +22,7 @@ from google.protobuf import text_format
 
 from cds_service.errors import InferenceError
 from cds_service.inference.client import ContractMismatch, TritonInferenceClient
-from cds_service.inference.triton_server import TritonServer, free_port, read_model_config
+from cds_service.inference.triton_server import TritonServer, free_port, model_versions, read_model_config
 from cds_service.metrics import REGISTRY
 from tests.conftest import started_triton
 from tests.inference.tcp import Forwarder, black_hole
@@ -214,33 +214,40 @@ async def test_a_reconnection_checks_the_contract_again(triton, explicit_triton)
 
 async def test_a_new_model_version_changes_the_label(explicit_triton):
     repository = explicit_triton.repository
+    names = ("fracture", "garden", "hip_analysis")
+    fracture, garden, ensemble = (model_versions(repository, name)[-1] for name in names)
     periodic = TritonInferenceClient(explicit_triton.grpc_url, timeout_s=30, refresh_s=0.2)
     on_answer = TritonInferenceClient(explicit_triton.grpc_url, timeout_s=30, refresh_s=3600)
     try:
         models = await periodic.models()
-        assert (models["fracture"].label, models["garden"].label) == ("fracture@1", "garden@1")
+        assert (models["fracture"].label, models["garden"].label) == (f"fracture@{fracture}", f"garden@{garden}")
         await on_answer.models()
 
         # A new fracture version: seen by the periodic version check (at most every refresh_s).
-        shutil.copytree(repository / "fracture" / "1", repository / "fracture" / "2", symlinks=True)
+        folder = repository / "fracture"
+        shutil.copytree(folder / str(fracture), folder / str(fracture + 1), symlinks=True)
         await load(explicit_triton, "fracture")
         await asyncio.sleep(0.3)
         models = await periodic.models()
-        assert (models["fracture"].label, models["garden"].label) == ("fracture@2", "garden@1")
+        assert (models["fracture"].label, models["garden"].label) == (f"fracture@{fracture + 1}", f"garden@{garden}")
         outputs = await periodic.infer(crops(models["fracture"].input_size))
         assert outputs.fracture_logits.shape == (2, 2)
 
         # A new ensemble version: the inference answer names it, so the next call reads the models again.
-        shutil.copytree(repository / "hip_analysis" / "1", repository / "hip_analysis" / "2")
+        shutil.copytree(repository / "hip_analysis" / str(ensemble), repository / "hip_analysis" / str(ensemble + 1))
         await load(explicit_triton, "hip_analysis")
-        assert on_answer.served_versions["hip_analysis"] == "1"
+        assert on_answer.served_versions["hip_analysis"] == str(ensemble)
         await on_answer.infer(crops(models["fracture"].input_size))
         models = await on_answer.models()
-        assert on_answer.served_versions == {"fracture": "2", "garden": "1", "hip_analysis": "2"}
-        assert models["fracture"].label == "fracture@2"
+        assert on_answer.served_versions == {
+            "fracture": str(fracture + 1),
+            "garden": str(garden),
+            "hip_analysis": str(ensemble + 1),
+        }
+        assert models["fracture"].label == f"fracture@{fracture + 1}"
     finally:
-        shutil.rmtree(repository / "fracture" / "2", ignore_errors=True)
-        shutil.rmtree(repository / "hip_analysis" / "2", ignore_errors=True)
+        shutil.rmtree(repository / "fracture" / str(fracture + 1), ignore_errors=True)
+        shutil.rmtree(repository / "hip_analysis" / str(ensemble + 1), ignore_errors=True)
         await load(explicit_triton, "fracture", "hip_analysis")
         await periodic.close()
         await on_answer.close()
