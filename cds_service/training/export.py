@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from cds_service.inference.triton_server import model_versions
 from cds_service.training.model import CamNet, ServingNet
 
 UNTRAINED_DISCLAIMER = "Untrained model: outputs are meaningless."
@@ -129,8 +130,6 @@ def export_model(
     version folders are removed: new weights (or a new threshold or temperature) are a new served
     version, so the result store, keyed by ``name@version``, never answers from the old model's results.
     """
-    from cds_service.inference.triton_server import model_versions
-
     earlier = model_versions(repository, name)
     version = version if version is not None else (earlier[-1] + 1 if earlier else 1)
     onnx_path = repository / name / str(version) / "model.onnx"

@@ -259,12 +259,13 @@ def export_checkpoints(config: TrainConfig, repository: Path, work: Path) -> dic
         "training_data": config.training_data,
         "disclaimer": SYNTHETIC_DISCLAIMER if config.training_data == "synthetic-phantoms" else config.disclaimer,
     }
-    kept = {"kept": str(repository / "fracture")}
     history_path = work / "history.json"
     summary = {
         "config": asdict(config),
         "history": json.loads(history_path.read_text()) if history_path.exists() else None,
-        "fracture": _export_fracture(config, repository, work, val, common) if config.fracture_epochs > 0 else kept,
+        "fracture": _export_fracture(config, repository, work, val, common)
+        if config.fracture_epochs > 0
+        else {"kept": str(repository / "fracture")},
         "garden": _export_garden(config, repository, work, val, common)
         if config.garden_epochs > 0
         else {"kept": str(repository / "garden")},
