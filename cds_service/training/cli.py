@@ -36,6 +36,7 @@ def _train(args: argparse.Namespace) -> int:
         zero_init_head=args.zero_init_head,
         clip_grad_norm=args.clip_grad_norm,
         cam_box_weight=args.cam_box_weight,
+        garden_init=args.garden_init,
         seed=args.seed,
         **({"training_data": args.training_data} if args.data else {}),
     )
@@ -141,6 +142,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=defaults.cam_box_weight,
         help="weight of the heat map's box guidance (fracture box / off the femur; 0 = off)",
+    )
+    train.add_argument(
+        "--garden-init",
+        default=defaults.garden_init,
+        help="start the Garden model from a checkpoint's features: 'fracture' (WORK/fracture.pt) or a path",
     )
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--repository", default=repository, help="model repository to export into")

@@ -1,9 +1,9 @@
 """The training configuration and class names, importable without torch.
 
 ``cds-service`` builds its parser from these defaults, and ``serve``/``demo`` run on the base
-install (no torch), so nothing here may import the ``[train]`` extra. The defaults are the
-configuration of the shipped Garden model; the fracture model's flags are in ``scripts/dev train``
-(each model's ``config.pbtxt`` holds the ``train_config`` it was trained with).
+install (no torch), so nothing here may import the ``[train]`` extra. The defaults are a quick
+recipe (the tiny ResNet, both models in about half an hour); the shipped models' flags are in
+``scripts/dev train`` (each model's ``config.pbtxt`` holds the ``train_config`` it was trained with).
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ GARDEN_CLASSES = ("garden_I", "garden_II", "garden_III", "garden_IV")
 class TrainConfig:
     """Everything that determines the shipped weights (stored next to them)."""
 
-    # The defaults are the shipped Garden model's configuration: timm's tiny ResNet (0.37 M parameters)
-    # at 256 with the last stage dilated (output stride 16: a 16×16 heat map). The shipped fracture
-    # model is TinyNet-E (EfficientNet-B0 scaled to width 0.51 / depth 0.6) with box guidance:
-    # `scripts/dev train` runs both recipes; each model's config.pbtxt holds its `train_config`.
-    # efficientnet_b4 at 380 (Study A, GPU) is one flag away.
+    # The defaults are a quick recipe: timm's tiny ResNet (0.37 M parameters) at 256 with the last
+    # stage dilated (output stride 16: a 16×16 heat map); it shipped until 2026-12. Both shipped models
+    # are TinyNet-E (EfficientNet-B0 scaled to width 0.51 / depth 0.6): the fracture model with box
+    # guidance, the Garden model started from the fracture model's features. `scripts/dev train` runs
+    # both recipes; each model's config.pbtxt holds its `train_config`. efficientnet_b4 at 380
+    # (Study A, GPU) is one flag away.
     backbone: str = "test_resnet"
     input_size: int = 256
     output_stride: int = 16  # dilates the last stage: 16×16 heat map at 256 (32: 8×8)
@@ -35,13 +36,18 @@ class TrainConfig:
     learning_rate: float = 2e-3
     # Stabilisers for deeper from-scratch backbones (EfficientNet/TinyNet start with large logits and
     # gradient norms of 10–20): a zero-initialised classifier starts every crop at chance, and the
-    # gradient norm is clipped. Off for the shipped test_resnet, so its recipe reproduces as stored.
+    # gradient norm is clipped. Off in the defaults (the tiny ResNet needs neither).
     zero_init_head: bool = False
     clip_grad_norm: float = 0.0  # 0 = off
     # Box guidance of the fracture model's heat map (training.guidance): the weight of the term that
     # puts the map's mass in the fracture box (fractures) and off the proximal femur (non-fractures).
     # 0 = off (image labels only, as the seeds train).
     cam_box_weight: float = 0.0
+    # Where the Garden model starts: "" = from scratch (random weights); "fracture" = the fracture
+    # model's checkpoint in the work folder (fracture.pt); or the path of a checkpoint with the same
+    # backbone. Every weight but the classifier is copied, so staging starts from features that already
+    # find and localise fracture lines.
+    garden_init: str = ""
     seed: int = 20261122
     threads: int = 2
     training_data: str = "synthetic-phantoms"  # anything else: describe the real data set

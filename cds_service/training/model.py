@@ -72,6 +72,23 @@ class ServingNet(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
+def load_features(net: CamNet, checkpoint: dict[str, torch.Tensor]) -> list[str]:
+    """Copy every weight of ``checkpoint`` (a CamNet state dict, same backbone) into ``net`` except the
+    classifier's, whose shape follows the number of classes; returns the names of the weights left as
+    they were. Anything else that does not match (another backbone, output stride or width) is an error.
+    """
+    target = net.state_dict(keep_vars=True)
+    head = {id(parameter) for parameter in net.classifier.parameters()}
+    skip = {name for name, value in target.items() if id(value) in head}  # classifier.* and its backbone alias
+    copied = {name: value for name, value in checkpoint.items() if name not in skip}
+    wrong = sorted(name for name, value in copied.items() if name not in target or target[name].shape != value.shape)
+    missing = sorted(set(target) - set(copied) - skip)
+    if wrong or missing:
+        raise ValueError(f"checkpoint does not fit this backbone: {(wrong + missing)[:5]}")
+    net.load_state_dict(copied, strict=False)
+    return sorted(skip)
+
+
 def normalise_batch(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 [B, 1, S, S] → the float input of :class:`CamNet` (same maths as ServingNet)."""
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)

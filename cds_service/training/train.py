@@ -26,7 +26,7 @@ from cds_service.training.evaluation.localisation import pointing_game
 from cds_service.training.export import SYNTHETIC_DISCLAIMER, ExportMetadata, export_model
 from cds_service.training.guidance import cam_box_loss
 from cds_service.training.metrics import roc_auc, youden_threshold
-from cds_service.training.model import CamNet, create_backbone, normalise_batch
+from cds_service.training.model import CamNet, create_backbone, load_features, normalise_batch
 from cds_service.training.phantoms import LABELS
 
 
@@ -79,8 +79,12 @@ def fit(
     sample_weight: np.ndarray | None = None,
     boxes: tuple[np.ndarray, np.ndarray] | None = None,
     val_boxes: np.ndarray | None = None,
+    init: Path | None = None,
 ) -> tuple[CamNet, list[dict]]:
-    """Train a CamNet from scratch; returns it (eval mode) and the per-epoch history.
+    """Train a CamNet; returns it (eval mode) and the per-epoch history.
+
+    It starts from random weights, or with ``init`` (a checkpoint of the same backbone) from that
+    checkpoint's features, with a new classifier (:func:`~cds_service.training.model.load_features`).
 
     Classes are balanced by inverse frequency; ``sample_weight`` (per image) multiplies on top, which
     is how subtle fractures (Garden I, AO A1) weigh more than the easy ones. ``boxes`` (fracture
@@ -91,6 +95,8 @@ def fit(
     """
     seed_everything(config.seed, config.threads)
     net = CamNet(create_backbone(config.backbone, classes, config.output_stride))
+    if init is not None:
+        load_features(net, torch.load(init, weights_only=True))
     if config.zero_init_head:
         nn.init.zeros_(net.classifier.weight)
         nn.init.zeros_(net.classifier.bias)
@@ -232,6 +238,7 @@ def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | No
             "garden",
             val=(neck_val.images, neck_val.garden),
             sample_weight=subtle_weights(neck_train, config.subtle_weight),
+            init=_garden_init(config, work),
         )
         torch.save(garden.state_dict(), work / "garden.pt")
     history = {"fracture": fracture_history, "garden": garden_history}
@@ -241,6 +248,17 @@ def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | No
         history = {name: runs or earlier.get(name, []) for name, runs in history.items()}
     history_path.write_text(json.dumps(history))
     return export_checkpoints(config, repository, work)
+
+
+def _garden_init(config: TrainConfig, work: Path) -> Path | None:
+    """The checkpoint the Garden model starts from: None (from scratch), ``work``'s fracture.pt for
+    ``"fracture"`` (the fracture model trained in this work folder), or the path given."""
+    if not config.garden_init:
+        return None
+    path = work / "fracture.pt" if config.garden_init == "fracture" else Path(config.garden_init)
+    if not path.exists():
+        raise FileNotFoundError(f"--garden-init: no checkpoint at {path} (train the fracture model in --work first)")
+    return path
 
 
 def export_checkpoints(config: TrainConfig, repository: Path, work: Path) -> dict:

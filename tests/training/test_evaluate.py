@@ -38,6 +38,9 @@ def test_fast_evaluation_writes_a_stard_report(tmp_path):
             assert np.isnan(value) or low <= value <= high
         assert ("youden" in saved[group]["operating_points"]) == has_youden
         assert sum(saved[group]["reliability"]["counts"]) == 20
+        assert list(saved[group]["garden_stage_recall"]) == ["I", "II", "III", "IV"]
+        for value, low, high in saved[group]["garden_stage_recall"].values():
+            assert np.isnan(value) or low <= value <= high
     external = [group.name for group in PHANTOM_GROUPS if group.external]
     assert sorted(metrics["controls"]) == sorted(external) and len(external) == 2
     for control in metrics["controls"].values():
@@ -45,6 +48,7 @@ def test_fast_evaluation_writes_a_stard_report(tmp_path):
         assert 0.0 <= control["baseline_auc"][0] <= 1.0
         assert control["occlusion"]["called"] <= 20
     assert "Occlusion" in report and "Shortcut controls: skipped" not in report
+    assert "Garden I staged as I" in report and "Garden recall by stage: I " in report
 
 
 @pytest.fixture(scope="module")

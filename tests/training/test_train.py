@@ -109,3 +109,22 @@ def test_fracture_epochs_0_retrains_the_garden_model_and_keeps_the_fracture_mode
     assert summary["fracture"] == {"kept": str(tmp_path / "repo" / "fracture")}
     assert 0 <= summary["garden"]["val_accuracy"] <= 1
     assert not (tmp_path / "second" / "fracture.pt").exists()
+
+
+def test_the_garden_model_can_start_from_the_fracture_models_features(tmp_path):
+    """`--garden-init fracture`: the Garden backbone starts as the fracture model's (at a learning
+    rate too small to move it, the trained Garden weights still equal the fracture model's)."""
+    import torch
+
+    train_all(TINY, tmp_path / "repo", tmp_path / "work")
+    fracture = torch.load(tmp_path / "work" / "fracture.pt", weights_only=True)
+    config = dataclasses.replace(TINY, fracture_epochs=0, learning_rate=1e-12, garden_init="fracture")
+    summary = train_all(config, tmp_path / "repo", tmp_path / "work")
+    garden = torch.load(tmp_path / "work" / "garden.pt", weights_only=True)
+    convolutions = [name for name, value in fracture.items() if value.ndim == 4]
+    assert convolutions and all(torch.allclose(garden[name], fracture[name], atol=1e-6) for name in convolutions)
+    assert garden["classifier.weight"].shape[0] == 4
+    assert json.loads(_parameters(tmp_path / "repo", "garden")["train_config"])["garden_init"] == "fracture"
+    assert 0 <= summary["garden"]["val_accuracy"] <= 1
+    with pytest.raises(FileNotFoundError, match="garden-init"):
+        train_all(config, tmp_path / "repo", tmp_path / "empty")

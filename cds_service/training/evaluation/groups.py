@@ -124,8 +124,16 @@ def evaluate_group(name: str, data: CropSet, fracture: OnnxModel, garden: OnnxMo
         "localisation_top5_iou_ceiling": iou_ceiling(data.boxes[truth], data.images.shape[-1]),
         "garden_4class_accuracy": list(wilson(int((g_pred == g_truth).sum()), int(neck.sum()))),
         "garden_displaced_accuracy": list(wilson(int(((g_pred >= 2) == (g_truth >= 2)).sum()), int(neck.sum()))),
+        # Recall per stage: "Garden I sensitivity" of the staging (a Garden I fracture staged I).
+        "garden_stage_recall": {
+            stage: list(wilson(int((g_pred[g_truth == k] == k).sum()), int((g_truth == k).sum())))
+            for k, stage in enumerate(GARDEN_STAGES)
+        },
     }
     return GroupResult(name, data, score, metrics, (fpr, tpr, float(report["auc"][0])), g_truth, g_pred)
+
+
+GARDEN_STAGES = ("I", "II", "III", "IV")
 
 
 def dataset_name(folder: Path) -> str:

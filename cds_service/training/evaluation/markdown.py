@@ -104,6 +104,7 @@ def group_section(result: GroupResult) -> str:
 | mean IoU of the top-{top} region with the fracture box (fractures; at best {ceiling}) | {mean_iou} | – |
 | median distance of the hottest point from the fracture box's centre (px of the {size}-px crop) | {distance} | – |
 | Garden 4-class accuracy (femoral-neck fractures, n = {necks}) | {garden4} | 93.34 % (Study B, CV) |
+| Garden I staged as I (recall of stage I) | {fmt(metrics["garden_stage_recall"]["I"])} | – (target ≥ 80 %) |
 | Garden I–II vs III–IV accuracy | {fmt(metrics["garden_displaced_accuracy"])} | – |
 
 {operating_table(metrics["operating_points"])}
@@ -117,6 +118,8 @@ Fracture confusion matrix:
 Garden confusion matrix (femoral-neck fractures):
 
 {confusion(result.garden_truth, result.garden_predicted, ["I", "II", "III", "IV"])}
+
+Garden recall by stage: {", ".join(f"{stage} {fmt(v)}" for stage, v in metrics["garden_stage_recall"].items())}.
 """
 
 
