@@ -37,6 +37,7 @@ def _train(args: argparse.Namespace) -> int:
         clip_grad_norm=args.clip_grad_norm,
         cam_box_weight=args.cam_box_weight,
         garden_init=args.garden_init,
+        fracture_init=args.fracture_init,
         seed=args.seed,
         **({"training_data": args.training_data} if args.data else {}),
     )
@@ -147,6 +148,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--garden-init",
         default=defaults.garden_init,
         help="start the Garden model from a checkpoint's features: 'fracture' (WORK/fracture.pt) or a path",
+    )
+    train.add_argument(
+        "--fracture-init",
+        default=defaults.fracture_init,
+        help="continue the fracture model from a checkpoint (a fine-tune): 'fracture' (WORK/fracture.pt) or a path",
     )
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--repository", default=repository, help="model repository to export into")

@@ -48,6 +48,9 @@ class TrainConfig:
     # backbone. Every weight but the classifier is copied, so staging starts from features that already
     # find and localise fracture lines.
     garden_init: str = ""
+    # A checkpoint the fracture model continues from, whole (a fine-tune): "" = from scratch,
+    # "fracture" = the work folder's fracture.pt, or a path. The shipped fracture model is not one.
+    fracture_init: str = ""
     seed: int = 20261122
     threads: int = 2
     training_data: str = "synthetic-phantoms"  # anything else: describe the real data set

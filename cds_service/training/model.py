@@ -73,13 +73,17 @@ class ServingNet(nn.Module):
 
 
 def load_features(net: CamNet, checkpoint: dict[str, torch.Tensor]) -> list[str]:
-    """Copy every weight of ``checkpoint`` (a CamNet state dict, same backbone) into ``net`` except the
-    classifier's, whose shape follows the number of classes; returns the names of the weights left as
-    they were. Anything else that does not match (another backbone, output stride or width) is an error.
+    """Copy the weights of ``checkpoint`` (a CamNet state dict of the same backbone) into ``net``.
+
+    The classifier is copied only when its shape fits (same number of classes: a fine-tune of the same
+    model); otherwise it keeps its own weights (a Garden model started from the fracture model's
+    features). Returns the names of the weights left as they were. Anything else that does not match
+    (another backbone, output stride or width) is an error.
     """
     target = net.state_dict(keep_vars=True)
     head = {id(parameter) for parameter in net.classifier.parameters()}
-    skip = {name for name, value in target.items() if id(value) in head}  # classifier.* and its backbone alias
+    classifier = {name for name, value in target.items() if id(value) in head}  # classifier.* and its alias
+    skip = {name for name in classifier if name not in checkpoint or checkpoint[name].shape != target[name].shape}
     copied = {name: value for name, value in checkpoint.items() if name not in skip}
     wrong = sorted(name for name, value in copied.items() if name not in target or target[name].shape != value.shape)
     missing = sorted(set(target) - set(copied) - skip)

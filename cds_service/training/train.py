@@ -224,6 +224,7 @@ def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | No
             sample_weight=subtle_weights(train, config.subtle_weight),
             boxes=(train.boxes, train.femur),
             val_boxes=val.boxes,
+            init=_checkpoint("--fracture-init", config.fracture_init, work),
         )
         torch.save(fracture.state_dict(), work / "fracture.pt")  # a later failure keeps the long first half
     garden_history: list[dict] = []
@@ -238,7 +239,7 @@ def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | No
             "garden",
             val=(neck_val.images, neck_val.garden),
             sample_weight=subtle_weights(neck_train, config.subtle_weight),
-            init=_garden_init(config, work),
+            init=_checkpoint("--garden-init", config.garden_init, work),
         )
         torch.save(garden.state_dict(), work / "garden.pt")
     history = {"fracture": fracture_history, "garden": garden_history}
@@ -250,14 +251,14 @@ def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | No
     return export_checkpoints(config, repository, work)
 
 
-def _garden_init(config: TrainConfig, work: Path) -> Path | None:
-    """The checkpoint the Garden model starts from: None (from scratch), ``work``'s fracture.pt for
-    ``"fracture"`` (the fracture model trained in this work folder), or the path given."""
-    if not config.garden_init:
+def _checkpoint(flag: str, value: str, work: Path) -> Path | None:
+    """The checkpoint a model starts from: None for "" (from scratch), ``work``'s fracture.pt for
+    ``"fracture"`` (the fracture model last trained in this work folder), or the path given."""
+    if not value:
         return None
-    path = work / "fracture.pt" if config.garden_init == "fracture" else Path(config.garden_init)
+    path = work / "fracture.pt" if value == "fracture" else Path(value)
     if not path.exists():
-        raise FileNotFoundError(f"--garden-init: no checkpoint at {path} (train the fracture model in --work first)")
+        raise FileNotFoundError(f"{flag}: no checkpoint at {path} (train the fracture model in --work first)")
     return path
 
 

@@ -38,3 +38,15 @@ def test_load_features_refuses_another_backbone():
     garden = CamNet(create_backbone("tinynet_e", 4, 16))
     with pytest.raises(ValueError, match="does not fit"):
         load_features(garden, fracture.state_dict())
+
+
+def test_load_features_copies_the_classifier_of_the_same_model_too():
+    """`--fracture-init`: a fine-tune continues the whole fracture model, classifier included."""
+    torch.manual_seed(0)
+    trained = CamNet(create_backbone("test_resnet", 2, 16))
+    torch.manual_seed(1)
+    net = CamNet(create_backbone("test_resnet", 2, 16))
+    assert load_features(net, trained.state_dict()) == []
+    image = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(net.eval()(image)[0], trained.eval()(image)[0])

@@ -128,3 +128,19 @@ def test_the_garden_model_can_start_from_the_fracture_models_features(tmp_path):
     assert 0 <= summary["garden"]["val_accuracy"] <= 1
     with pytest.raises(FileNotFoundError, match="garden-init"):
         train_all(config, tmp_path / "repo", tmp_path / "empty")
+
+
+def test_the_fracture_model_can_continue_from_a_checkpoint(tmp_path):
+    """`--fracture-init CHECKPOINT`: a fine-tune starts from the checkpoint's weights, classifier included."""
+    import torch
+
+    train_all(dataclasses.replace(TINY, garden_epochs=0), tmp_path / "repo", tmp_path / "first")
+    start = torch.load(tmp_path / "first" / "fracture.pt", weights_only=True)
+    config = dataclasses.replace(
+        TINY, garden_epochs=0, learning_rate=1e-12, fracture_init=str(tmp_path / "first" / "fracture.pt")
+    )
+    train_all(config, tmp_path / "repo", tmp_path / "second")
+    tuned = torch.load(tmp_path / "second" / "fracture.pt", weights_only=True)
+    weights = [name for name, value in start.items() if value.dtype.is_floating_point and "running" not in name]
+    assert "classifier.weight" in weights
+    assert all(torch.allclose(tuned[name], start[name], atol=1e-6) for name in weights)
