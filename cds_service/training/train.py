@@ -83,8 +83,9 @@ def fit(
 ) -> tuple[CamNet, list[dict]]:
     """Train a CamNet; returns it (eval mode) and the per-epoch history.
 
-    It starts from random weights, or with ``init`` (a checkpoint of the same backbone) from that
-    checkpoint's features, with a new classifier (:func:`~cds_service.training.model.load_features`).
+    It starts from random weights, or from ``init`` (a checkpoint of the same backbone): its classifier
+    too when the number of classes matches (a fine-tune), else a new one on its features
+    (:func:`~cds_service.training.model.load_features`).
 
     Classes are balanced by inverse frequency; ``sample_weight`` (per image) multiplies on top, which
     is how subtle fractures (Garden I, AO A1) weigh more than the easy ones. ``boxes`` (fracture
@@ -258,7 +259,8 @@ def _checkpoint(flag: str, value: str, work: Path) -> Path | None:
         return None
     path = work / "fracture.pt" if value == "fracture" else Path(value)
     if not path.exists():
-        raise FileNotFoundError(f"{flag}: no checkpoint at {path} (train the fracture model in --work first)")
+        hint = " (train the fracture model in --work first)" if value == "fracture" else ""
+        raise FileNotFoundError(f"{flag}: no checkpoint at {path}{hint}")
     return path
 
 

@@ -22,6 +22,7 @@ from cds_service.training.metrics import (
 from cds_service.training.phantoms import EXTERNAL_SITES, LABELS, TRAINING_SITES
 
 CALIBRATION_BINS = 10
+GARDEN_STAGES = ("I", "II", "III", "IV")  # names of the Garden model's classes, in order
 
 
 @dataclass(frozen=True)
@@ -131,9 +132,6 @@ def evaluate_group(name: str, data: CropSet, fracture: OnnxModel, garden: OnnxMo
         },
     }
     return GroupResult(name, data, score, metrics, (fpr, tpr, float(report["auc"][0])), g_truth, g_pred)
-
-
-GARDEN_STAGES = ("I", "II", "III", "IV")
 
 
 def dataset_name(folder: Path) -> str:

@@ -9,7 +9,13 @@ import numpy as np
 
 from cds_service.training.dataset import CropSet
 from cds_service.training.evaluation.controls import BLUR_FRACTION
-from cds_service.training.evaluation.groups import CALIBRATION_BINS, PHANTOM_GROUPS, GroupResult, dataset_name
+from cds_service.training.evaluation.groups import (
+    CALIBRATION_BINS,
+    GARDEN_STAGES,
+    PHANTOM_GROUPS,
+    GroupResult,
+    dataset_name,
+)
 from cds_service.training.evaluation.localisation import IOU_HIT, TOP_FRACTION
 from cds_service.training.evaluation.onnx_model import OnnxModel
 from cds_service.training.phantoms import SITES, TRAINING_SITES
@@ -117,7 +123,7 @@ Fracture confusion matrix:
 
 Garden confusion matrix (femoral-neck fractures):
 
-{confusion(result.garden_truth, result.garden_predicted, ["I", "II", "III", "IV"])}
+{confusion(result.garden_truth, result.garden_predicted, list(GARDEN_STAGES))}
 
 Garden recall by stage: {", ".join(f"{stage} {fmt(v)}" for stage, v in metrics["garden_stage_recall"].items())}.
 """
