@@ -7,6 +7,7 @@ the inference client.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,6 +15,17 @@ import numpy as np
 from cds_service.explain.heatmap import ChartImage, HipHeatmap
 
 GARDEN_STAGES = ("I", "II", "III", "IV")
+
+
+def prior_shift(prevalence: float | None, calibration_prevalence: float | None) -> float:
+    """The log-odds that move probabilities calibrated at ``calibration_prevalence`` to a population
+    with ``prevalence`` positives (Bayes' rule for a prior shift; Saerens et al., Neural Computation 2002).
+
+    0 when either is unknown or outside (0, 1): probabilities are then left as calibrated.
+    """
+    if not prevalence or not calibration_prevalence or not (0 < prevalence < 1 and 0 < calibration_prevalence < 1):
+        return 0.0
+    return math.log(prevalence / (1 - prevalence)) - math.log(calibration_prevalence / (1 - calibration_prevalence))
 
 
 @dataclass(frozen=True)
@@ -31,6 +43,15 @@ class ModelInfo:
     sensitivity: float | None
     specificity: float | None
     temperature: float = 1.0  # calibration: logits are divided by it before the softmax
+    # Prior shift (binary models): the share of positive crops in the validation data the temperature
+    # was fitted on, and the share the served probabilities are meant for (see :func:`prior_shift`).
+    calibration_prevalence: float | None = None
+    prevalence: float | None = None
+
+    @property
+    def prior_shift(self) -> float:
+        """Log-odds added to the positive class's logit after the temperature (0 = none)."""
+        return prior_shift(self.prevalence, self.calibration_prevalence)
 
     @property
     def untrained(self) -> bool:

@@ -6,7 +6,7 @@ import numpy as np
 
 from cds_service.domain import GARDEN_STAGES, HipFinding, HipInference, ModelInfo, StudyFindings
 
-__all__ = ["GARDEN_STAGES", "HipFinding", "StudyFindings", "interpret", "softmax"]
+__all__ = ["GARDEN_STAGES", "HipFinding", "StudyFindings", "calibrated_probabilities", "interpret", "softmax"]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -16,17 +16,35 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+def positive_index(info: ModelInfo) -> int:
+    """The column of the "fracture" class (1 when the model does not name its classes)."""
+    return info.class_names.index("fracture") if "fracture" in info.class_names else 1
+
+
+def calibrated_probabilities(logits: np.ndarray, info: ModelInfo) -> np.ndarray:
+    """Class probabilities [N, C] as the card shows them: ``softmax(logits / temperature)``, with the
+    model's prior shift (:attr:`ModelInfo.prior_shift`) added to the fracture logit when it has one.
+
+    The service and the evaluation both call this, so the evaluated percentages are the served ones.
+    """
+    scaled = np.asarray(logits, np.float64) / info.temperature
+    shift = info.prior_shift
+    if shift:
+        scaled = scaled.copy()
+        scaled[:, positive_index(info)] += shift
+    return softmax(scaled)
+
+
 def interpret(
     lateralities: list[str | None], outputs: HipInference, fracture: ModelInfo, garden: ModelInfo
 ) -> list[HipFinding]:
     """Turn logits into per-hip findings at the fracture model's operating threshold.
 
-    Logits are divided by each model's calibration temperature first, so the card's percentages are
-    calibrated probabilities (temperature 1 = uncalibrated).
+    The card's percentages are calibrated probabilities (:func:`calibrated_probabilities`); the
+    stored operating threshold is on the same scale (the export chose it there).
     """
-    fracture_index = fracture.class_names.index("fracture") if "fracture" in fracture.class_names else 1
-    p_fracture = softmax(outputs.fracture_logits / fracture.temperature)[:, fracture_index]
-    p_garden = softmax(outputs.garden_logits / garden.temperature)
+    p_fracture = calibrated_probabilities(outputs.fracture_logits, fracture)[:, positive_index(fracture)]
+    p_garden = calibrated_probabilities(outputs.garden_logits, garden)
     return [
         HipFinding(
             laterality=laterality,

@@ -86,6 +86,8 @@ def model_info_from_config(config: dict, version: str) -> ModelInfo:
         sensitivity=_optional_float(params.get("sensitivity", "")),
         specificity=_optional_float(params.get("specificity", "")),
         temperature=_optional_float(params.get("temperature", "")) or 1.0,
+        calibration_prevalence=_optional_float(params.get("calibration_prevalence", "")),
+        prevalence=_optional_float(params.get("prevalence", "")),
     )
 
 

@@ -38,6 +38,7 @@ def _train(args: argparse.Namespace) -> int:
         cam_box_weight=args.cam_box_weight,
         garden_init=args.garden_init,
         fracture_init=args.fracture_init,
+        prevalence=args.prevalence,
         seed=args.seed,
         **({"training_data": args.training_data} if args.data else {}),
     )
@@ -61,6 +62,14 @@ def _train(args: argparse.Namespace) -> int:
         else f"garden: validation accuracy {garden['val_accuracy']:.3f}"
     )
     return 0
+
+
+def _prevalence(text: str) -> float:
+    """``--prevalence``: 0, or a share strictly between 0 and 1."""
+    value = float(text)
+    if value != 0 and not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"a share in (0, 1), or 0 for the validation's own: {text}")
+    return value
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -153,6 +162,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--fracture-init",
         default=defaults.fracture_init,
         help="continue the fracture model from a checkpoint (a fine-tune): 'fracture' (WORK/fracture.pt) or a path",
+    )
+    train.add_argument(
+        "--prevalence",
+        type=_prevalence,
+        default=defaults.prevalence,
+        help="share of fractured hips the served p(fracture) is calibrated for, in (0, 1); "
+        "0 = the validation split's own (no prior shift)",
     )
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--repository", default=repository, help="model repository to export into")

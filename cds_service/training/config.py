@@ -51,6 +51,11 @@ class TrainConfig:
     # A checkpoint the fracture model continues from, whole (a fine-tune): "" = from scratch,
     # "fracture" = the work folder's fracture.pt, or a path. The shipped fracture model is not one.
     fracture_init: str = ""
+    # The share of fractured hips the served p(fracture) is calibrated for. The temperature is fitted on
+    # the validation split; its own share (45 % for the phantoms: 9 studies in 10 have a fractured hip)
+    # is a property of the generator, not of a clinic, so the export shifts the calibrated log-odds to
+    # this share (domain.prior_shift) and chooses the thresholds on that scale. 0 = the validation's own.
+    prevalence: float = 0.0
     seed: int = 20261122
     threads: int = 2
     training_data: str = "synthetic-phantoms"  # anything else: describe the real data set

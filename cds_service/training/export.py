@@ -35,6 +35,10 @@ class ExportMetadata:
     specificity: float | None = None
     disclaimer: str = UNTRAINED_DISCLAIMER
     temperature: float = 1.0  # calibration: the service divides the logits by it before the softmax
+    # Prior shift (domain.prior_shift): the validation's share of positive crops, and the share the
+    # served probabilities are for. None = not stored (no shift).
+    calibration_prevalence: float | None = None
+    prevalence: float | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     def parameters(self) -> dict[str, str]:
@@ -44,13 +48,19 @@ class ExportMetadata:
             "input_size": str(self.input_size),
             "training_data": self.training_data,
             "operating_threshold": f"{self.operating_threshold:.6f}",
-            "sensitivity": "" if self.sensitivity is None else f"{self.sensitivity:.6f}",
-            "specificity": "" if self.specificity is None else f"{self.specificity:.6f}",
+            "sensitivity": _optional(self.sensitivity),
+            "specificity": _optional(self.specificity),
             "disclaimer": self.disclaimer,
             "temperature": f"{self.temperature:.6f}",
+            "calibration_prevalence": _optional(self.calibration_prevalence),
+            "prevalence": _optional(self.prevalence),
         }
         values.update(self.extra)
         return values
+
+
+def _optional(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"
 
 
 def export_onnx(net: CamNet, path: Path, input_size: int) -> tuple[int, int]:

@@ -1,8 +1,9 @@
 """Train the fracture (2-class) and Garden (4-class) models on phantom hip crops, deterministically.
 
-After training, each model is calibrated on the validation split (temperature scaling) and the
-fracture model's operating threshold is chosen there for the published sensitivity (95.2 %), with
-Youden's point beside it; all of it is stored with the exported model (:func:`export_checkpoints`).
+After training, each model is calibrated on the validation split (temperature scaling; for the
+fracture model, then shifted to ``TrainConfig.prevalence``) and the fracture model's operating
+threshold is chosen there for the published sensitivity (95.2 %), with Youden's point beside it;
+all of it is stored with the exported model (:func:`export_checkpoints`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from cds_service.domain import prior_shift
 from cds_service.findings import softmax
 from cds_service.training.calibration import PUBLISHED_SENSITIVITY, fit_temperature, nll, sensitivity_threshold
 from cds_service.training.config import FRACTURE_CLASSES, GARDEN_CLASSES, TrainConfig
@@ -301,7 +303,12 @@ def _export_fracture(config: TrainConfig, repository: Path, work: Path, val: Cro
     fracture.load_state_dict(torch.load(work / "fracture.pt", weights_only=True))
     logits, _ = predict_logits(fracture.eval(), val.images)
     temperature = fit_temperature(logits, val.fractured.astype(int))
-    p_val = softmax(logits / temperature)[:, 1]
+    calibration_prevalence = float(val.fractured.mean())
+    prevalence = config.prevalence or calibration_prevalence
+    # The thresholds are chosen on the served scale (temperature, then the prior shift), so the
+    # service compares like with like; the shift is monotone, so sensitivity and specificity are the same.
+    shift = prior_shift(prevalence, calibration_prevalence)
+    p_val = softmax(logits / temperature + np.array([0.0, shift]))[:, 1]
     threshold, sensitivity, specificity = sensitivity_threshold(val.fractured, p_val)
     youden, youden_sensitivity, youden_specificity = youden_threshold(val.fractured, p_val)
     export_model(
@@ -314,6 +321,8 @@ def _export_fracture(config: TrainConfig, repository: Path, work: Path, val: Cro
             sensitivity=sensitivity,
             specificity=specificity,
             temperature=temperature,
+            calibration_prevalence=calibration_prevalence,
+            prevalence=prevalence,
             extra={
                 "train_config": json.dumps(asdict(config)),
                 "operating_point": f"sensitivity >= {PUBLISHED_SENSITIVITY} on validation",
@@ -326,6 +335,8 @@ def _export_fracture(config: TrainConfig, repository: Path, work: Path, val: Cro
     )
     return {
         "temperature": temperature,
+        "calibration_prevalence": calibration_prevalence,
+        "prevalence": prevalence,
         "threshold": threshold,
         "val_sensitivity": sensitivity,
         "val_specificity": specificity,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import math
 import sys
 import types
 from pathlib import Path
@@ -34,6 +35,8 @@ def classifier(name: str, classes: tuple[str, ...], size: int = 192, cam: int = 
             "class_names": {"string_value": ",".join(classes)},
             "input_size": {"string_value": str(size)},
             "operating_threshold": {"string_value": "0.4"},
+            "calibration_prevalence": {"string_value": "0.45"},
+            "prevalence": {"string_value": "" if name == "garden" else "0.25"},
         },
     }
     return metadata, config
@@ -71,6 +74,10 @@ def test_a_model_that_keeps_the_contract_gives_its_info_and_version():
     info = check_classifier("fracture", *classifier("fracture", FRACTURE_CLASSES), FRACTURE_CLASSES)
     assert info.label == "fracture@3" and info.class_names == FRACTURE_CLASSES and info.input_size == 192
     assert info.operating_threshold == pytest.approx(0.4)
+    assert info.prevalence == pytest.approx(0.25) and info.calibration_prevalence == pytest.approx(0.45)
+    assert info.prior_shift == pytest.approx(math.log(1 / 3) - math.log(0.45 / 0.55))
+    garden = check_classifier("garden", *classifier("garden", GARDEN_CLASSES), GARDEN_CLASSES)
+    assert garden.prevalence is None and garden.prior_shift == 0.0  # empty parameter: no shift
 
 
 @pytest.mark.parametrize(

@@ -53,7 +53,8 @@ def test_fast_evaluation_writes_a_stard_report(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_repositories(tmp_path_factory):
-    """Two repositories with the same untrained 64-px models: without a temperature, and with temperature 2."""
+    """Two repositories with the same untrained 64-px models: uncalibrated, and with temperature 2 and a
+    prior shift of the fracture model (validation 50 % fractured, served for 20 %)."""
     if not IN_CI:
         pytest.importorskip("torch")
         pytest.importorskip("timm")
@@ -72,12 +73,14 @@ def small_repositories(tmp_path_factory):
             with torch.no_grad():
                 net.classifier.weight.normal_(0, 1)  # untrained but decisive: probabilities away from 0.5
             extra = {"temperature": temperature, "youden_threshold": "0.4" if name == "fracture" else ""}
-            export_model(net, repository, name, ExportMetadata(classes, "test_resnet", 64, extra=extra))
+            shifted = bool(temperature) and name == "fracture"
+            prior = {"calibration_prevalence": 0.5, "prevalence": 0.2} if shifted else {}
+            export_model(net, repository, name, ExportMetadata(classes, "test_resnet", 64, extra=extra, **prior))
         repositories.append(repository)
     return repositories
 
 
-def test_the_config_temperature_divides_the_logits_before_the_softmax(small_repositories):
+def test_the_config_temperature_and_prior_shift_are_applied_as_served(small_repositories):
     from cds_service.findings import softmax
     from cds_service.training.evaluation import OnnxModel
 
@@ -86,10 +89,11 @@ def test_the_config_temperature_divides_the_logits_before_the_softmax(small_repo
     images = np.random.default_rng(0).integers(0, 255, (6, 64, 64), dtype=np.uint8)
     logits = calibrated.session.run(["logits"], {"image": images[:, None]})[0]
     probabilities, _ = calibrated.run(images)
-    np.testing.assert_allclose(probabilities, softmax(logits / 2), atol=1e-6)
+    shift = np.log(0.2 / 0.8) - np.log(0.5 / 0.5)  # on the fracture logit, after the temperature
+    np.testing.assert_allclose(probabilities, softmax(logits / 2 + [0.0, shift]), atol=1e-6)
     uncalibrated, _ = plain.run(images)
     np.testing.assert_allclose(uncalibrated, softmax(logits), atol=1e-6)  # same weights, no temperature
-    assert np.abs(probabilities - uncalibrated).max() > 0.01
+    assert np.abs(np.log(probabilities) - np.log(uncalibrated)).max() > 0.1  # the calibration changed them
 
 
 def test_evaluate_on_a_labelled_dicom_folder(small_repositories, tmp_path):
@@ -108,6 +112,7 @@ def test_evaluate_on_a_labelled_dicom_folder(small_repositories, tmp_path):
     assert "### hospital-x" in report and "### Shortcut controls: skipped" in report
     assert "Synthetic data only" not in report and "External site" not in report
     assert "training data `untrained`" in report and "Youden point (`youden_threshold`)" in report
+    assert "calibrated for 20 % fractured hips (`prevalence`)" in report and "shifted by -1.386 log-odds" in report
     for figure in ("roc.png", "reliability.png", "heatmaps.png", "false_negatives.png"):
         assert (output / figure).read_bytes()[:4] == PNG
 

@@ -16,7 +16,7 @@ if not IN_CI:  # the [train] extra is optional on a developer machine; CI instal
 
 from cds_service.inference.triton_server import latest_model_file, model_versions, read_model_config
 from cds_service.training.config import TrainConfig
-from cds_service.training.train import phantom_fingerprint, train_all
+from cds_service.training.train import export_checkpoints, phantom_fingerprint, train_all
 
 TINY = TrainConfig(
     backbone="test_resnet",
@@ -49,6 +49,19 @@ def test_export_carries_temperature_and_both_operating_points(tmp_path):
     assert 0 < float(fracture["youden_threshold"]) < 1 and "youden_specificity" in fracture
     assert summary["fracture"]["val_nll_after"] <= summary["fracture"]["val_nll_before"] + 1e-9
     assert json.loads(fracture["train_config"])["input_size"] == 96
+    # No --prevalence: the probabilities stay at the validation's own share (no prior shift).
+    assert float(fracture["calibration_prevalence"]) == pytest.approx(summary["fracture"]["calibration_prevalence"])
+    assert float(fracture["prevalence"]) == pytest.approx(float(fracture["calibration_prevalence"]), abs=1e-6)
+    assert garden["prevalence"] == "" and garden["calibration_prevalence"] == ""
+
+    # --export-only --prevalence: the thresholds move to the shifted scale, the operating point does not.
+    lower = export_checkpoints(dataclasses.replace(TINY, prevalence=0.1), tmp_path / "repo", tmp_path / "work")
+    shifted = _parameters(tmp_path / "repo", "fracture")
+    assert float(shifted["prevalence"]) == pytest.approx(0.1)
+    assert lower["fracture"]["val_sensitivity"] == summary["fracture"]["val_sensitivity"]
+    assert lower["fracture"]["val_specificity"] == summary["fracture"]["val_specificity"]
+    assert summary["fracture"]["calibration_prevalence"] > 0.1  # the phantoms have 45 %: the threshold drops
+    assert float(shifted["operating_threshold"]) < float(fracture["operating_threshold"])
 
 
 def test_phantom_sets_are_reused_only_while_unchanged(tmp_path, capsys):

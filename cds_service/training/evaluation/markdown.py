@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cds_service.domain import ModelInfo
 from cds_service.training.dataset import CropSet
 from cds_service.training.evaluation.controls import BLUR_FRACTION
 from cds_service.training.evaluation.groups import (
@@ -147,6 +148,17 @@ def validation(sensitivity: float | None, specificity: float | None) -> str:
     return f" (validation sensitivity {100 * sensitivity:.1f} %, specificity {100 * specificity:.1f} %)"
 
 
+def prior_text(info: ModelInfo) -> str:
+    """The fracture model's prior shift in words, or "" when it stores none."""
+    if not info.prior_shift or info.prevalence is None or info.calibration_prevalence is None:
+        return ""
+    return f"""
+  Prior shift: p(fracture) is calibrated for {100 * info.prevalence:.0f} % fractured hips (`prevalence`), the
+  validation data had {100 * info.calibration_prevalence:.1f} % (`calibration_prevalence`): the fracture logit
+  is shifted by {info.prior_shift:+.3f} log-odds after the temperature (Bayes' rule), and the thresholds
+  below are on that scale."""
+
+
 def models_line(fracture: OnnxModel, garden: OnnxModel) -> str:
     info = fracture.info
     youden = fracture.parameter("youden_threshold")
@@ -163,9 +175,10 @@ def models_line(fracture: OnnxModel, garden: OnnxModel) -> str:
         if garden.info.architecture == info.architecture
         else f"`fracture` {info.architecture} and `garden` {garden.info.architecture}"
     )
+    prior = prior_text(info)
     return f"""- Models: {networks} at {size}, training data `{info.training_data}`.
   Calibration temperature (`temperature` in `config.pbtxt`; 1 = uncalibrated) {info.temperature:g} (fracture)
-  and {garden.info.temperature:g} (Garden): logits are divided by it before the softmax, as the service does.
+  and {garden.info.temperature:g} (Garden): logits are divided by it before the softmax, as the service does.{prior}
 - Index test: the exported ONNX graphs (onnxruntime), at the stored operating threshold `operating_threshold`
   = {info.operating_threshold:.3f}, chosen on validation data{validation(info.sensitivity, info.specificity)};
   {youden_text}."""

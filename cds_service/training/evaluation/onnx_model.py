@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cds_service.domain import ModelInfo
-from cds_service.findings import softmax
+from cds_service.findings import calibrated_probabilities
 from cds_service.inference.client import model_info_from_config
 from cds_service.inference.triton_server import latest_model_file, read_model_config
 
@@ -48,7 +48,8 @@ class OnnxModel:
             return None
 
     def run(self, images: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
-        """Calibrated softmax probabilities [N, C] (logits / temperature, as served) and raw CAMs [N, C, h, w]."""
+        """Calibrated probabilities [N, C] (as served: :func:`~cds_service.findings.calibrated_probabilities`)
+        and raw CAMs [N, C, h, w]."""
         logits, cams = [], []
         for start in range(0, len(images), batch):
             out = self.session.run(["logits", "cam"], {"image": images[start : start + batch, None]})
@@ -57,7 +58,7 @@ class OnnxModel:
         if not logits:
             shapes = [output.shape[1:] for output in self.session.get_outputs()]
             return np.zeros((0, *shapes[0])), np.zeros((0, *shapes[1]), np.float32)
-        return softmax(np.concatenate(logits) / self.info.temperature), np.concatenate(cams)
+        return calibrated_probabilities(np.concatenate(logits), self.info), np.concatenate(cams)
 
     def p_fracture(self, images: np.ndarray) -> np.ndarray:
         """Calibrated p(fracture) per crop."""
