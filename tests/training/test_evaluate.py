@@ -26,7 +26,7 @@ def test_fast_evaluation_writes_a_stard_report(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "Internal sites" in report and "External site (" in report and "External site B" in report
     assert "Not for clinical use" in report and "calibration error ≤ 0.03" in report
-    for figure in ("roc.png", "reliability.png", "heatmaps.png", "false_negatives.png"):
+    for figure in ("roc.png", "reliability.png", "heatmaps.png", "false_negatives.png", "scores_by_subtype.png"):
         assert (tmp_path / figure).read_bytes()[:4] == PNG
         assert f"]({figure})" in report
     saved = json.loads((tmp_path / "metrics.json").read_text())
@@ -38,6 +38,8 @@ def test_fast_evaluation_writes_a_stard_report(tmp_path):
             assert np.isnan(value) or low <= value <= high
         assert ("youden" in saved[group]["operating_points"]) == has_youden
         assert sum(saved[group]["reliability"]["counts"]) == 20
+        medians = saved[group]["median_score_by_label"]
+        assert next(iter(medians)) == "none" and all(0.0 <= value <= 1.0 for value in medians.values())
         assert list(saved[group]["garden_stage_recall"]) == ["I", "II", "III", "IV"]
         for value, low, high in saved[group]["garden_stage_recall"].values():
             assert np.isnan(value) or low <= value <= high
@@ -47,6 +49,7 @@ def test_fast_evaluation_writes_a_stard_report(tmp_path):
         assert control["marker_swap"]["crops"] == 20
         assert 0.0 <= control["baseline_auc"][0] <= 1.0
         assert control["occlusion"]["called"] <= 20
+    assert "| median p(fracture) | Internal sites" in report
     assert "Occlusion" in report and "Shortcut controls: skipped" not in report
     assert "Garden I staged as I" in report and "Garden recall by stage: I " in report
 

@@ -1,4 +1,5 @@
-"""The figures of the report: ROC curves, reliability diagram, heat maps, false-negative contact sheet."""
+"""The figures of the report: ROC curves, reliability diagram, heat maps, p(fracture) by subtype,
+false-negative contact sheet."""
 
 from __future__ import annotations
 
@@ -116,6 +117,47 @@ def plot_false_negatives(misses: dict[str, list[tuple]], path: Path, per_row: in
         for ax in row[max(1, len(found)) :]:
             ax.axis("off")
     fig.suptitle("False negatives by subtype (green: fracture box; p = p(fracture))", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_scores_by_subtype(results: list[GroupResult], path: Path, thresholds: dict[str, float]) -> None:
+    """p(fracture) of every crop by ground-truth label (no fracture, then each subtype), one box per
+    group, with the stored thresholds: a subtype the model cannot see sits with the non-fractures.
+
+    (That is how the invisible AO A3 phantoms were found: median p 0.14, the non-fractures' level.)
+    """
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4.2), dpi=110)
+    width = 0.8 / max(1, len(results))
+    for k, result in enumerate(results):
+        present = [label for label in range(len(LABELS)) if (result.data.label == label).any()]
+        positions = [label + (k - (len(results) - 1) / 2) * width for label in present]
+        scores = [result.score[result.data.label == label] for label in present]
+        colour = f"C{k}"
+        ax.boxplot(
+            scores,
+            positions=positions,
+            widths=width * 0.9,
+            showfliers=True,
+            patch_artist=True,
+            boxprops={"facecolor": colour, "alpha": 0.45, "edgecolor": colour},
+            medianprops={"color": "black"},
+            whiskerprops={"color": colour},
+            capprops={"color": colour},
+            flierprops={"marker": ".", "markersize": 3, "markeredgecolor": colour},
+        )
+        ax.plot([], [], color=colour, linewidth=6, alpha=0.45, label=result.name)
+    styles = ("--", ":")
+    for (name, threshold), style in zip(thresholds.items(), styles, strict=False):
+        ax.axhline(threshold, color="grey", linestyle=style, linewidth=1, label=f"{name} threshold {threshold:.3f}")
+    ax.set_xticks(range(len(LABELS)), [label.replace("_", " ") for label in LABELS], fontsize=8)
+    ax.set_xlim(-0.6, len(LABELS) - 0.4)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("p(fracture), calibrated")
+    ax.set_title("p(fracture) by ground truth: a subtype the model cannot see sits with 'none'", fontsize=10)
+    ax.legend(fontsize=7, loc="center right")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

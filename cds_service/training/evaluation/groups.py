@@ -64,14 +64,19 @@ class GroupResult:
         return bool(negative.any() and np.isnan(self.data.femur[negative, 0]).all())
 
 
-def operating_points(truth: np.ndarray, score: np.ndarray, fracture: OnnxModel) -> dict[str, dict]:
-    """Sensitivity and specificity at the stored operating threshold and, when stored, the Youden threshold."""
+def stored_thresholds(fracture: OnnxModel) -> dict[str, float]:
+    """The fracture model's stored thresholds: "operating" and, when stored, "youden"."""
     thresholds = {"operating": fracture.info.operating_threshold}
     youden = fracture.parameter("youden_threshold")
     if youden is not None:
         thresholds["youden"] = youden
+    return thresholds
+
+
+def operating_points(truth: np.ndarray, score: np.ndarray, fracture: OnnxModel) -> dict[str, dict]:
+    """Sensitivity and specificity at the stored operating threshold and, when stored, the Youden threshold."""
     points = {}
-    for name, threshold in thresholds.items():
+    for name, threshold in stored_thresholds(fracture).items():
         sensitivity, specificity = sensitivity_specificity(truth, score >= threshold)
         points[name] = {"threshold": threshold, "sensitivity": list(sensitivity), "specificity": list(specificity)}
     return points
@@ -121,6 +126,10 @@ def evaluate_group(name: str, data: CropSet, fracture: OnnxModel, garden: OnnxMo
         },
         "operating_points": operating_points(truth, score, fracture),
         "subtype_sensitivity": {k: list(v) for k, v in subtype.items()},
+        # Median p(fracture) per ground-truth label ("none" first): scores_by_subtype.png in numbers.
+        "median_score_by_label": {
+            label: float(np.median(score[data.label == k])) for k, label in enumerate(LABELS) if (data.label == k).any()
+        },
         **{k: list(v) for k, v in located.items()},
         "localisation_top5_iou_ceiling": iou_ceiling(data.boxes[truth], data.images.shape[-1]),
         "garden_4class_accuracy": list(wilson(int((g_pred == g_truth).sum()), int(neck.sum()))),

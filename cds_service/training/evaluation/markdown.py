@@ -19,7 +19,7 @@ from cds_service.training.evaluation.groups import (
 )
 from cds_service.training.evaluation.localisation import IOU_HIT, TOP_FRACTION
 from cds_service.training.evaluation.onnx_model import OnnxModel
-from cds_service.training.phantoms import SITES, TRAINING_SITES
+from cds_service.training.phantoms import LABELS, SITES, TRAINING_SITES
 
 PUBLISHED = {"auc": 0.99, "sensitivity": 0.952, "specificity": 0.969, "garden_accuracy": 0.9334, "localisation": 0.95}
 ECE_TARGET = 0.03  # issue 12's target; the seed studies publish no calibration figure
@@ -283,6 +283,22 @@ and the false-negative sheet instead.
 """
 
 
+def median_table(results: list[GroupResult]) -> str:
+    """Median calibrated p(fracture) per ground-truth label (rows) and group (columns)."""
+    labels = [label for label in LABELS if any(label in r.metrics["median_score_by_label"] for r in results)]
+    rows = [
+        f"| {label} | "
+        + " | ".join(
+            f"{r.metrics['median_score_by_label'][label]:.2f}" if label in r.metrics["median_score_by_label"] else "–"
+            for r in results
+        )
+        + " |"
+        for label in labels
+    ]
+    head = "| median p(fracture) | " + " | ".join(r.name for r in results) + " |"
+    return "\n".join([head, "|---|" + "---|" * len(results), *rows])
+
+
 def report_page(
     header: str,
     results: list[GroupResult],
@@ -306,6 +322,12 @@ def report_page(
 ![Reliability diagram](reliability.png)
 
 Expected calibration error ({CALIBRATION_BINS} equal-width bins of p(fracture), target ≤ {ECE_TARGET}): {eces}.
+
+### p(fracture) by subtype
+
+![p(fracture) by ground truth](scores_by_subtype.png)
+
+{median_table(results)}
 
 ### False negatives on {missed_in}
 

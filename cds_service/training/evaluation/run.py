@@ -7,13 +7,20 @@ from pathlib import Path
 
 from cds_service.training.dataset import CropSet, from_folder, generate
 from cds_service.training.evaluation.controls import shortcut_controls
-from cds_service.training.evaluation.figures import plot_false_negatives, plot_heatmaps, plot_reliability, plot_roc
+from cds_service.training.evaluation.figures import (
+    plot_false_negatives,
+    plot_heatmaps,
+    plot_reliability,
+    plot_roc,
+    plot_scores_by_subtype,
+)
 from cds_service.training.evaluation.groups import (
     PHANTOM_GROUPS,
     GroupResult,
     dataset_name,
     evaluate_group,
     false_negatives,
+    stored_thresholds,
 )
 from cds_service.training.evaluation.markdown import (
     controls_section,
@@ -59,8 +66,8 @@ def evaluate(
 ) -> dict:
     """Evaluate the exported models on phantoms, or on ``data`` (a folder of DICOM files + ``labels.csv``).
 
-    Writes report.md, metrics.json, roc.png, reliability.png, heatmaps.png and false_negatives.png
-    into ``output``; returns the metrics.
+    Writes report.md, metrics.json, roc.png, reliability.png, heatmaps.png, scores_by_subtype.png and
+    false_negatives.png into ``output``; returns the metrics.
     """
     if fast:
         studies = min(studies, 60)
@@ -89,6 +96,7 @@ def evaluate(
     plot_reliability(results, output / "reliability.png")
     plot_heatmaps(external[0].data, fracture, output / "heatmaps.png", external[0].name)
     plot_false_negatives(misses, output / "false_negatives.png")
+    plot_scores_by_subtype(results, output / "scores_by_subtype.png", stored_thresholds(fracture))
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
     report = report_page(header, results, external, misses, threshold, controls, missed_in)
     (output / "report.md").write_text(report)
