@@ -46,3 +46,15 @@ def test_the_pointing_game_per_epoch_skips_crops_without_a_box():
     crops.boxes[3] = np.nan  # e.g. a non-fracture
     cams = np.concatenate([_maps(2, 2, 2), _maps(2, 6, 6)])  # two on the box, one off, one without a box
     assert pointing_game(cams, crops.boxes, SIZE) == pytest.approx(2 / 3)
+
+
+def test_localisation_by_subtype_counts_each_subtype_on_its_own():
+    """Half the crops garden_I with the hot spot on the box, half ao_A3 with it far below: 100 % and 0 %."""
+    crops = _crops(8, (24.0, 24.0, 56.0, 56.0))
+    crops.label[4:] = 7  # ao_A3
+    cams = np.concatenate([_maps(4, 2, 2), _maps(4, 7, 2)])
+    result = localisation(cams, crops, resamples=50)
+    by_subtype = result["localisation_fracture_by_subtype"]
+    assert sorted(by_subtype) == ["ao_A3", "garden_I"]
+    assert by_subtype["garden_I"][0] == 1.0 and by_subtype["ao_A3"][0] == 0.0
+    assert result["localisation_fracture"][0] == 0.5

@@ -130,7 +130,10 @@ def evaluate_group(name: str, data: CropSet, fracture: OnnxModel, garden: OnnxMo
         "median_score_by_label": {
             label: float(np.median(score[data.label == k])) for k, label in enumerate(LABELS) if (data.label == k).any()
         },
-        **{k: list(v) for k, v in located.items()},
+        **{k: list(v) for k, v in located.items() if isinstance(v, tuple)},
+        "localisation_fracture_by_subtype": {
+            k: list(v) for k, v in located["localisation_fracture_by_subtype"].items()
+        },
         "localisation_top5_iou_ceiling": iou_ceiling(data.boxes[truth], data.images.shape[-1]),
         "garden_4class_accuracy": list(wilson(int((g_pred == g_truth).sum()), int(neck.sum()))),
         "garden_displaced_accuracy": list(wilson(int(((g_pred >= 2) == (g_truth >= 2)).sum()), int(neck.sum()))),

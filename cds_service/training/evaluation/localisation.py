@@ -7,6 +7,7 @@ from PIL import Image
 
 from cds_service.training.dataset import CropSet
 from cds_service.training.metrics import bootstrap, top_fraction_iou, wilson
+from cds_service.training.phantoms import LABELS
 
 TOP_FRACTION = 0.05  # the stricter localisation: the hottest 5 % of the crop's pixels …
 IOU_HIT = 0.3  # … count as a hit when their IoU with the fracture box reaches this
@@ -48,7 +49,7 @@ def pointing_game(cams: np.ndarray, boxes: np.ndarray, size: int) -> float:
     return float(inside(hottest_points(cams[boxed], size), boxes[boxed]).mean())
 
 
-def localisation(cams: np.ndarray, data: CropSet, resamples: int) -> dict[str, tuple[float, float, float]]:
+def localisation(cams: np.ndarray, data: CropSet, resamples: int) -> dict:
     """Study A's pointing game on fractures and non-fractures, and the top-k % IoU on fractures."""
     size = data.images.shape[-1]
     positive = data.fractured & ~np.isnan(data.boxes[:, 0])
@@ -67,8 +68,14 @@ def localisation(cams: np.ndarray, data: CropSet, resamples: int) -> dict[str, t
         if len(distance)
         else (np.nan,) * 3
     )
+    hit = inside(xy[positive], data.boxes[positive])
+    subtype = data.label[positive]
     return {
-        "localisation_fracture": wilson(int(inside(xy[positive], data.boxes[positive]).sum()), int(positive.sum())),
+        "localisation_fracture": wilson(int(hit.sum()), int(positive.sum())),
+        # Which fractures the map misses: Study A's criterion per subtype (only subtypes present).
+        "localisation_fracture_by_subtype": {
+            LABELS[k]: wilson(int(hit[subtype == k].sum()), int((subtype == k).sum())) for k in np.unique(subtype)
+        },
         "localisation_non_fracture": wilson(
             int((~inside(xy[negative], data.femur[negative])).sum()), int(negative.sum())
         ),

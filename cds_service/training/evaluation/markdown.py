@@ -91,6 +91,7 @@ def group_section(result: GroupResult) -> str:
     distance, size = _pixels(metrics["localisation_distance_median_px"]), data.images.shape[-1]
     ceiling = f"{metrics['localisation_top5_iou_ceiling']:.2f} for these boxes"
     subtype = metrics["subtype_sensitivity"]
+    located = ", ".join(f"{k} {fmt(v)}" for k, v in metrics["localisation_fracture_by_subtype"].items()) or "–"
     predicted = (result.score >= threshold).astype(int)
     garden4, necks = fmt(metrics["garden_4class_accuracy"]), len(result.garden_truth)
     return f"""### {result.name}
@@ -117,6 +118,8 @@ def group_section(result: GroupResult) -> str:
 {operating_table(metrics["operating_points"])}
 
 Sensitivity by subtype: {", ".join(f"{k} {fmt(v)}" for k, v in subtype.items())}.
+
+Heat-map localisation on fractures by subtype (hottest point in the fracture box): {located}.
 
 Fracture confusion matrix:
 
