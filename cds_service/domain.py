@@ -23,7 +23,9 @@ def prior_shift(prevalence: float | None, calibration_prevalence: float | None) 
 
     0 when either is unknown or outside (0, 1): probabilities are then left as calibrated.
     """
-    if not prevalence or not calibration_prevalence or not (0 < prevalence < 1 and 0 < calibration_prevalence < 1):
+    if prevalence is None or calibration_prevalence is None:
+        return 0.0
+    if not (0 < prevalence < 1 and 0 < calibration_prevalence < 1):
         return 0.0
     return math.log(prevalence / (1 - prevalence)) - math.log(calibration_prevalence / (1 - calibration_prevalence))
 

@@ -6,7 +6,15 @@ import numpy as np
 
 from cds_service.domain import GARDEN_STAGES, HipFinding, HipInference, ModelInfo, StudyFindings
 
-__all__ = ["GARDEN_STAGES", "HipFinding", "StudyFindings", "calibrated_probabilities", "interpret", "softmax"]
+__all__ = [
+    "GARDEN_STAGES",
+    "HipFinding",
+    "StudyFindings",
+    "calibrate",
+    "calibrated_probabilities",
+    "interpret",
+    "softmax",
+]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -21,18 +29,22 @@ def positive_index(info: ModelInfo) -> int:
     return info.class_names.index("fracture") if "fracture" in info.class_names else 1
 
 
-def calibrated_probabilities(logits: np.ndarray, info: ModelInfo) -> np.ndarray:
-    """Class probabilities [N, C] as the card shows them: ``softmax(logits / temperature)``, with the
-    model's prior shift (:attr:`ModelInfo.prior_shift`) added to the fracture logit when it has one.
-
-    The service and the evaluation both call this, so the evaluated percentages are the served ones.
-    """
-    scaled = np.asarray(logits, np.float64) / info.temperature
-    shift = info.prior_shift
+def calibrate(logits: np.ndarray, temperature: float, shift: float = 0.0, positive: int = 1) -> np.ndarray:
+    """``softmax(logits / temperature)`` with ``shift`` log-odds added to column ``positive`` first."""
+    scaled = np.asarray(logits, np.float64) / temperature
     if shift:
-        scaled = scaled.copy()
-        scaled[:, positive_index(info)] += shift
+        scaled[:, positive] += shift  # ``scaled`` is a new array: the caller's logits are untouched
     return softmax(scaled)
+
+
+def calibrated_probabilities(logits: np.ndarray, info: ModelInfo) -> np.ndarray:
+    """Class probabilities [N, C] as the card shows them: :func:`calibrate` with the model's temperature
+    and its prior shift (:attr:`ModelInfo.prior_shift`) on the fracture logit.
+
+    The service and the evaluation both call this (the export calls :func:`calibrate` with the values
+    it stores), so the evaluated percentages are the served ones.
+    """
+    return calibrate(logits, info.temperature, info.prior_shift, positive_index(info))
 
 
 def interpret(

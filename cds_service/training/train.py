@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from cds_service.domain import prior_shift
-from cds_service.findings import softmax
+from cds_service.findings import calibrate, softmax
 from cds_service.training.calibration import PUBLISHED_SENSITIVITY, fit_temperature, nll, sensitivity_threshold
 from cds_service.training.config import FRACTURE_CLASSES, GARDEN_CLASSES, TrainConfig
 from cds_service.training.dataset import CropSet, from_folder, generate
@@ -308,7 +308,7 @@ def _export_fracture(config: TrainConfig, repository: Path, work: Path, val: Cro
     # The thresholds are chosen on the served scale (temperature, then the prior shift), so the
     # service compares like with like; the shift is monotone, so sensitivity and specificity are the same.
     shift = prior_shift(prevalence, calibration_prevalence)
-    p_val = softmax(logits / temperature + np.array([0.0, shift]))[:, 1]
+    p_val = calibrate(logits, temperature, shift)[:, 1]
     threshold, sensitivity, specificity = sensitivity_threshold(val.fractured, p_val)
     youden, youden_sensitivity, youden_specificity = youden_threshold(val.fractured, p_val)
     export_model(

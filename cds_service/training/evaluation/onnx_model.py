@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cds_service.domain import ModelInfo
-from cds_service.findings import calibrated_probabilities
+from cds_service.findings import calibrated_probabilities, positive_index
 from cds_service.inference.client import model_info_from_config
 from cds_service.inference.triton_server import latest_model_file, read_model_config
 
@@ -37,8 +37,7 @@ class OnnxModel:
     @property
     def fracture_index(self) -> int:
         """Index of the ``fracture`` class (as :func:`cds_service.findings.interpret` finds it)."""
-        names = self.info.class_names
-        return names.index("fracture") if "fracture" in names else 1
+        return positive_index(self.info)
 
     def parameter(self, key: str) -> float | None:
         """A numeric config parameter, or None when it is absent or empty (older models)."""
