@@ -114,3 +114,33 @@ def test_every_fracture_line_is_drawn_on_bone(monkeypatch):
     for label in LABELS[1:]:
         shares = [_line_on_bone(label, seed, sign, monkeypatch) for seed in range(6) for sign in (-1, 1)]
         assert min(shares) >= 0.6, (label, min(shares))
+
+
+def test_an_a3_line_breaks_both_cortices_of_the_shaft(monkeypatch):
+    """AO 31-A3 (reverse obliquity) runs from the lateral cortex below the greater trochanter to the
+    medial cortex: its line leaves the bone at both ends. (A line that stopped 1–2 px inside the
+    cortices, as it once did, is an intramedullary streak that the fracture model never learned.)"""
+    from cds_service.training import phantoms
+
+    for seed in range(6):
+        for sign in (-1, 1):
+            thin: list[np.ndarray] = []
+            segment = phantoms._segment_mask
+
+            def recording(shape, points, width, thin=thin, segment=segment):
+                mask = segment(shape, points, width)
+                if width <= 8:
+                    thin.append(mask)
+                return mask
+
+            plain = np.zeros(phantoms.WORK, np.float32)
+            phantoms._draw_hip(plain, np.random.default_rng(seed), sign, "none", False, False)
+            with monkeypatch.context() as patch:
+                patch.setattr(phantoms, "_segment_mask", recording)
+                phantoms._draw_hip(
+                    np.zeros(phantoms.WORK, np.float32), np.random.default_rng(seed), sign, "ao_A3", False, False
+                )
+            ys, xs = np.nonzero(thin[0] > 0)
+            off_bone = plain[ys, xs] < 0.05
+            middle = np.median(xs)
+            assert off_bone[xs < middle].any() and off_bone[xs > middle].any(), (seed, sign)
