@@ -257,11 +257,16 @@ def _draw_hip(
             troch + np.array([lateral * r_head * 0.4, -r_head * 0.5]),
             lesser + np.array([-lateral * r_head * 0.2, 0]),
         )
-        if kind == "A3":  # reverse obliquity
-            a, b = (
-                troch + np.array([lateral * r_head * 0.5, r_head * 1.5]),
-                base + np.array([-lateral * r_head * 0.5, 0]),
-            )
+        if kind == "A3":  # reverse obliquity: from the lateral cortex below the greater trochanter, up
+            # and medially through the shaft to the medial cortex above the lesser trochanter. The line
+            # breaks both cortices (it ends just outside the shaft, whose half-width is 0.65 · width): a
+            # line that stopped inside them would be an intramedullary streak, not an A3 fracture.
+            def shaft_at(y: float, side: float) -> np.ndarray:
+                f = (y - shaft_top[1]) / (shaft_bottom[1] - shaft_top[1])
+                centre = shaft_top[0] + f * (shaft_bottom[0] - shaft_top[0])
+                return np.array([centre + side * lateral * width * 0.78, y])
+
+            a, b = shaft_at(base[1] + r_head * 2.3, 1.0), shaft_at(base[1] + r_head * 1.05, -1.0)
         contrast = rng.uniform(0.35, 0.7) if kind == "A1" else rng.uniform(0.5, 0.9)  # A1: often subtle
         line = _segment_mask(canvas.shape, [tuple(a), tuple(b)], max(1.0, r_head * rng.uniform(0.04, 0.08)))
         if kind == "A2":
@@ -270,6 +275,10 @@ def _draw_hip(
                 line, _segment_mask(canvas.shape, [tuple(mid), tuple(lesser + [0, r_head])], max(1.0, r_head * 0.05))
             )
         femur = femur * (1 - contrast * line)
+        if kind == "A3":  # unstable: the shaft below the line is often displaced medially (a step at both cortices)
+            step = int(round(-lateral * r_head * rng.uniform(0.0, 0.25)))
+            distal = yy > a[1] + (xx - a[0]) * (b[1] - a[1]) / (b[0] - a[0])
+            femur = femur * ~distal + np.roll(femur * distal, step, axis=1)
         pts = np.array([a, b, lesser])
         pad = r_head * 0.6
         box = (pts[:, 0].min() - pad, pts[:, 1].min() - pad, pts[:, 0].max() + pad, pts[:, 1].max() + pad)

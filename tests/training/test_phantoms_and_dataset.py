@@ -79,3 +79,68 @@ def test_a_labelled_dicom_folder_loads_through_the_serving_path(tmp_path):
     assert sorted(crops.label.tolist()) == expected  # every hip found and labelled
     assert crops.fractured.sum() == (~np.isnan(crops.boxes[:, 0])).sum()
     assert (crops.boxes[crops.fractured] <= 64).all()
+
+
+def _line_on_bone(label: str, seed: int, sign: int, monkeypatch) -> float:
+    """Share of a fracture's drawn line pixels that change the hip (lie on bone): the same hip drawn
+    without and with the fracture, the line masks recorded as they are drawn (the thin ones)."""
+    from cds_service.training import phantoms
+
+    thin: list[np.ndarray] = []
+    segment = phantoms._segment_mask
+
+    def recording(shape, points, width):
+        mask = segment(shape, points, width)
+        if width <= 8:  # fracture lines are 1–7 px wide at the drawing resolution; anatomy is ≥ 18
+            thin.append(mask)
+        return mask
+
+    plain, broken = np.zeros(phantoms.WORK, np.float32), np.zeros(phantoms.WORK, np.float32)
+    phantoms._draw_hip(plain, np.random.default_rng(seed), sign, "none", False, False)
+    with monkeypatch.context() as patch:
+        patch.setattr(phantoms, "_segment_mask", recording)
+        phantoms._draw_hip(broken, np.random.default_rng(seed), sign, label, False, False)
+    line = np.maximum.reduce(thin) > 0
+    return float(((np.abs(broken - plain) > 0.05) & line).sum() / line.sum())
+
+
+def test_every_fracture_line_is_drawn_on_bone(monkeypatch):
+    """A labelled fracture must be visible: most of its line crosses bone. (AO 31-A3 lines used to run
+    through the empty gap between the trochanter and the shaft: only 44–48 % of their pixels fell on
+    bone, at the shaft's top corner, so an 'A3' label meant an almost invisible fracture.) Garden II–IV
+    lines reach a little past the neck's edges by design (two thirds on bone)."""
+    from cds_service.training.phantoms import LABELS
+
+    for label in LABELS[1:]:
+        shares = [_line_on_bone(label, seed, sign, monkeypatch) for seed in range(6) for sign in (-1, 1)]
+        assert min(shares) >= 0.6, (label, min(shares))
+
+
+def test_an_a3_line_breaks_both_cortices_of_the_shaft(monkeypatch):
+    """AO 31-A3 (reverse obliquity) runs from the lateral cortex below the greater trochanter to the
+    medial cortex: its line leaves the bone at both ends. (A line that stopped 1–2 px inside the
+    cortices, as it once did, is an intramedullary streak that the fracture model never learned.)"""
+    from cds_service.training import phantoms
+
+    for seed in range(6):
+        for sign in (-1, 1):
+            thin: list[np.ndarray] = []
+            segment = phantoms._segment_mask
+
+            def recording(shape, points, width, thin=thin, segment=segment):
+                mask = segment(shape, points, width)
+                if width <= 8:
+                    thin.append(mask)
+                return mask
+
+            plain = np.zeros(phantoms.WORK, np.float32)
+            phantoms._draw_hip(plain, np.random.default_rng(seed), sign, "none", False, False)
+            with monkeypatch.context() as patch:
+                patch.setattr(phantoms, "_segment_mask", recording)
+                phantoms._draw_hip(
+                    np.zeros(phantoms.WORK, np.float32), np.random.default_rng(seed), sign, "ao_A3", False, False
+                )
+            ys, xs = np.nonzero(thin[0] > 0)
+            off_bone = plain[ys, xs] < 0.05
+            middle = np.median(xs)
+            assert off_bone[xs < middle].any() and off_bone[xs > middle].any(), (seed, sign)
