@@ -19,11 +19,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcclient
-from google.protobuf import text_format
+from google.protobuf import json_format, text_format
 
+from cds_service.domain import prior_shift
 from cds_service.errors import InferenceError
-from cds_service.inference.client import ContractMismatch, TritonInferenceClient
-from cds_service.inference.triton_server import TritonServer, free_port, model_versions, read_model_config
+from cds_service.inference.client import ContractMismatch, TritonInferenceClient, model_info_from_config
+from cds_service.inference.triton_server import (
+    TritonServer,
+    free_port,
+    latest_model_file,
+    model_versions,
+    read_model_config,
+)
 from cds_service.metrics import REGISTRY
 from tests.conftest import started_triton
 from tests.inference.tcp import Forwarder, black_hole
@@ -107,35 +114,22 @@ async def test_the_served_models_calibration_reaches_the_service(triton):
     """What the card's percentages depend on (temperature, prior shift, thresholds) arrives from the live
     Triton exactly as ``model_repository/`` states it: a twin or config reader that dropped
     ``prevalence`` would leave the thresholds on the shifted scale and call far more hips fractured."""
-    from google.protobuf import json_format
-
-    from cds_service.inference.client import model_info_from_config
-    from cds_service.inference.triton_server import latest_model_file
-
-    repository = REPOSITORY
     client = TritonInferenceClient(triton.grpc_url, timeout_s=10)
     try:
         served = await client.models()
     finally:
         await client.close()
     for name in ("fracture", "garden"):
-        config = json_format.MessageToDict(
-            read_model_config(repository / name / "config.pbtxt"), preserving_proto_field_name=True
-        )
-        stated = model_info_from_config(config, latest_model_file(repository, name).parent.name)
-        assert served[name] == stated
-    assert served["fracture"].prior_shift == pytest.approx(stated_shift(repository))
-
-
-def stated_shift(repository: Path) -> float:
-    """logit(prevalence) − logit(calibration_prevalence) as the fracture config.pbtxt states them (0 if absent)."""
-    import math
-
-    params = read_model_config(repository / "fracture" / "config.pbtxt").parameters
-    if "prevalence" not in params or not params["prevalence"].string_value:
-        return 0.0
-    p, q = float(params["prevalence"].string_value), float(params["calibration_prevalence"].string_value)
-    return math.log(p / (1 - p)) - math.log(q / (1 - q))
+        config = read_model_config(REPOSITORY / name / "config.pbtxt")
+        as_json = json_format.MessageToDict(config, preserving_proto_field_name=True)
+        assert served[name] == model_info_from_config(as_json, latest_model_file(REPOSITORY, name).parent.name)
+    # Against the raw parameters too, so a parser that dropped both shares on both sides cannot pass.
+    params = {
+        key: value.string_value
+        for key, value in read_model_config(REPOSITORY / "fracture" / "config.pbtxt").parameters.items()
+    }
+    stated = prior_shift(float(params.get("prevalence") or "nan"), float(params.get("calibration_prevalence") or "nan"))
+    assert served["fracture"].prior_shift == pytest.approx(stated)
 
 
 async def test_invalid_argument_fails_at_once_without_retry(triton, monkeypatch):

@@ -81,9 +81,9 @@ def test_a_labelled_dicom_folder_loads_through_the_serving_path(tmp_path):
     assert (crops.boxes[crops.fractured] <= 64).all()
 
 
-def _line_on_bone(label: str, seed: int, sign: int, monkeypatch) -> float:
-    """Share of a fracture's drawn line pixels that change the hip (lie on bone): the same hip drawn
-    without and with the fracture, the line masks recorded as they are drawn (the thin ones)."""
+def _drawn(label: str, seed: int, sign: int, monkeypatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The same hip drawn without and with the fracture ``label``, and the mask of the fracture's lines
+    (recorded as they are drawn: the thin ones)."""
     from cds_service.training import phantoms
 
     thin: list[np.ndarray] = []
@@ -100,7 +100,12 @@ def _line_on_bone(label: str, seed: int, sign: int, monkeypatch) -> float:
     with monkeypatch.context() as patch:
         patch.setattr(phantoms, "_segment_mask", recording)
         phantoms._draw_hip(broken, np.random.default_rng(seed), sign, label, False, False)
-    line = np.maximum.reduce(thin) > 0
+    return plain, broken, np.maximum.reduce(thin) > 0
+
+
+def _line_on_bone(label: str, seed: int, sign: int, monkeypatch) -> float:
+    """Share of a fracture's drawn line pixels that change the hip (lie on bone)."""
+    plain, broken, line = _drawn(label, seed, sign, monkeypatch)
     return float(((np.abs(broken - plain) > 0.05) & line).sum() / line.sum())
 
 
@@ -120,27 +125,10 @@ def test_an_a3_line_breaks_both_cortices_of_the_shaft(monkeypatch):
     """AO 31-A3 (reverse obliquity) runs from the lateral cortex below the greater trochanter to the
     medial cortex: its line leaves the bone at both ends. (A line that stopped 1–2 px inside the
     cortices, as it once did, is an intramedullary streak that the fracture model never learned.)"""
-    from cds_service.training import phantoms
-
     for seed in range(6):
         for sign in (-1, 1):
-            thin: list[np.ndarray] = []
-            segment = phantoms._segment_mask
-
-            def recording(shape, points, width, thin=thin, segment=segment):
-                mask = segment(shape, points, width)
-                if width <= 8:
-                    thin.append(mask)
-                return mask
-
-            plain = np.zeros(phantoms.WORK, np.float32)
-            phantoms._draw_hip(plain, np.random.default_rng(seed), sign, "none", False, False)
-            with monkeypatch.context() as patch:
-                patch.setattr(phantoms, "_segment_mask", recording)
-                phantoms._draw_hip(
-                    np.zeros(phantoms.WORK, np.float32), np.random.default_rng(seed), sign, "ao_A3", False, False
-                )
-            ys, xs = np.nonzero(thin[0] > 0)
+            plain, _, line = _drawn("ao_A3", seed, sign, monkeypatch)
+            ys, xs = np.nonzero(line)
             off_bone = plain[ys, xs] < 0.05
             middle = np.median(xs)
             assert off_bone[xs < middle].any() and off_bone[xs > middle].any(), (seed, sign)
