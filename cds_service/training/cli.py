@@ -156,7 +156,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--garden-init",
         default=defaults.garden_init,
-        help="start the Garden model from a checkpoint's features: 'fracture' (WORK/fracture.pt) or a path",
+        help="start the Garden model from a checkpoint: 'fracture' (WORK/fracture.pt: its features), "
+        "'garden' (WORK/garden.pt: a fine-tune, classifier included) or a path",
     )
     train.add_argument(
         "--fracture-init",

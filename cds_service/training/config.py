@@ -44,12 +44,15 @@ class TrainConfig:
     # 0 = off (image labels only, as the seeds train).
     cam_box_weight: float = 0.0
     # Where the Garden model starts: "" = from scratch (random weights); "fracture" = the fracture
-    # model's checkpoint in the work folder (fracture.pt); or the path of a checkpoint with the same
-    # backbone. Every weight but the classifier is copied, so staging starts from features that already
-    # find and localise fracture lines.
+    # model's checkpoint in the work folder (fracture.pt): every weight but the classifier is copied, so
+    # staging starts from features that already find and localise fracture lines; "garden" = the work
+    # folder's garden.pt, whole (a fine-tune, e.g. at a larger input size); or the path of a checkpoint
+    # with the same backbone.
     garden_init: str = ""
     # A checkpoint the fracture model continues from, whole (a fine-tune): "" = from scratch,
-    # "fracture" = the work folder's fracture.pt, or a path. The shipped fracture model is not one.
+    # "fracture" = the work folder's fracture.pt, or a path. The shipped models are fine-tuned at 384 from
+    # the ones trained at 256 (progressive resizing, `scripts/dev train`). A fine-tune should not pass
+    # zero_init_head: it would zero the classifier just loaded.
     fracture_init: str = ""
     # The share of fractured hips the served p(fracture) is calibrated for. The temperature is fitted on
     # the validation split; its own share (45 % for the phantoms: 9 studies in 10 have a fractured hip)

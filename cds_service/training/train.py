@@ -152,7 +152,12 @@ def fit(
                     bar.console.print(
                         f"{title}: step {done}/{steps}, {rate:.2f} steps/s, ~{(steps - done) / rate / 60:.0f} min left"
                     )
-            record = {"epoch": epoch + 1, "loss": total / len(images), "seconds": time.perf_counter() - started}
+            record = {
+                "epoch": epoch + 1,
+                "input_size": int(images.shape[-1]),
+                "loss": total / len(images),
+                "seconds": time.perf_counter() - started,
+            }
             if val is not None:
                 probs, cams = predict(net, val[0])
                 record["val_accuracy"] = float((probs.argmax(1) == val[1]).mean())
@@ -204,16 +209,17 @@ def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | No
     form the validation split; the others train."""
     work.mkdir(parents=True, exist_ok=True)
     if data is None:
-        train = _cached(work / "train.npz", config.train_studies, config.seed, config.input_size)
-        val = _cached(work / "val.npz", config.val_studies, config.seed + 1, config.input_size)
+        size = config.input_size
+        train = _cached(crop_cache(work, "train", size), config.train_studies, config.seed, size)
+        val = _cached(crop_cache(work, "val", size), config.val_studies, config.seed + 1, size)
     else:
         crops = from_folder(data, config.input_size)
         is_val = crops.site == "val"
         if not is_val.any() or is_val.all():
             raise ValueError("labels.csv needs rows with site 'val' (validation) and rows with other sites (training)")
         train, val = crops.subset(~is_val), crops.subset(is_val)
-        train.save(work / "train.npz")
-        val.save(work / "val.npz")
+        train.save(crop_cache(work, "train", config.input_size))
+        val.save(crop_cache(work, "val", config.input_size))
     fracture_history: list[dict] = []
     if config.fracture_epochs > 0:  # 0: the fracture model already in the repository is kept
         fracture, fracture_history = fit(
@@ -247,21 +253,33 @@ def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | No
         torch.save(garden.state_dict(), work / "garden.pt")
     history = {"fracture": fracture_history, "garden": garden_history}
     history_path = work / "history.json"
-    if history_path.exists():  # a model not retrained keeps its history from the earlier run in ``work``
-        earlier = json.loads(history_path.read_text())
-        history = {name: runs or earlier.get(name, []) for name, runs in history.items()}
+    if history_path.exists():  # a model not retrained keeps its history from the earlier run in ``work``;
+        earlier = json.loads(history_path.read_text())  # one continued from its own checkpoint there extends it
+        continued = {"fracture": config.fracture_init == "fracture", "garden": config.garden_init == "garden"}
+        history = {
+            name: (earlier.get(name, []) if continued[name] or not runs else []) + runs
+            for name, runs in history.items()
+        }
     history_path.write_text(json.dumps(history))
     return export_checkpoints(config, repository, work)
 
 
+def crop_cache(work: Path, split: str, size: int) -> Path:
+    """Where a split's crops are kept in ``work``: one file per input size, so a run at another size
+    (the progressive-resizing stage of ``scripts/dev train``) shares the work folder without
+    regenerating or overwriting the other size's crops."""
+    return work / f"{split}-{size}.npz"
+
+
 def _checkpoint(flag: str, value: str, work: Path) -> Path | None:
-    """The checkpoint a model starts from: None for "" (from scratch), ``work``'s fracture.pt for
-    ``"fracture"`` (the fracture model last trained in this work folder), or the path given."""
+    """The checkpoint a model starts from: None for "" (from scratch); ``work``'s fracture.pt for
+    ``"fracture"`` or garden.pt for ``"garden"`` (the model last trained in this work folder); or the
+    path given."""
     if not value:
         return None
-    path = work / "fracture.pt" if value == "fracture" else Path(value)
+    path = work / f"{value}.pt" if value in ("fracture", "garden") else Path(value)
     if not path.exists():
-        hint = " (train the fracture model in --work first)" if value == "fracture" else ""
+        hint = f" (train the {value} model in --work first)" if value in ("fracture", "garden") else ""
         raise FileNotFoundError(f"{flag}: no checkpoint at {path}{hint}")
     return path
 
@@ -275,7 +293,7 @@ def export_checkpoints(config: TrainConfig, repository: Path, work: Path) -> dic
     ``config.*_epochs`` is 0 is not exported: the one in ``repository`` (same input size, trained by
     an earlier run) is left as it is, so either model can be retrained alone.
     """
-    val = CropSet.load(work / "val.npz")
+    val = CropSet.load(crop_cache(work, "val", config.input_size))
     common = {
         "architecture": config.backbone,
         "input_size": config.input_size,

@@ -157,3 +157,30 @@ def test_the_fracture_model_can_continue_from_a_checkpoint(tmp_path):
     weights = [name for name, value in start.items() if value.dtype.is_floating_point and "running" not in name]
     assert "classifier.weight" in weights
     assert all(torch.allclose(tuned[name], start[name], atol=1e-6) for name in weights)
+
+
+def test_a_larger_input_continues_both_models_in_the_same_work_folder(tmp_path):
+    """The shipped recipe's last stage (progressive resizing): both models trained at one size continue
+    at a larger one (`--fracture-init fracture --garden-init garden`) in the same work folder. Each size
+    keeps its own crop cache, the exported models take the new size, and the history runs on from the
+    first stage's epochs instead of replacing them."""
+    import torch
+
+    work = tmp_path / "work"
+    train_all(dataclasses.replace(TINY, garden_init="fracture"), tmp_path / "repo", work)
+    first = {name: torch.load(work / f"{name}.pt", weights_only=True) for name in ("fracture", "garden")}
+    larger = dataclasses.replace(
+        TINY, input_size=128, learning_rate=1e-12, fracture_init="fracture", garden_init="garden"
+    )
+    train_all(larger, tmp_path / "repo", work)
+
+    assert {path.name for path in work.glob("*.npz")} == {"train-96.npz", "val-96.npz", "train-128.npz", "val-128.npz"}
+    for name, start in first.items():
+        tuned = torch.load(work / f"{name}.pt", weights_only=True)
+        weights = [key for key, value in start.items() if value.dtype.is_floating_point and "running" not in key]
+        assert "classifier.weight" in weights  # the Garden classifier too: a fine-tune, not new features
+        assert all(torch.allclose(tuned[key], start[key], atol=1e-6) for key in weights)
+        assert _parameters(tmp_path / "repo", name)["input_size"] == "128"
+    history = json.loads((work / "history.json").read_text())
+    assert [record["input_size"] for record in history["fracture"]] == [96, 128]
+    assert [record["input_size"] for record in history["garden"]] == [96, 128]
