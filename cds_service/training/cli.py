@@ -142,7 +142,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--learning-rate", type=float, default=defaults.learning_rate, help="AdamW peak (one-cycle) learning rate"
     )
     train.add_argument(
-        "--zero-init-head", action="store_true", help="start the classifier at zero (every crop at chance)"
+        "--zero-init-head",
+        action="store_true",
+        help="start a new classifier at zero (every crop at chance); one loaded by --*-init is kept",
     )
     train.add_argument(
         "--clip-grad-norm", type=float, default=defaults.clip_grad_norm, help="clip the gradient norm (0 = off)"

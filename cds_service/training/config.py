@@ -51,8 +51,8 @@ class TrainConfig:
     garden_init: str = ""
     # A checkpoint the fracture model continues from, whole (a fine-tune): "" = from scratch,
     # "fracture" = the work folder's fracture.pt, or a path. The shipped models are fine-tuned at 384 from
-    # the ones trained at 256 (progressive resizing, `scripts/dev train`). A fine-tune should not pass
-    # zero_init_head: it would zero the classifier just loaded.
+    # the ones trained at 256 (progressive resizing, `scripts/dev train`). zero_init_head applies only
+    # to a new classifier: one loaded with its checkpoint is kept.
     fracture_init: str = ""
     # The share of fractured hips the served p(fracture) is calibrated for. The temperature is fitted on
     # the validation split; its own share (45 % for the phantoms: 9 studies in 10 have a fractured hip)

@@ -98,9 +98,8 @@ def fit(
     """
     seed_everything(config.seed, config.threads)
     net = CamNet(create_backbone(config.backbone, classes, config.output_stride))
-    if init is not None:
-        load_features(net, torch.load(init, weights_only=True))
-    if config.zero_init_head:
+    new_head = init is None or bool(load_features(net, torch.load(init, weights_only=True)))
+    if config.zero_init_head and new_head:  # a classifier loaded with its checkpoint (a fine-tune) is kept
         nn.init.zeros_(net.classifier.weight)
         nn.init.zeros_(net.classifier.bias)
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=1e-4)

@@ -170,7 +170,7 @@ def test_a_larger_input_continues_both_models_in_the_same_work_folder(tmp_path):
     train_all(dataclasses.replace(TINY, garden_init="fracture"), tmp_path / "repo", work)
     first = {name: torch.load(work / f"{name}.pt", weights_only=True) for name in ("fracture", "garden")}
     larger = dataclasses.replace(
-        TINY, input_size=128, learning_rate=1e-12, fracture_init="fracture", garden_init="garden"
+        TINY, input_size=128, learning_rate=1e-12, fracture_init="fracture", garden_init="garden", zero_init_head=True
     )
     train_all(larger, tmp_path / "repo", work)
 
@@ -178,7 +178,8 @@ def test_a_larger_input_continues_both_models_in_the_same_work_folder(tmp_path):
     for name, start in first.items():
         tuned = torch.load(work / f"{name}.pt", weights_only=True)
         weights = [key for key, value in start.items() if value.dtype.is_floating_point and "running" not in key]
-        assert "classifier.weight" in weights  # the Garden classifier too: a fine-tune, not new features
+        # The classifiers too (a fine-tune, not new features), and zero_init_head leaves a loaded one alone.
+        assert "classifier.weight" in weights
         assert all(torch.allclose(tuned[key], start[key], atol=1e-6) for key in weights)
         assert _parameters(tmp_path / "repo", name)["input_size"] == "128"
     history = json.loads((work / "history.json").read_text())
