@@ -207,18 +207,18 @@ def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | No
     save checkpoints, then :func:`export_checkpoints`. With ``data``, rows whose ``site`` is ``val``
     form the validation split; the others train."""
     work.mkdir(parents=True, exist_ok=True)
+    size = config.input_size
     if data is None:
-        size = config.input_size
         train = _cached(crop_cache(work, "train", size), config.train_studies, config.seed, size)
         val = _cached(crop_cache(work, "val", size), config.val_studies, config.seed + 1, size)
     else:
-        crops = from_folder(data, config.input_size)
+        crops = from_folder(data, size)
         is_val = crops.site == "val"
         if not is_val.any() or is_val.all():
             raise ValueError("labels.csv needs rows with site 'val' (validation) and rows with other sites (training)")
         train, val = crops.subset(~is_val), crops.subset(is_val)
-        train.save(crop_cache(work, "train", config.input_size))
-        val.save(crop_cache(work, "val", config.input_size))
+        train.save(crop_cache(work, "train", size))
+        val.save(crop_cache(work, "val", size))
     fracture_history: list[dict] = []
     if config.fracture_epochs > 0:  # 0: the fracture model already in the repository is kept
         fracture, fracture_history = fit(
@@ -255,6 +255,7 @@ def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | No
     if history_path.exists():  # a model not retrained keeps its history from the earlier run in ``work``;
         earlier = json.loads(history_path.read_text())  # one continued from its own checkpoint there extends it
         continued = {"fracture": config.fracture_init == "fracture", "garden": config.garden_init == "garden"}
+        # (the keyword, not a path: a checkpoint given by path starts a new history)
         history = {
             name: (earlier.get(name, []) if continued[name] or not runs else []) + runs
             for name, runs in history.items()
@@ -276,9 +277,10 @@ def _checkpoint(flag: str, value: str, work: Path) -> Path | None:
     path given."""
     if not value:
         return None
-    path = work / f"{value}.pt" if value in ("fracture", "garden") else Path(value)
+    in_work = value in ("fracture", "garden")
+    path = work / f"{value}.pt" if in_work else Path(value)
     if not path.exists():
-        hint = f" (train the {value} model in --work first)" if value in ("fracture", "garden") else ""
+        hint = f" (train the {value} model in --work first)" if in_work else ""
         raise FileNotFoundError(f"{flag}: no checkpoint at {path}{hint}")
     return path
 

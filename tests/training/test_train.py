@@ -31,6 +31,16 @@ TINY = TrainConfig(
 )
 
 
+def _learned_weights_kept(start: dict, tuned: dict) -> list[str]:
+    """Names of the learned weights (floating point, not BatchNorm running statistics) of ``start``,
+    after checking that ``tuned`` still holds each of them (a learning rate too small to move them)."""
+    import torch
+
+    names = [name for name, value in start.items() if value.dtype.is_floating_point and "running" not in name]
+    assert all(torch.allclose(tuned[name], start[name], atol=1e-6) for name in names)
+    return names
+
+
 def _parameters(repository, name: str) -> dict[str, str]:
     config = read_model_config(repository / name / "config.pbtxt")
     return {key: value.string_value for key, value in config.parameters.items()}
@@ -154,9 +164,7 @@ def test_the_fracture_model_can_continue_from_a_checkpoint(tmp_path):
     )
     train_all(config, tmp_path / "repo", tmp_path / "second")
     tuned = torch.load(tmp_path / "second" / "fracture.pt", weights_only=True)
-    weights = [name for name, value in start.items() if value.dtype.is_floating_point and "running" not in name]
-    assert "classifier.weight" in weights
-    assert all(torch.allclose(tuned[name], start[name], atol=1e-6) for name in weights)
+    assert "classifier.weight" in _learned_weights_kept(start, tuned)
 
 
 def test_a_larger_input_continues_both_models_in_the_same_work_folder(tmp_path):
@@ -177,10 +185,8 @@ def test_a_larger_input_continues_both_models_in_the_same_work_folder(tmp_path):
     assert {path.name for path in work.glob("*.npz")} == {"train-96.npz", "val-96.npz", "train-128.npz", "val-128.npz"}
     for name, start in first.items():
         tuned = torch.load(work / f"{name}.pt", weights_only=True)
-        weights = [key for key, value in start.items() if value.dtype.is_floating_point and "running" not in key]
         # The classifiers too (a fine-tune, not new features), and zero_init_head leaves a loaded one alone.
-        assert "classifier.weight" in weights
-        assert all(torch.allclose(tuned[key], start[key], atol=1e-6) for key in weights)
+        assert "classifier.weight" in _learned_weights_kept(start, tuned)
         assert _parameters(tmp_path / "repo", name)["input_size"] == "128"
     history = json.loads((work / "history.json").read_text())
     assert [record["input_size"] for record in history["fracture"]] == [96, 128]
