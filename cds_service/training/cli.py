@@ -159,12 +159,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--garden-init",
         default=defaults.garden_init,
         help="start the Garden model from a checkpoint: 'fracture' (WORK/fracture.pt: its features), "
-        "'garden' (WORK/garden.pt: a fine-tune, classifier included) or a path",
+        "'garden' (WORK/garden.pt: a fine-tune, classifier included), 'repository' (the Garden model "
+        "served from --repository, rebuilt from its ONNX: no work folder needed) or a path",
     )
     train.add_argument(
         "--fracture-init",
         default=defaults.fracture_init,
-        help="continue the fracture model from a checkpoint (a fine-tune): 'fracture' (WORK/fracture.pt) or a path",
+        help="continue the fracture model from a checkpoint (a fine-tune): 'fracture' (WORK/fracture.pt), "
+        "'repository' (the model served from --repository, rebuilt from its ONNX) or a path",
     )
     train.add_argument(
         "--prevalence",

@@ -46,11 +46,14 @@ class TrainConfig:
     # Where the Garden model starts: "" = from scratch (random weights); "fracture" = the fracture
     # model's checkpoint in the work folder (fracture.pt): every weight but the classifier is copied, so
     # staging starts from features that already find and localise fracture lines; "garden" = the work
-    # folder's garden.pt, whole (a fine-tune, e.g. at a larger input size); or the path of a checkpoint
-    # with the same backbone.
+    # folder's garden.pt, whole (a fine-tune, e.g. at a larger input size); "repository" = the Garden
+    # model served from the repository, rebuilt from its ONNX (training.onnx_import: a fresh clone
+    # continues the shipped model without the work folder); or the path of a checkpoint with the same
+    # backbone.
     garden_init: str = ""
     # A checkpoint the fracture model continues from, whole (a fine-tune): "" = from scratch,
-    # "fracture" = the work folder's fracture.pt, or a path. The shipped models are fine-tuned at 384 from
+    # "fracture" = the work folder's fracture.pt, "repository" = the served model (as for garden_init),
+    # or a path. The shipped models are fine-tuned at 384 from
     # the ones trained at 256 (progressive resizing, `scripts/dev train`). zero_init_head applies only
     # to a new classifier: one loaded with its checkpoint is kept.
     fracture_init: str = ""

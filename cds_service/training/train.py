@@ -232,7 +232,7 @@ def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | No
             sample_weight=subtle_weights(train, config.subtle_weight),
             boxes=(train.boxes, train.femur),
             val_boxes=val.boxes,
-            init=_checkpoint("--fracture-init", config.fracture_init, work),
+            init=_init("--fracture-init", config.fracture_init, "fracture", 2, config, repository, work, train.images),
         )
         torch.save(fracture.state_dict(), work / "fracture.pt")  # a later failure keeps the long first half
     garden_history: list[dict] = []
@@ -247,7 +247,7 @@ def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | No
             "garden",
             val=(neck_val.images, neck_val.garden),
             sample_weight=subtle_weights(neck_train, config.subtle_weight),
-            init=_checkpoint("--garden-init", config.garden_init, work),
+            init=_init("--garden-init", config.garden_init, "garden", 4, config, repository, work, neck_train.images),
         )
         torch.save(garden.state_dict(), work / "garden.pt")
     history = {"fracture": fracture_history, "garden": garden_history}
@@ -269,6 +269,41 @@ def crop_cache(work: Path, split: str, size: int) -> Path:
     (the progressive-resizing stage of ``scripts/dev train``) shares the work folder without
     regenerating or overwriting the other size's crops."""
     return work / f"{split}-{size}.npz"
+
+
+def _init(
+    flag: str,
+    value: str,
+    name: str,
+    classes: int,
+    config: TrainConfig,
+    repository: Path,
+    work: Path,
+    images: np.ndarray,
+) -> Path | None:
+    """The checkpoint model ``name`` starts from: for ``"repository"``, the model served from
+    ``repository`` rebuilt from its ONNX (:mod:`~cds_service.training.onnx_import`, batch-norm
+    statistics from up to 512 of its training crops ``images``) and saved as
+    ``work/<name>-from-repository.pt``; anything else as :func:`_checkpoint`."""
+    if value != "repository":
+        return _checkpoint(flag, value, work)
+    from cds_service.inference.triton_server import latest_model_file, read_model_config
+    from cds_service.training.onnx_import import state_dict_from_onnx
+
+    served = latest_model_file(repository, name)
+    if not served.exists():
+        raise FileNotFoundError(f"{flag} repository: no {name} model at {served}")
+    stored_size = int(read_model_config(repository / name / "config.pbtxt").parameters["input_size"].string_value)
+    if stored_size != config.input_size:
+        raise ValueError(
+            f"{flag} repository: the served {name} model takes {stored_size} px crops, this run {config.input_size}"
+        )
+    net = CamNet(create_backbone(config.backbone, classes, config.output_stride))
+    sample = images[:: max(1, len(images) // 512)][:512]
+    path = work / f"{name}-from-repository.pt"
+    torch.save(state_dict_from_onnx(net, served, sample), path)
+    print(f"{flag}: rebuilt {served} (batch-norm statistics from {len(sample)} training crops) as {path}")
+    return path
 
 
 def _checkpoint(flag: str, value: str, work: Path) -> Path | None:

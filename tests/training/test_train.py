@@ -191,3 +191,37 @@ def test_a_larger_input_continues_both_models_in_the_same_work_folder(tmp_path):
     history = json.loads((work / "history.json").read_text())
     assert [record["input_size"] for record in history["fracture"]] == [96, 128]
     assert [record["input_size"] for record in history["garden"]] == [96, 128]
+
+
+def test_a_fresh_work_folder_continues_the_served_models(tmp_path):
+    """`--fracture-init repository --garden-init repository`: without the work folder that trained them
+    (a fresh clone), both models continue from the ONNX files served from the repository, rebuilt
+    with the same outputs; a run at another input size is refused before it trains."""
+    import numpy as np
+    import torch
+
+    from cds_service.training.dataset import CropSet
+    from cds_service.training.model import CamNet, create_backbone
+    from cds_service.training.train import crop_cache, predict_logits
+
+    repo, first, fresh = tmp_path / "repo", tmp_path / "first", tmp_path / "fresh"
+    train_all(TINY, repo, first)
+    config = dataclasses.replace(TINY, learning_rate=1e-12, fracture_init="repository", garden_init="repository")
+    train_all(config, repo, fresh)
+
+    val = CropSet.load(crop_cache(first, "val", TINY.input_size)).images
+    for name, classes in (("fracture", 2), ("garden", 4)):
+        rebuilt = torch.load(fresh / f"{name}-from-repository.pt", weights_only=True)
+        outputs = []
+        for state in (torch.load(first / f"{name}.pt", weights_only=True), rebuilt):
+            net = CamNet(create_backbone(TINY.backbone, classes, TINY.output_stride))
+            net.load_state_dict(state)
+            outputs.append(predict_logits(net, val))
+        for trained, from_onnx in zip(*outputs, strict=True):
+            np.testing.assert_allclose(from_onnx, trained, atol=1e-4 * np.abs(trained).max())
+        assert "classifier.weight" in _learned_weights_kept(
+            rebuilt, torch.load(fresh / f"{name}.pt", weights_only=True)
+        )
+        assert model_versions(repo, name) == [2]
+    with pytest.raises(ValueError, match="takes 96 px crops, this run 128"):
+        train_all(dataclasses.replace(config, input_size=128), repo, tmp_path / "larger")
