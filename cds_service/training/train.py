@@ -287,13 +287,14 @@ def _init(
     ``work/<name>-from-repository.pt``; anything else as :func:`_checkpoint`."""
     if value != "repository":
         return _checkpoint(flag, value, work)
-    from cds_service.inference.triton_server import latest_model_file, read_model_config
+    from cds_service.inference.triton_server import latest_model_file
+    from cds_service.training.evaluation.onnx_model import served_model_info
     from cds_service.training.onnx_import import state_dict_from_onnx
 
     served = latest_model_file(repository, name)
     if not served.exists():
         raise FileNotFoundError(f"{flag} repository: no {name} model at {served}")
-    stored_size = int(read_model_config(repository / name / "config.pbtxt").parameters["input_size"].string_value)
+    stored_size = served_model_info(repository, name).input_size  # the service's reader of config.pbtxt
     if stored_size != config.input_size:
         raise ValueError(
             f"{flag} repository: the served {name} model takes {stored_size} px crops, this run {config.input_size}"

@@ -13,6 +13,16 @@ from cds_service.inference.client import model_info_from_config
 from cds_service.inference.triton_server import latest_model_file, read_model_config
 
 
+def served_model_info(repository: Path, name: str) -> ModelInfo:
+    """Model ``name`` of ``repository`` as the service reads it (its newest version's number, and the
+    metadata of its config.pbtxt: class names, input size, threshold, temperature…)."""
+    from google.protobuf import json_format
+
+    config = read_model_config(repository / name / "config.pbtxt")
+    version = latest_model_file(repository, name).parent.name
+    return model_info_from_config(json_format.MessageToDict(config, preserving_proto_field_name=True), version)
+
+
 @dataclass
 class OnnxModel:
     """One exported model run with onnxruntime, with the metadata from its config.pbtxt."""
@@ -25,13 +35,11 @@ class OnnxModel:
     @classmethod
     def load(cls, repository: Path, name: str) -> OnnxModel:
         import onnxruntime as ort
-        from google.protobuf import json_format
 
         config = read_model_config(repository / name / "config.pbtxt")
         params = {key: value.string_value for key, value in config.parameters.items()}
-        version = latest_model_file(repository, name).parent
-        info = model_info_from_config(json_format.MessageToDict(config, preserving_proto_field_name=True), version.name)
-        session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
+        info = served_model_info(repository, name)
+        session = ort.InferenceSession(str(latest_model_file(repository, name)), providers=["CPUExecutionProvider"])
         return cls(name, session, params, info)
 
     @property
