@@ -102,7 +102,7 @@ def plot_heatmaps(data: CropSet, fracture: OnnxModel, path: Path, group: str) ->
 def plot_false_negatives(misses: dict[str, list[tuple]], path: Path, per_row: int = 6) -> None:
     """Contact sheet: one row per fracture subtype, its most confident misses with the fracture box."""
     plt = pyplot()
-    fig, axes = plt.subplots(len(misses), per_row, figsize=(1.6 * per_row, 1.75 * len(misses)), dpi=100)
+    fig, axes = plt.subplots(len(misses), per_row, figsize=(2.2 * per_row, 2.35 * len(misses)), dpi=110)
     for row, (label, found) in zip(axes, misses.items(), strict=True):
         for ax in row:
             ax.set_xticks([])
@@ -114,12 +114,39 @@ def plot_false_negatives(misses: dict[str, list[tuple]], path: Path, per_row: in
             ax.imshow(image, cmap="gray", vmin=0, vmax=255)
             draw_box(ax, box, "lime")
             ax.set_title(f"{site}: p {prob:.2f}", fontsize=7)
+            if not np.isnan(box[0]):
+                _zoom_inset(ax, image, box)
         for ax in row[max(1, len(found)) :]:
             ax.axis("off")
-    fig.suptitle("False negatives by subtype (green: fracture box; p = p(fracture))", fontsize=9)
+    fig.suptitle(
+        "False negatives by subtype (green: fracture box, magnified in the lower right; p = p(fracture))", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def zoom_window(box: np.ndarray, size: int, margin: float = 0.3, least: int = 48) -> tuple[int, int, int]:
+    """A square (x0, y0, side) around ``box`` (its longer side plus ``margin`` each way, at least
+    ``least`` px), kept inside the ``size``-px crop: what the false-negative sheet magnifies."""
+    side = min(size, max(least, round(max(box[2] - box[0], box[3] - box[1]) * (1 + 2 * margin))))
+    centre_x, centre_y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    x0 = int(np.clip(round(centre_x - side / 2), 0, size - side))
+    y0 = int(np.clip(round(centre_y - side / 2), 0, size - side))
+    return x0, y0, side
+
+
+def _zoom_inset(ax, image: np.ndarray, box: np.ndarray) -> None:
+    """The fracture box magnified in the crop's lower right: a 1–2 px Garden I line is lost at the
+    sheet's scale (a 384-px crop drawn in about 150 px) and visible here, or visibly absent."""
+    x0, y0, side = zoom_window(box, image.shape[-1])
+    inset = ax.inset_axes([0.5, 0.0, 0.5, 0.5])
+    inset.imshow(image[y0 : y0 + side, x0 : x0 + side], cmap="gray", vmin=0, vmax=255)
+    draw_box(inset, box - np.array([x0, y0, x0, y0], dtype=box.dtype), "lime")
+    inset.set_xticks([])
+    inset.set_yticks([])
+    for spine in inset.spines.values():
+        spine.set_edgecolor("white")
 
 
 def plot_scores_by_subtype(results: list[GroupResult], path: Path, thresholds: dict[str, float]) -> None:
