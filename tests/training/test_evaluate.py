@@ -132,3 +132,22 @@ def test_the_off_femur_occlusion_box_avoids_the_femur_and_seeks_the_largest_chan
     image, fill = np.zeros((20, 20), np.uint8), np.full((20, 20), 9, np.uint8)
     pasted = paste(image, fill, (12, 15, 16, 19))
     assert pasted.sum() == 9 * 16 and pasted[15:19, 12:16].min() == 9
+
+
+def test_an_external_site_is_evaluated_on_its_fixed_profile_and_internal_sites_on_drawn_acquisitions():
+    """The report describes each external site by its one profile (e.g. 16-bit, gamma curve): its test
+    set must not draw per-study acquisitions (bit depth, curve, noise) the way training data does."""
+    from cds_service.training.dataset import generate
+    from cds_service.training.evaluation import PHANTOM_GROUPS
+
+    internal, external = PHANTOM_GROUPS[0], PHANTOM_GROUPS[1]
+    seed, size = 11, 48
+    crops = external.crops(3, seed, size, progress=False)
+    fixed = generate(3, seed + external.seed_offset, size, external.sites, p_fracture=0.5, progress=False, vary=False)
+    drawn = generate(3, seed + external.seed_offset, size, external.sites, p_fracture=0.5, progress=False, vary=True)
+    np.testing.assert_array_equal(crops.images, fixed.images)
+    assert not np.array_equal(crops.images, drawn.images)  # the data can tell the two apart
+    inner = internal.crops(3, seed, size, progress=False)
+    np.testing.assert_array_equal(
+        inner.images, generate(3, seed, size, internal.sites, p_fracture=0.5, progress=False, vary=True).images
+    )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cds_service.training.dataset import CropSet
+from cds_service.training.dataset import CropSet, generate
 from cds_service.training.evaluation.localisation import iou_ceiling, localisation
 from cds_service.training.evaluation.onnx_model import OnnxModel
 from cds_service.training.metrics import (
@@ -36,6 +36,23 @@ class PhantomGroup:
     @property
     def external(self) -> bool:
         return set(self.sites) <= set(EXTERNAL_SITES)
+
+    def crops(self, studies: int, seed: int, size: int, swap_marker: bool = False, progress: bool = True) -> CropSet:
+        """The group's test set for the evaluation's ``seed``: half the studies with one fractured hip,
+        losslessly compressed as the site stores them. Internal sites draw each study's acquisition
+        around their profile, as training does; an external site keeps its one fixed profile (the
+        acquisition the report describes, which no training draw was made around)."""
+        return generate(
+            studies,
+            seed + self.seed_offset,
+            size,
+            self.sites,
+            p_fracture=0.5,
+            progress=progress,
+            swap_marker=swap_marker,
+            compression=True,
+            vary=not self.external,
+        )
 
 
 PHANTOM_GROUPS = (

@@ -34,10 +34,7 @@ from cds_service.training.phantoms import TRAINING_SITES
 
 
 def _phantom_groups(studies: int, seed: int, size: int) -> dict[str, CropSet]:
-    return {
-        group.name: generate(studies, seed + group.seed_offset, size, group.sites, p_fracture=0.5, compression=True)
-        for group in PHANTOM_GROUPS
-    }
+    return {group.name: group.crops(studies, seed, size) for group in PHANTOM_GROUPS}
 
 
 def _phantom_controls(
@@ -49,9 +46,7 @@ def _phantom_controls(
     controls = {}
     for result, group in zip(results, PHANTOM_GROUPS, strict=True):
         if group.external:
-            swapped = generate(
-                studies, seed + group.seed_offset, size, group.sites, p_fracture=0.5, swap_marker=True, compression=True
-            )
+            swapped = group.crops(studies, seed, size, swap_marker=True)
             controls[result.name] = shortcut_controls(result, swapped, baseline_train, fracture, resamples)
     return controls
 
