@@ -86,13 +86,34 @@ def _labels(rng: np.random.Generator, p_fracture: float) -> tuple[str, str]:
     return (label, "none") if rng.random() < 0.5 else ("none", label)
 
 
-def _chunk(args: tuple[int, int, int, tuple[str, ...], int, float, float, bool, bool, bool]) -> CropSet:
-    seed, start, count, sites, size, scale, p_fracture, swap_marker, compression, vary = args
+@dataclass(frozen=True)
+class _Chunk:
+    """Studies ``start`` … ``start + count - 1`` of one :func:`generate` call (a worker's job)."""
+
+    seed: int
+    start: int
+    count: int
+    sites: tuple[str, ...]
+    size: int
+    scale: float
+    p_fracture: float
+    swap_marker: bool
+    compression: bool
+    vary: bool
+    fracture_lines: bool
+    only: tuple[str, ...] | None
+
+
+def _chunk(job: _Chunk) -> CropSet:
+    seed, sites, size, scale, vary = job.seed, job.sites, job.size, job.scale, job.vary
     images, labels, boxes, site_names, femurs = [], [], [], [], []
-    for index in range(start, start + count):
+    for index in range(job.start, job.start + job.count):
         rng = np.random.default_rng([seed, index])
-        right, left = _labels(rng, p_fracture)
-        phantom = render(rng, right, left, random_confounders(rng, right, left), swap_marker=swap_marker)
+        right, left = _labels(rng, job.p_fracture)
+        if job.only is not None and right not in job.only and left not in job.only:
+            continue  # rendering is the cost; every study's draws are its own, so skipping changes no other
+        confounders = random_confounders(rng, right, left)
+        phantom = render(rng, right, left, confounders, job.swap_marker, job.fracture_lines)
         base = SITES[sites[index % len(sites)]]
         if vary:
             base = draw_acquisition(base, np.random.default_rng([seed, index, 7]))
@@ -100,7 +121,7 @@ def _chunk(args: tuple[int, int, int, tuple[str, ...], int, float, float, bool, 
             base,
             columns=int(base.columns * scale),
             rows=int(base.rows * scale),
-            compressed=base.compressed and compression,
+            compressed=base.compressed and job.compression,
         )
         ds, hips = to_dataset(phantom, site, seed, index)
         truth: dict[str, HipTruth] = {hip.side: hip for hip in hips}
@@ -111,6 +132,9 @@ def _chunk(args: tuple[int, int, int, tuple[str, ...], int, float, float, bool, 
             boxes.append(crop_box(hip.box, crop, size) if hip.box else np.full(4, np.nan, np.float32))
             site_names.append(site.name)
             femurs.append(crop_box(hip.femur_box, crop, size) if hip.femur_box else np.full(4, np.nan, np.float32))
+    if not images:  # ``only`` matched no study of this chunk
+        empty = np.zeros((0, 4), np.float32)
+        return CropSet(np.zeros((0, size, size), np.uint8), np.zeros(0, int), empty, np.zeros(0, str), empty)
     return CropSet(np.stack(images), np.array(labels), np.stack(boxes), np.array(site_names), np.stack(femurs))
 
 
@@ -126,19 +150,36 @@ def generate(
     swap_marker: bool = False,
     compression: bool = False,
     vary: bool = True,
+    fracture_lines: bool = True,
+    only: tuple[str, ...] | None = None,
 ) -> CropSet:
     """``count`` phantom studies → 2·count hip crops, deterministic by ``seed`` whatever ``workers`` is.
 
     Images are stored at ``scale`` × the site's size; ``compression`` keeps the site's lossless
     compression (slower; pixel-identical, so training skips it). ``vary`` draws each study's
     acquisition around its site's profile (:func:`phantoms.draw_acquisition`); external test sets
-    keep their fixed profile.
+    keep their fixed profile. ``fracture_lines=False`` draws the fracture lines at zero contrast and
+    ``only`` keeps only the studies with a hip of one of these labels (both are for measuring how
+    visible a line is: the same studies with and without it; :mod:`evaluation.visibility`).
     """
     from rich.progress import Progress
 
     chunk = 25
     jobs = [
-        (seed, start, min(chunk, count - start), sites, size, scale, p_fracture, swap_marker, compression, vary)
+        _Chunk(
+            seed,
+            start,
+            min(chunk, count - start),
+            sites,
+            size,
+            scale,
+            p_fracture,
+            swap_marker,
+            compression,
+            vary,
+            fracture_lines,
+            only,
+        )
         for start in range(0, count, chunk)
     ]
     parts: list[CropSet] = []
@@ -148,7 +189,7 @@ def generate(
         task = bar.add_task(f"Phantoms (seed {seed}, {'/'.join(sites)})", total=count)
         for part in pool.map(_chunk, jobs):
             parts.append(part)
-            bar.advance(task, len(part) // 2)
+            bar.advance(task, jobs[len(parts) - 1].count)
     return CropSet(
         np.concatenate([p.images for p in parts]),
         np.concatenate([p.label for p in parts]),

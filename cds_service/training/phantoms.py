@@ -177,11 +177,19 @@ def _segment_mask(draw_size: tuple[int, int], points: list[tuple[float, float]],
 
 
 def _draw_hip(
-    canvas: np.ndarray, rng: np.random.Generator, sign: int, label: str, implant: bool, arthritis: bool
+    canvas: np.ndarray,
+    rng: np.random.Generator,
+    sign: int,
+    label: str,
+    implant: bool,
+    arthritis: bool,
+    fracture_line: bool = True,
 ) -> tuple[tuple[int, int, int, int] | None, tuple[int, int, int, int]]:
     """Draw one hip; ``sign`` -1 for the image-left hip, +1 for the image-right.
 
-    Returns the fracture box (None without a fracture) and the proximal-femur box.
+    Returns the fracture box (None without a fracture) and the proximal-femur box. Without
+    ``fracture_line`` the fracture's line is drawn at zero contrast (every random draw and any
+    displacement unchanged): the same hip without its line, to measure how visible the line is.
     """
     rows, cols = canvas.shape
     yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
@@ -238,7 +246,7 @@ def _draw_hip(
         end = centre + normal * half
         gap_width = max(1.0, r_head * rng.uniform(*((0.03, 0.05), (0.04, 0.07), (0.08, 0.12), (0.12, 0.18))[stage]))
         contrast = rng.uniform(0.35, 0.75) if stage < 2 else rng.uniform(0.6, 0.9)
-        line = contrast * _segment_mask(canvas.shape, [tuple(start), tuple(end)], gap_width)
+        line = contrast * fracture_line * _segment_mask(canvas.shape, [tuple(start), tuple(end)], gap_width)
         if stage >= 2:  # displaced: the head fragment shifts and rotates (varus)
             shift = r_head * (0.25 if stage == 2 else 0.6) * rng.uniform(0.8, 1.2)
             dy, dx = int(round(-axis[1] * shift * 0.6)), int(round(-axis[0] * shift))
@@ -274,7 +282,7 @@ def _draw_hip(
             line = np.maximum(
                 line, _segment_mask(canvas.shape, [tuple(mid), tuple(lesser + [0, r_head])], max(1.0, r_head * 0.05))
             )
-        femur = femur * (1 - contrast * line)
+        femur = femur * (1 - contrast * fracture_line * line)
         if kind == "A3":  # unstable: the shaft below the line is often displaced medially (a step at both cortices)
             step = int(round(-lateral * r_head * rng.uniform(0.0, 0.25)))
             distal = yy > a[1] + (xx - a[0]) * (b[1] - a[1]) / (b[0] - a[0])
@@ -308,11 +316,18 @@ def _rotate_box(
 
 
 def render(
-    rng: np.random.Generator, right: str, left: str, confounders: tuple[str, ...] = (), swap_marker: bool = False
+    rng: np.random.Generator,
+    right: str,
+    left: str,
+    confounders: tuple[str, ...] = (),
+    swap_marker: bool = False,
+    fracture_lines: bool = True,
 ) -> Phantom:
     """Draw one AP pelvis in the usual display (patient's right hip on the image left).
 
-    ``swap_marker`` burns the other laterality letter, everything else identical (the marker test).
+    ``swap_marker`` burns the other laterality letter, everything else identical (the marker test);
+    ``fracture_lines=False`` draws the fracture lines at zero contrast, everything else identical (how
+    visible a line is: the difference of the two images).
     """
     rows, cols = WORK
     yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
@@ -332,8 +347,8 @@ def render(
             canvas += 1.0 * _segment_mask(canvas.shape, [(cols / 2 - 25, rows * y), (cols / 2 + 25, rows * y)], 6)
     implant_side = "R" if "implant_right" in confounders else "L" if "implant_left" in confounders else None
     arthritis = "osteoarthritis" in confounders
-    box_r, femur_r = _draw_hip(canvas, rng, -1, right, implant_side == "R", arthritis)
-    box_l, femur_l = _draw_hip(canvas, rng, +1, left, implant_side == "L", arthritis)
+    box_r, femur_r = _draw_hip(canvas, rng, -1, right, implant_side == "R", arthritis, fracture_lines)
+    box_l, femur_l = _draw_hip(canvas, rng, +1, left, implant_side == "L", arthritis, fracture_lines)
     # Trabecular/overlap texture (strongest where there is bone) and bowel gas over the pelvis: line-
     # and edge-like structures that are not fractures, so a dark streak alone does not mean "fracture".
     texture = _blur(rng.normal(0, 1, canvas.shape).astype(np.float32), rng.uniform(1.5, 3.5))

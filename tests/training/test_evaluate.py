@@ -52,6 +52,15 @@ def test_fast_evaluation_writes_a_stard_report(tmp_path):
     assert "| median p(fracture) | Internal sites" in report
     assert "Occlusion" in report and "Shortcut controls: skipped" not in report
     assert "Garden I staged as I" in report and "Garden recall by stage: I " in report
+    # Line visibility: every Garden I/II hip of each group measured against its line-free copy.
+    assert "Was the line there to see?" in report and "](line_visibility.png)" in report
+    assert (tmp_path / "line_visibility.png").read_bytes()[:4] == PNG
+    for group in (group.name for group in PHANTOM_GROUPS):
+        seen = saved[group]["line_visibility"]
+        for label in ("garden_I", "garden_II"):
+            assert len(seen[label]["ccr"]) == len(seen[label]["found"]) == len(seen[label]["score"])
+            assert all(value >= 0 for value in seen[label]["ccr"])
+        assert sum(b["hips"] for b in seen["garden_I_found_by_ccr"].values()) == len(seen["garden_I"]["ccr"])
 
 
 @pytest.fixture(scope="module")

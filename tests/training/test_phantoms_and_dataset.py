@@ -132,3 +132,29 @@ def test_an_a3_line_breaks_both_cortices_of_the_shaft(monkeypatch):
             off_bone = plain[ys, xs] < 0.05
             middle = np.median(xs)
             assert off_bone[xs < middle].any() and off_bone[xs > middle].any(), (seed, sign)
+
+
+def test_a_phantom_without_its_fracture_lines_differs_only_inside_the_fracture_boxes():
+    for right, left in (("garden_I", "none"), ("none", "ao_A2"), ("garden_III", "none")):
+        drawn = render(np.random.default_rng(3), right, left)
+        line_free = render(np.random.default_rng(3), right, left, fracture_lines=False)
+        box = next(hip.box for hip in drawn.hips if hip.box)
+        assert [hip.box for hip in drawn.hips] == [hip.box for hip in line_free.hips]  # the same draws
+        changed = np.abs(drawn.image - line_free.image) > 1e-4
+        x0, y0, x1, y1 = box
+        assert changed[y0:y1, x0:x1].sum() > 10, right  # the line is there and only drawn once
+        changed[max(0, y0 - 4) : y1 + 4, max(0, x0 - 4) : x1 + 4] = False  # the blur's reach around the box
+        assert not changed.any(), right
+    normal = render(np.random.default_rng(3), "none", "none")
+    line_free = render(np.random.default_rng(3), "none", "none", fracture_lines=False)
+    np.testing.assert_array_equal(normal.image, line_free.image)
+
+
+def test_only_keeps_the_studies_with_those_labels_unchanged():
+    every = generate(12, seed=6, size=32, progress=False, workers=1)
+    kept = generate(12, seed=6, size=32, progress=False, workers=1, only=("garden_I", "garden_II"))
+    wanted = np.isin(every.label, [1, 2])
+    assert wanted.any() and len(kept) < len(every)
+    assert np.isin(kept.label, [0, 1, 2]).all() and np.isin(kept.label, [1, 2]).sum() == wanted.sum()
+    np.testing.assert_array_equal(kept.images[np.isin(kept.label, [1, 2])], every.images[wanted])
+    assert len(generate(2, seed=6, size=32, progress=False, workers=1, only=("no-such-label",))) == 0

@@ -149,6 +149,33 @@ def _zoom_inset(ax, image: np.ndarray, box: np.ndarray) -> None:
         spine.set_edgecolor("white")
 
 
+def plot_line_visibility(results: list[GroupResult], path: Path, threshold: float) -> None:
+    """p(fracture) against the line's contrast-to-clutter ratio (:mod:`.visibility`), Garden I and II,
+    one panel per group: where the misses sit, and whether their lines were visible at all."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.8), dpi=110, sharey=True)
+    for ax, result in zip(np.atleast_1d(axes), results, strict=True):
+        seen = result.metrics.get("line_visibility", {})
+        for label, marker, colour in (("garden_I", "o", "tab:red"), ("garden_II", "^", "tab:blue")):
+            points = seen.get(label, {"ccr": [], "score": []})
+            ax.scatter(points["ccr"], points["score"], marker=marker, s=18, c=colour, alpha=0.75, label=label)
+        ax.axhline(threshold, color="black", lw=0.8, ls="--", label=f"threshold {threshold:.3f}")
+        ax.axvline(1.0, color="grey", lw=0.8, ls=":")
+        ax.set_yscale("log")
+        ax.set_ylim(1e-3, 1.0)
+        ax.set_xlabel("line contrast-to-clutter ratio in the crop")
+        ax.set_title(result.name, fontsize=8)
+    np.atleast_1d(axes)[0].set_ylabel("p(fracture), calibrated")
+    np.atleast_1d(axes)[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle(
+        "Was the line there to see? Garden I and II fractures (dotted: CCR 1, the line as dark as the texture)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def plot_scores_by_subtype(results: list[GroupResult], path: Path, thresholds: dict[str, float]) -> None:
     """p(fracture) of every crop by ground-truth label (no fracture, then each subtype), one box per
     group, with the stored thresholds: a subtype the model cannot see sits with the non-fractures.

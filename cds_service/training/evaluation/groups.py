@@ -37,11 +37,22 @@ class PhantomGroup:
     def external(self) -> bool:
         return set(self.sites) <= set(EXTERNAL_SITES)
 
-    def crops(self, studies: int, seed: int, size: int, swap_marker: bool = False, progress: bool = True) -> CropSet:
+    def crops(
+        self,
+        studies: int,
+        seed: int,
+        size: int,
+        swap_marker: bool = False,
+        progress: bool = True,
+        fracture_lines: bool = True,
+        only: tuple[str, ...] | None = None,
+    ) -> CropSet:
         """The group's test set for the evaluation's ``seed``: half the studies with one fractured hip,
         losslessly compressed as the site stores them. Internal sites draw each study's acquisition
         around their profile, as training does; an external site keeps its one fixed profile (the
-        acquisition the report describes, which no training draw was made around)."""
+        acquisition the report describes, which no training draw was made around). ``swap_marker``,
+        ``fracture_lines`` and ``only`` make the controls' variants of the same studies
+        (:func:`dataset.generate`)."""
         return generate(
             studies,
             seed + self.seed_offset,
@@ -52,6 +63,8 @@ class PhantomGroup:
             swap_marker=swap_marker,
             compression=True,
             vary=not self.external,
+            fracture_lines=fracture_lines,
+            only=only,
         )
 
 

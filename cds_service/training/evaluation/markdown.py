@@ -19,6 +19,7 @@ from cds_service.training.evaluation.groups import (
 )
 from cds_service.training.evaluation.localisation import IOU_HIT, TOP_FRACTION
 from cds_service.training.evaluation.onnx_model import OnnxModel
+from cds_service.training.evaluation.visibility import CCR_BINS, CLUTTER_SIGMA, VISIBILITY_LABELS
 from cds_service.training.phantoms import LABELS, SITES, TRAINING_SITES
 
 PUBLISHED = {"auc": 0.99, "sensitivity": 0.952, "specificity": 0.969, "garden_accuracy": 0.9334, "localisation": 0.95}
@@ -302,6 +303,45 @@ def median_table(results: list[GroupResult]) -> str:
     return "\n".join([head, "|---|" + "---|" * len(results), *rows])
 
 
+def visibility_section(results: list[GroupResult]) -> str:
+    """Garden I and II: how visible the line was in the crop, and Garden I found by visibility
+    (:mod:`.visibility`); empty when no group measured it (a labelled folder has no line-free copy)."""
+    measured = [result for result in results if "line_visibility" in result.metrics]
+    if not measured:
+        return ""
+    rows = []
+    for result in measured:
+        seen = result.metrics["line_visibility"]
+        medians = [
+            f"{np.median(seen[label]['ccr']):.2f} (n = {len(seen[label]['ccr'])})" if seen[label]["ccr"] else "–"
+            for label in VISIBILITY_LABELS
+        ]
+        by_bin = [_found(v) for v in seen["garden_I_found_by_ccr"].values()]
+        rows.append(f"| {result.name} | {' | '.join(medians)} | {' | '.join(by_bin)} |")
+    bins = " | ".join(
+        f"Garden I found, {name}" for name in measured[0].metrics["line_visibility"]["garden_I_found_by_ccr"]
+    )
+    return f"""
+### Was the line there to see? (Garden I and II)
+
+Each Garden I and II study is drawn a second time from the same random draws with its fracture line at
+zero contrast, through the same DICOM encode, decode, LUT, split and resize. The difference is the line as the model
+receives it. Contrast-to-clutter ratio (CCR): the line's mean grey-level drop over its core, divided by the
+standard deviation of the line-free crop's fine detail (crop minus its Gaussian blur at {CLUTTER_SIGMA:g} px) in the
+fracture box. Below 1 the line is no darker than the texture around it.
+
+![p(fracture) against line visibility](line_visibility.png)
+
+| group | median CCR, Garden I | median CCR, Garden II | {bins} |
+|---|---|---|{"---|" * len(CCR_BINS) + "---|"}
+{chr(10).join(rows)}
+"""
+
+
+def _found(counted: dict) -> str:
+    return "–" if not counted["hips"] else f"{counted['found']} of {counted['hips']}: {fmt(counted['rate'])}"
+
+
 def report_page(
     header: str,
     results: list[GroupResult],
@@ -337,7 +377,7 @@ Expected calibration error ({CALIBRATION_BINS} equal-width bins of p(fracture), 
 ![False negatives by subtype](false_negatives.png)
 
 {miss_summary(misses, fractures, threshold)}
-
+{visibility_section(results)}
 {controls}
 ### Targets (published figures)
 

@@ -10,6 +10,7 @@ from cds_service.training.evaluation.controls import shortcut_controls
 from cds_service.training.evaluation.figures import (
     plot_false_negatives,
     plot_heatmaps,
+    plot_line_visibility,
     plot_reliability,
     plot_roc,
     plot_scores_by_subtype,
@@ -30,6 +31,7 @@ from cds_service.training.evaluation.markdown import (
     skipped_controls,
 )
 from cds_service.training.evaluation.onnx_model import OnnxModel
+from cds_service.training.evaluation.visibility import VISIBILITY_LABELS, line_visibility
 from cds_service.training.phantoms import TRAINING_SITES
 
 
@@ -77,6 +79,10 @@ def evaluate(
 
     if data is None:
         external = [result for result, group in zip(results, PHANTOM_GROUPS, strict=True) if group.external]
+        for result, group in zip(results, PHANTOM_GROUPS, strict=True):
+            line_free = group.crops(studies, seed, size, progress=False, fracture_lines=False, only=VISIBILITY_LABELS)
+            result.metrics["line_visibility"] = line_visibility(result.data, line_free, result.score, threshold)
+        plot_line_visibility(results, output / "line_visibility.png", threshold)
         metrics["controls"] = _phantom_controls(results, studies, seed, fracture, resamples)
         header = phantom_header(fracture, garden, studies, seed, resamples, fast)
         controls, source, missed_in = controls_section(metrics["controls"]), "synthetic phantoms", "the external sites"
