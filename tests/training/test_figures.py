@@ -48,8 +48,19 @@ def test_the_false_negative_sheet_magnifies_each_missed_box(tmp_path, monkeypatc
     misses = {"garden_I": [(line, box, 0.02, "external"), (line, no_box, 0.03, "hospital-x")], "ao_A1": []}
     plot_false_negatives(misses, tmp_path / "false_negatives.png")
 
-    assert (tmp_path / "false_negatives.png").stat().st_size > 0
+    from PIL import Image
+
+    with Image.open(tmp_path / "false_negatives.png") as sheet:
+        assert sheet.height < 2 * 2.35 * 110  # one row: ao_A1, with no miss, is named in the title, not drawn
     assert len(insets) == 1  # the miss with a box; none for the one without
     shown = insets[0].get_images()[0].get_array()
     assert shown.shape == (96, 96)  # zoom_window's square around the box
     assert shown.max() == 255  # the line is in it
+
+
+def test_a_sheet_with_nothing_missed_is_one_row(tmp_path):
+    from PIL import Image
+
+    plot_false_negatives({"garden_I": [], "ao_A1": []}, tmp_path / "sheet.png")
+    with Image.open(tmp_path / "sheet.png") as sheet:
+        assert sheet.height < 2 * 2.35 * 110

@@ -100,27 +100,32 @@ def plot_heatmaps(data: CropSet, fracture: OnnxModel, path: Path, group: str) ->
 
 
 def plot_false_negatives(misses: dict[str, list[tuple]], path: Path, per_row: int = 6) -> None:
-    """Contact sheet: one row per fracture subtype, its most confident misses with the fracture box."""
+    """Contact sheet: a row per fracture subtype with misses, its most confident misses with the
+    fracture box magnified; the subtypes with none are named in the title (no empty rows)."""
     plt = pyplot()
-    fig, axes = plt.subplots(len(misses), per_row, figsize=(2.2 * per_row, 2.35 * len(misses)), dpi=110)
-    for row, (label, found) in zip(axes, misses.items(), strict=True):
-        for ax in row:
-            ax.set_xticks([])
-            ax.set_yticks([])
+    missed = {label: found for label, found in misses.items() if found}
+    clean = [label for label, found in misses.items() if not found]
+    rows = max(1, len(missed))
+    fig, axes = plt.subplots(rows, per_row, figsize=(2.2 * per_row, 2.35 * rows + 0.4), dpi=110, squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if not missed:
+        axes[0][0].text(0.5, 0.5, "none missed", ha="center", va="center", fontsize=8, transform=axes[0][0].transAxes)
+    for row, (label, found) in zip(axes, missed.items(), strict=False):
         row[0].set_ylabel(f"{label}\n{len(found)} missed", fontsize=8)
-        if not found:
-            row[0].text(0.5, 0.5, "none missed", ha="center", va="center", fontsize=8, transform=row[0].transAxes)
         for ax, (image, box, prob, site) in zip(row, found, strict=False):
             ax.imshow(image, cmap="gray", vmin=0, vmax=255)
             draw_box(ax, box, "lime")
             ax.set_title(f"{site}: p {prob:.2f}", fontsize=7)
             if not np.isnan(box[0]):
                 _zoom_inset(ax, image, box)
-        for ax in row[max(1, len(found)) :]:
+        for ax in row[len(found) :]:
             ax.axis("off")
-    fig.suptitle(
-        "False negatives by subtype (green: fracture box, magnified in the lower right; p = p(fracture))", fontsize=9
-    )
+    title = "False negatives by subtype (green: fracture box, magnified in the lower right; p = p(fracture))"
+    if clean:
+        title += f"\nnone missed: {', '.join(clean)}"
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
