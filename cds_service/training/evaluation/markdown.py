@@ -213,9 +213,11 @@ def phantom_header(fracture: OnnxModel, garden: OnnxModel, studies: int, seed: i
 > Not for clinical use.
 
 {models_line(fracture, garden)}
-- Test sets: freshly generated with seed {seed} (internal sites {", ".join(TRAINING_SITES)}) and, each reported
-  as its own group, the external sites never used in training: {external}; half the studies with one
-  fractured hip; every crop made by the serving preprocessing (decode → LUT → split → resize).
+- Test sets: freshly generated with seed {seed} (internal sites {", ".join(TRAINING_SITES)}, each study's
+  acquisition drawn around its site's profile as in training: detector size, bit depth, curve, noise) and,
+  each reported as its own group, the external sites never used in training, every study stored with the
+  site's one fixed profile: {external}; half the studies with one fractured hip; every crop made by the
+  serving preprocessing (decode → LUT → split → resize).
 - Reference standard: the generator's ground truth per hip (label, fracture box), known before the index
   test runs (no blinding issue; no indeterminate results).
 - Flow: {studies} studies per group, two hips each; none excluded (every file decoded and split), all analysed.
