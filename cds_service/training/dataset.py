@@ -187,9 +187,9 @@ def generate(
     context = multiprocessing.get_context("spawn")
     with Progress(disable=not progress) as bar, ProcessPoolExecutor(workers, mp_context=context) as pool:
         task = bar.add_task(f"Phantoms (seed {seed}, {'/'.join(sites)})", total=count)
-        for part in pool.map(_chunk, jobs):
+        for job, part in zip(jobs, pool.map(_chunk, jobs), strict=True):
             parts.append(part)
-            bar.advance(task, jobs[len(parts) - 1].count)
+            bar.advance(task, job.count)
     return CropSet(
         np.concatenate([p.images for p in parts]),
         np.concatenate([p.label for p in parts]),

@@ -61,6 +61,8 @@ def test_fast_evaluation_writes_a_stard_report(tmp_path):
             assert len(seen[label]["ccr"]) == len(seen[label]["found"]) == len(seen[label]["score"])
             assert all(value >= 0 for value in seen[label]["ccr"])
         assert sum(b["hips"] for b in seen["garden_I_found_by_ccr"].values()) == len(seen["garden_I"]["ccr"])
+    measured = sum(len(saved[group.name]["line_visibility"]["garden_I"]["ccr"]) for group in PHANTOM_GROUPS)
+    assert measured > 0  # the seeds give Garden I hips: the section is computed, not empty by construction
 
 
 @pytest.fixture(scope="module")

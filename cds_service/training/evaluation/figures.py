@@ -158,8 +158,9 @@ def plot_line_visibility(results: list[GroupResult], path: Path, threshold: floa
     """p(fracture) against the line's contrast-to-clutter ratio (:mod:`.visibility`), Garden I and II,
     one panel per group: where the misses sit, and whether their lines were visible at all."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.8), dpi=110, sharey=True)
-    for ax, result in zip(np.atleast_1d(axes), results, strict=True):
+    fig, grid = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.8), dpi=110, sharey=True, squeeze=False)
+    axes = grid[0]
+    for ax, result in zip(axes, results, strict=True):
         seen = result.metrics.get("line_visibility", {})
         for label, marker, colour in (("garden_I", "o", "tab:red"), ("garden_II", "^", "tab:blue")):
             points = seen.get(label, {"ccr": [], "score": []})
@@ -170,8 +171,8 @@ def plot_line_visibility(results: list[GroupResult], path: Path, threshold: floa
         ax.set_ylim(1e-3, 1.0)
         ax.set_xlabel("line contrast-to-clutter ratio in the crop")
         ax.set_title(result.name, fontsize=8)
-    np.atleast_1d(axes)[0].set_ylabel("p(fracture), calibrated")
-    np.atleast_1d(axes)[0].legend(fontsize=7, loc="lower right")
+    axes[0].set_ylabel("p(fracture), calibrated")
+    axes[0].legend(fontsize=7, loc="lower right")
     fig.suptitle(
         "Was the line there to see? Garden I and II fractures (dotted: CCR 1, the line as dark as the texture)",
         fontsize=9,
