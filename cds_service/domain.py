@@ -16,6 +16,15 @@ from cds_service.explain.heatmap import ChartImage, HipHeatmap
 
 GARDEN_STAGES = ("I", "II", "III", "IV")
 
+#: Where a fracture is (the issue's "fracture site"). Garden staging applies only to a femoral-neck
+#: fracture; a trochanteric (AO/OTA 31-A) fracture has no Garden stage. ``uncertain`` is what every hip
+#: gets from a fracture model without a site output (today's two-class models), or when the model's
+#: site is not confident (:data:`SITE_CONFIDENCE`): no Garden stage is asserted then either.
+FEMORAL_NECK, TROCHANTERIC, UNCERTAIN_SITE = "femoral_neck", "trochanteric", "uncertain"
+FRACTURE_SITES = (FEMORAL_NECK, TROCHANTERIC, UNCERTAIN_SITE)
+#: The conditional probability of one site, given a fracture, above which the site is named.
+SITE_CONFIDENCE = 0.8
+
 
 def prior_shift(prevalence: float | None, calibration_prevalence: float | None) -> float:
     """The log-odds that move probabilities calibrated at ``calibration_prevalence`` to a population
@@ -49,6 +58,9 @@ class ModelInfo:
     # was fitted on, and the share the served probabilities are meant for (see :func:`prior_shift`).
     calibration_prevalence: float | None = None
     prevalence: float | None = None
+    # A second stored operating point on the same (served) scale: the threshold whose validation
+    # specificity reaches Seed A's 96.9 %; None when the model's config does not store one.
+    high_specificity_threshold: float | None = None
 
     @property
     def prior_shift(self) -> float:
@@ -79,14 +91,21 @@ class HipInference:
 class HipFinding:
     """What the models say about one hip.
 
-    ``garden_probabilities`` are only meaningful for a femoral-neck fracture; they are reported
-    when the hip is called fractured.
+    ``garden_probabilities`` are only meaningful for a femoral-neck fracture and are conditional on
+    one: they are shown, coded and stored only when :attr:`garden_applies` (a hip called fractured
+    whose ``site`` is the femoral neck). ``site`` is one of :data:`FRACTURE_SITES`.
     """
 
     laterality: str | None
     fracture_probability: float
     fractured: bool
     garden_probabilities: tuple[float, float, float, float]
+    site: str = UNCERTAIN_SITE
+
+    @property
+    def garden_applies(self) -> bool:
+        """True only for a hip called fractured at the femoral neck: Garden stages nothing else."""
+        return self.fractured and self.site == FEMORAL_NECK
 
     @property
     def side(self) -> str:

@@ -63,3 +63,45 @@ def test_findings_call_a_fracture_on_the_shifted_scale():
     assert right.fracture_probability == pytest.approx(0.25) and not right.fractured
     assert left.fracture_probability == pytest.approx(1 / 3) and left.fractured
     assert right.garden_probabilities == pytest.approx((0.25,) * 4)  # the Garden model has no prevalence
+
+
+SITED = model("fracture", ("none", "femoral_neck", "trochanteric"))
+
+
+def _sited_outputs(logits: list[list[float]]) -> HipInference:
+    n = len(logits)
+    return HipInference(
+        fracture_logits=np.array(logits, np.float64),
+        fracture_cam=np.zeros((n, 3, 4, 4), np.float32),
+        garden_logits=np.zeros((n, 4)),
+        garden_cam=np.zeros((n, 4, 4, 4), np.float32),
+    )
+
+
+def test_a_two_class_model_leaves_every_site_uncertain_and_stages_nothing():
+    """Today's models have no site output: a fracture is never taken for a femoral-neck fracture."""
+    outputs = HipInference(
+        fracture_logits=np.array([[-5.0, 5.0]]),
+        fracture_cam=np.zeros((1, 2, 4, 4), np.float32),
+        garden_logits=np.array([[0.0, 0.0, 5.0, 0.0]]),
+        garden_cam=np.zeros((1, 4, 4, 4), np.float32),
+    )
+    (hip,) = interpret(["R"], outputs, dataclasses.replace(FRACTURE, operating_threshold=0.5), GARDEN)
+    assert hip.fractured and hip.site == "uncertain" and not hip.garden_applies
+
+
+def test_a_site_aware_model_names_the_site_only_when_confident():
+    info = dataclasses.replace(SITED, operating_threshold=0.5)
+    neck, trochanteric, torn, normal = interpret(
+        ["R", "L", "R", "L"],
+        _sited_outputs([[0.0, 6.0, 0.0], [0.0, 0.0, 6.0], [0.0, 5.0, 5.0], [6.0, 0.0, 0.0]]),
+        info,
+        GARDEN,
+    )
+    assert neck.fractured and neck.site == "femoral_neck" and neck.garden_applies
+    assert trochanteric.fractured and trochanteric.site == "trochanteric" and not trochanteric.garden_applies
+    # Half neck, half trochanteric: a fracture, site uncertain, no Garden stage.
+    assert torn.fractured and torn.site == "uncertain" and not torn.garden_applies
+    # P(fracture) is everything but "none": 2 e^0 / (e^6 + 2) for the normal hip.
+    assert normal.fracture_probability == pytest.approx(2 / (math.exp(6) + 2))
+    assert not normal.fractured and not normal.garden_applies

@@ -13,7 +13,7 @@ import json
 
 import numpy as np
 
-from cds_service.domain import Analysis, HipFinding, ModelInfo, StudyFindings
+from cds_service.domain import UNCERTAIN_SITE, Analysis, HipFinding, ModelInfo, StudyFindings
 from cds_service.explain.heatmap import ChartImage, HipHeatmap, heat_levels
 
 FORMAT = 2  # 2: heat as uint8 levels (1: float16 in [0, 1], still read)
@@ -59,7 +59,13 @@ def decode(data: bytes) -> Analysis:
             raise ValueError(f"unknown result format {meta.get('format')!r}")
         findings = StudyFindings(
             hips=[
-                HipFinding(h["laterality"], h["fracture_probability"], h["fractured"], tuple(h["garden_probabilities"]))
+                HipFinding(
+                    h["laterality"],
+                    h["fracture_probability"],
+                    h["fractured"],
+                    tuple(h["garden_probabilities"]),
+                    h.get("site", UNCERTAIN_SITE),  # results stored before sites were known
+                )
                 for h in meta["hips"]
             ],
             fracture_model=_model(meta["fracture_model"]),

@@ -84,7 +84,7 @@ def test_a_labelled_dicom_folder_loads_through_the_serving_path(tmp_path):
 def _drawn(label: str, seed: int, sign: int, monkeypatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The same hip drawn without and with the fracture ``label``, and the mask of the fracture's lines
     (recorded as they are drawn: the thin ones)."""
-    from cds_service.training import phantoms
+    from cds_service.training.phantoms import cartoon as phantoms
 
     thin: list[np.ndarray] = []
     segment = phantoms._segment_mask
