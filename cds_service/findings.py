@@ -65,9 +65,10 @@ def fracture_site(probabilities: np.ndarray, info: ModelInfo) -> str:
 def fracture_probability(probabilities: np.ndarray, info: ModelInfo) -> np.ndarray:
     """P(fracture) per row: the fracture column, or 1 − P(no fracture) for a site-aware model."""
     if FEMORAL_NECK in info.class_names and TROCHANTERIC in info.class_names:
-        return probabilities[:, info.class_names.index(FEMORAL_NECK)] + probabilities[
-            :, info.class_names.index(TROCHANTERIC)
-        ]
+        return (
+            probabilities[:, info.class_names.index(FEMORAL_NECK)]
+            + probabilities[:, info.class_names.index(TROCHANTERIC)]
+        )
     return probabilities[:, positive_index(info)]
 
 
