@@ -41,6 +41,13 @@ class CropSet:
     boxes: np.ndarray  # float [N, 4] (x0, y0, x1, y1) in crop pixels; NaN when no fracture
     site: np.ndarray  # str [N]
     femur: np.ndarray  # float [N, 4] proximal-femur box in crop pixels
+    # int [N]: the study each crop comes from (its two hips share one), for study-clustered intervals.
+    # Sets made before it was kept: consecutive pairs, as generate and from_folder write them.
+    study: np.ndarray = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.study is None:
+            self.study = np.arange(len(self.label)) // 2
 
     @property
     def fractured(self) -> np.ndarray:
@@ -55,7 +62,9 @@ class CropSet:
         return len(self.label)
 
     def subset(self, mask: np.ndarray) -> CropSet:
-        return CropSet(self.images[mask], self.label[mask], self.boxes[mask], self.site[mask], self.femur[mask])
+        return CropSet(
+            self.images[mask], self.label[mask], self.boxes[mask], self.site[mask], self.femur[mask], self.study[mask]
+        )
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +115,7 @@ class _Chunk:
 
 def _chunk(job: _Chunk) -> CropSet:
     seed, sites, size, scale, vary = job.seed, job.sites, job.size, job.scale, job.vary
-    images, labels, boxes, site_names, femurs = [], [], [], [], []
+    images, labels, boxes, site_names, femurs, studies = [], [], [], [], [], []
     for index in range(job.start, job.start + job.count):
         rng = np.random.default_rng([seed, index])
         right, left = _labels(rng, job.p_fracture)
@@ -132,10 +141,15 @@ def _chunk(job: _Chunk) -> CropSet:
             boxes.append(crop_box(hip.box, crop, size) if hip.box else np.full(4, np.nan, np.float32))
             site_names.append(site.name)
             femurs.append(crop_box(hip.femur_box, crop, size) if hip.femur_box else np.full(4, np.nan, np.float32))
+            studies.append(index)
     if not images:  # ``only`` matched no study of this chunk
         empty = np.zeros((0, 4), np.float32)
-        return CropSet(np.zeros((0, size, size), np.uint8), np.zeros(0, int), empty, np.zeros(0, str), empty)
-    return CropSet(np.stack(images), np.array(labels), np.stack(boxes), np.array(site_names), np.stack(femurs))
+        return CropSet(
+            np.zeros((0, size, size), np.uint8), np.zeros(0, int), empty, np.zeros(0, str), empty, np.zeros(0, int)
+        )
+    return CropSet(
+        np.stack(images), np.array(labels), np.stack(boxes), np.array(site_names), np.stack(femurs), np.array(studies)
+    )
 
 
 def generate(
@@ -196,6 +210,7 @@ def generate(
         np.concatenate([p.boxes for p in parts]),
         np.concatenate([p.site for p in parts]),
         np.concatenate([p.femur for p in parts]),
+        np.concatenate([p.study for p in parts]),
     )
 
 
@@ -221,9 +236,9 @@ def from_folder(folder: Path, size: int, sites: tuple[str, ...] | None = None) -
                 raise ValueError(f"labels.csv: unknown label {row['label']!r} (expected one of {LABELS})")
             if sites is None or row.get("site") in sites:
                 rows.setdefault(row["file"], {})[row["side"].upper()] = row
-    images, labels, boxes, site_names, femurs = [], [], [], [], []
+    images, labels, boxes, site_names, femurs, studies = [], [], [], [], [], []
     skipped = 0
-    for name, sides in track(sorted(rows.items()), description=f"Reading {folder}"):
+    for study, (name, sides) in enumerate(track(sorted(rows.items()), description=f"Reading {folder}")):
         try:
             crops = split_hips(decode_dataset(read_dicom(folder / name)), size)
         except (UnusableImageError, OSError):
@@ -239,6 +254,9 @@ def from_folder(folder: Path, size: int, sites: tuple[str, ...] | None = None) -
             boxes.append(crop_box(box, crop, size) if box else np.full(4, np.nan, np.float32))
             site_names.append(row.get("site", ""))
             femurs.append(np.full(4, np.nan, np.float32))  # not annotated in real data
+            studies.append(study)
     if not images:
         raise ValueError(f"no usable labelled hips in {folder} ({skipped} files unreadable)")
-    return CropSet(np.stack(images), np.array(labels), np.stack(boxes), np.array(site_names), np.stack(femurs))
+    return CropSet(
+        np.stack(images), np.array(labels), np.stack(boxes), np.array(site_names), np.stack(femurs), np.array(studies)
+    )

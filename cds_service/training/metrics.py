@@ -3,6 +3,11 @@
 Proportions (accuracy, sensitivity, specificity) get Wilson score intervals; AUC, F1 and the
 expected calibration error get percentile bootstrap intervals (2,000 resamples, fixed seed). Also
 here: reliability bins and the top-k % region overlap used for the stricter heat-map criterion.
+
+The two hips of one study are not independent (same patient, acquisition and processing): given
+``clusters`` (one study id per hip), intervals come from the **study-clustered** bootstrap, which
+resamples whole studies (Field & Welsh, J R Stat Soc B 2007), and proportions use it too instead of
+Wilson's interval, which assumes independent hips and is too narrow when the hips of a study agree.
 """
 
 from __future__ import annotations
@@ -65,18 +70,36 @@ def youden_threshold(truth: np.ndarray, score: np.ndarray) -> tuple[float, float
     return threshold, float(tpr[best]), float(1 - fpr[best])
 
 
+def _cluster_members(clusters: np.ndarray) -> list[np.ndarray]:
+    """The row indices of each cluster, in order of first appearance."""
+    _, first, inverse = np.unique(clusters, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # clusters as they first appear, so the result does not depend on ids
+    members = [np.flatnonzero(inverse == k) for k in range(len(first))]
+    return [members[k] for k in order]
+
+
 def bootstrap(
     statistic: Callable[[np.ndarray, np.ndarray], float],
     truth: np.ndarray,
     score: np.ndarray,
     resamples: int = 2000,
     seed: int = 7,
+    clusters: np.ndarray | None = None,
 ) -> tuple[float, float, float]:
-    """Point estimate and percentile bootstrap 95 % interval of ``statistic(truth, score)``."""
+    """Point estimate and percentile bootstrap 95 % interval of ``statistic(truth, score)``.
+
+    With ``clusters`` (a study id per row) whole clusters are resampled: the study-clustered bootstrap.
+    """
     rng = np.random.default_rng(seed)
+    truth, score = np.asarray(truth), np.asarray(score)
+    groups = _cluster_members(np.asarray(clusters)) if clusters is not None else None
     values = []
     for _ in range(resamples):
-        index = rng.integers(0, len(truth), len(truth))
+        if groups is None:
+            index = rng.integers(0, len(truth), len(truth))
+        else:
+            picked = rng.integers(0, len(groups), len(groups))
+            index = np.concatenate([groups[k] for k in picked]) if len(groups) else np.zeros(0, int)
         value = statistic(truth[index], score[index])
         if not math.isnan(value):
             values.append(value)
@@ -92,30 +115,52 @@ def f1(truth: np.ndarray, predicted: np.ndarray) -> float:
     return float(2 * tp / denominator) if denominator else float("nan")
 
 
+def proportion(
+    successes: np.ndarray,
+    clusters: np.ndarray | None = None,
+    resamples: int = 2000,
+    seed: int = 7,
+) -> tuple[float, float, float]:
+    """The share of True in ``successes`` with its 95 % interval: Wilson's for independent rows,
+    the study-clustered bootstrap's when ``clusters`` gives each row's study."""
+    successes = np.asarray(successes, bool)
+    if clusters is None or len(successes) == 0:
+        return wilson(int(successes.sum()), len(successes))
+    mean = lambda hit, _: float(hit.mean()) if len(hit) else float("nan")  # noqa: E731
+    return bootstrap(mean, successes, successes, resamples, seed, clusters)
+
+
 def sensitivity_specificity(
-    truth: np.ndarray, predicted: np.ndarray
+    truth: np.ndarray, predicted: np.ndarray, clusters: np.ndarray | None = None, resamples: int = 2000
 ) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    """Sensitivity and specificity of boolean predictions, each (value, low, high) with Wilson intervals."""
+    """Sensitivity and specificity of boolean predictions, each (value, low, high): Wilson intervals,
+    or study-clustered bootstrap intervals given ``clusters`` (:func:`proportion`)."""
     truth, predicted = np.asarray(truth, bool), np.asarray(predicted, bool)
+    within = (lambda mask: None) if clusters is None else (lambda mask: np.asarray(clusters)[mask])
     return (
-        wilson(int((predicted & truth).sum()), int(truth.sum())),
-        wilson(int((~predicted & ~truth).sum()), int((~truth).sum())),
+        proportion(predicted[truth], within(truth), resamples),
+        proportion(~predicted[~truth], within(~truth), resamples),
     )
 
 
 def binary_report(
-    truth: np.ndarray, score: np.ndarray, threshold: float, resamples: int = 2000
+    truth: np.ndarray,
+    score: np.ndarray,
+    threshold: float,
+    resamples: int = 2000,
+    clusters: np.ndarray | None = None,
 ) -> dict[str, tuple[float, float, float]]:
-    """Accuracy, sensitivity, specificity, F1 and AUC at ``threshold``, each (value, low, high)."""
+    """Accuracy, sensitivity, specificity, F1 and AUC at ``threshold``, each (value, low, high);
+    study-clustered intervals given ``clusters`` (one study id per hip)."""
     truth = np.asarray(truth, bool)
     predicted = score >= threshold
-    sensitivity, specificity = sensitivity_specificity(truth, predicted)
+    sensitivity, specificity = sensitivity_specificity(truth, predicted, clusters, resamples)
     return {
-        "accuracy": wilson(int((predicted == truth).sum()), len(truth)),
+        "accuracy": proportion(predicted == truth, clusters, resamples),
         "sensitivity": sensitivity,
         "specificity": specificity,
-        "f1": bootstrap(lambda t, s: f1(t, s >= threshold), truth, score, resamples),
-        "auc": bootstrap(roc_auc, truth, score, resamples),
+        "f1": bootstrap(lambda t, s: f1(t, s >= threshold), truth, score, resamples, clusters=clusters),
+        "auc": bootstrap(roc_auc, truth, score, resamples, clusters=clusters),
     }
 
 

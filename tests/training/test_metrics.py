@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cds_service.training.metrics import binary_report, roc_auc, wilson, youden_threshold
+from cds_service.training.metrics import binary_report, bootstrap, proportion, roc_auc, wilson, youden_threshold
 
 
 def test_auc_matches_the_mann_whitney_definition():
@@ -67,3 +67,42 @@ def test_top_fraction_iou_on_a_synthetic_map():
     assert top_fraction_iou(heat, np.array([10, 2, 20, 6]), 0.05) == pytest.approx(0.5)  # box twice the region
     assert top_fraction_iou(heat, np.array([0, 10, 8, 18]), 0.05) == 0.0
     assert top_fraction_iou(heat, np.array([10, 2, 15, 6]), 0.10) == pytest.approx(0.5)  # region twice the box
+
+
+def test_study_clustered_intervals_are_wider_when_the_two_hips_of_a_study_agree():
+    """Two hips of one study that always agree carry one study's information, not two: the clustered
+    interval must be about as wide as for half the hips, clearly wider than Wilson's on all of them."""
+
+    rng = np.random.default_rng(3)
+    per_study = rng.random(150) < 0.8
+    hits = np.repeat(per_study, 2)  # both hips of a study agree
+    studies = np.repeat(np.arange(150), 2)
+    naive, clustered = proportion(hits), proportion(hits, studies)
+    assert naive[0] == clustered[0]
+    halved = proportion(per_study)  # 150 independent studies (Wilson)
+    width = lambda v: v[2] - v[1]  # noqa: E731
+    assert width(clustered) > 1.25 * width(naive)
+    assert width(clustered) == pytest.approx(width(halved), rel=0.25)
+
+
+def test_independent_hips_give_about_the_same_interval_clustered_or_not():
+
+    rng = np.random.default_rng(4)
+    hits = rng.random(400) < 0.7
+    studies = np.repeat(np.arange(200), 2)
+    naive, clustered = proportion(hits), proportion(hits, studies)
+    assert (clustered[2] - clustered[1]) == pytest.approx(naive[2] - naive[1], rel=0.25)
+
+
+def test_the_clustered_bootstrap_resamples_whole_studies():
+    """Each resample holds whole studies: a statistic that checks it never sees a study cut in two."""
+    studies = np.repeat(np.arange(30), 2)
+    seen = []
+
+    def whole(truth, score):
+        counts = np.bincount(truth, minlength=30)
+        seen.append(bool(np.all(counts % 2 == 0)))
+        return float(score.mean())
+
+    bootstrap(whole, studies, np.arange(60, dtype=float), resamples=50, clusters=studies)
+    assert seen and all(seen)

@@ -103,11 +103,14 @@ def stored_thresholds(fracture: OnnxModel) -> dict[str, float]:
     return thresholds
 
 
-def operating_points(truth: np.ndarray, score: np.ndarray, fracture: OnnxModel) -> dict[str, dict]:
-    """Sensitivity and specificity at the stored operating threshold and, when stored, the Youden threshold."""
+def operating_points(
+    truth: np.ndarray, score: np.ndarray, fracture: OnnxModel, clusters: np.ndarray | None = None
+) -> dict[str, dict]:
+    """Sensitivity and specificity at the stored operating threshold and, when stored, the Youden threshold
+    (study-clustered intervals given ``clusters``)."""
     points = {}
     for name, threshold in stored_thresholds(fracture).items():
-        sensitivity, specificity = sensitivity_specificity(truth, score >= threshold)
+        sensitivity, specificity = sensitivity_specificity(truth, score >= threshold, clusters)
         points[name] = {"threshold": threshold, "sensitivity": list(sensitivity), "specificity": list(specificity)}
     return points
 
@@ -127,10 +130,10 @@ def evaluate_group(name: str, data: CropSet, fracture: OnnxModel, garden: OnnxMo
     threshold = fracture.info.operating_threshold
     probs, cams = fracture.run(data.images)
     score = probs[:, fracture.fracture_index]
-    truth = data.fractured
-    report = binary_report(truth, score, threshold, resamples=resamples)
-    ece = bootstrap(expected_calibration_error, truth, score, resamples=resamples)
-    subtype = {
+    truth, studies = data.fractured, data.study
+    report = binary_report(truth, score, threshold, resamples=resamples, clusters=studies)
+    ece = bootstrap(expected_calibration_error, truth, score, resamples=resamples, clusters=studies)
+    subtype = {  # at most one fractured hip per study: these hips are independent (Wilson)
         LABELS[k]: wilson(int((score[data.label == k] >= threshold).sum()), int((data.label == k).sum()))
         for k in range(1, len(LABELS))
     }
@@ -154,7 +157,7 @@ def evaluate_group(name: str, data: CropSet, fracture: OnnxModel, garden: OnnxMo
             "frequency": [None if np.isnan(f) else float(f) for f in frequency],
             "counts": counts.tolist(),
         },
-        "operating_points": operating_points(truth, score, fracture),
+        "operating_points": operating_points(truth, score, fracture, studies),
         "subtype_sensitivity": {k: list(v) for k, v in subtype.items()},
         # Median p(fracture) per ground-truth label ("none" first): scores_by_subtype.png in numbers.
         "median_score_by_label": {

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from cds_service.training.dataset import CropSet
-from cds_service.training.metrics import bootstrap, top_fraction_iou, wilson
+from cds_service.training.metrics import bootstrap, proportion, top_fraction_iou, wilson
 from cds_service.training.phantoms import LABELS
 
 TOP_FRACTION = 0.05  # the stricter localisation: the hottest 5 % of the crop's pixels …
@@ -76,8 +76,9 @@ def localisation(cams: np.ndarray, data: CropSet, resamples: int) -> dict:
         "localisation_fracture_by_subtype": {
             LABELS[k]: wilson(int(hit[subtype == k].sum()), int((subtype == k).sum())) for k in np.unique(subtype)
         },
-        "localisation_non_fracture": wilson(
-            int((~inside(xy[negative], data.femur[negative])).sum()), int(negative.sum())
+        # Both hips of a normal study are normal: their calls are not independent (study-clustered).
+        "localisation_non_fracture": proportion(
+            ~inside(xy[negative], data.femur[negative]), data.study[negative], resamples
         ),
         "localisation_top5_iou_mean": mean_iou,
         "localisation_top5_iou_hit": wilson(int((iou >= IOU_HIT).sum()), len(iou)),

@@ -190,8 +190,10 @@ def models_line(fracture: OnnxModel, garden: OnnxModel) -> str:
 
 def method_lines(resamples: int) -> str:
     top = f"{100 * TOP_FRACTION:g} %"
-    return f"""- Intervals: Wilson score for proportions, percentile bootstrap ({resamples} resamples) for F1, AUC,
-  expected calibration error (ECE) and mean IoU.
+    return f"""- Intervals: the two hips of a study are not independent, so every figure over all hips (accuracy,
+  sensitivity, specificity, F1, AUC, ECE, localisation of non-fractures, operating points) has a
+  **study-clustered** percentile bootstrap interval ({resamples} resamples of whole studies); figures over
+  fractured hips only (at most one per study) keep Wilson score intervals; mean IoU a percentile bootstrap.
 - Calibration: ECE over {CALIBRATION_BINS} equal-width bins of the calibrated p(fracture).
 - Localisation: Study A's criterion (the hottest point of the fracture-class map, upsampled bilinearly to the
   crop, inside the fracture box: a pointing game) and a stricter one: the IoU of the map's hottest {top} of
