@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from cds_service.training.phantoms import LABELS
 from tests.conftest import IN_CI, require
 
 if not IN_CI:
@@ -48,7 +49,16 @@ def test_fast_evaluation_writes_a_stard_report(tmp_path):
     for control in metrics["controls"].values():
         assert control["marker_swap"]["crops"] == 20
         assert 0.0 <= control["baseline_auc"][0] <= 1.0
-        assert control["occlusion"]["called"] <= 20
+        occlusion = control["occlusion"]
+        assert occlusion["called"] <= 20
+        # The fall of p(fracture) is measured per subtype on exactly the called fractures.
+        for key in ("in_box", "off_femur"):
+            by_subtype = occlusion[f"drop_{key}_by_subtype"]
+            assert set(by_subtype) <= set(LABELS[1:])
+            if occlusion["called"]:
+                value, low, high = occlusion[f"drop_{key}"]
+                assert -1.0 <= low <= value <= high <= 1.0
+    assert "median fall of p, fracture blurred" in report
     assert "| median p(fracture) | Internal sites" in report
     assert "Occlusion" in report and "Shortcut controls: skipped" not in report
     assert "Garden I staged as I" in report and "Garden recall by stage: I " in report

@@ -2,7 +2,7 @@
 
 A global-statistics baseline (intensity histogram + logistic regression), the laterality-marker swap
 (the same studies with the other marker letter burned in), and occlusion (blur the fracture box, or a
-same-size box off the proximal femur, and count the calls that flip).
+same-size box off the proximal femur, and measure how far p(fracture) falls).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from cds_service.training.dataset import CropSet
 from cds_service.training.evaluation.groups import GroupResult
 from cds_service.training.evaluation.onnx_model import OnnxModel
 from cds_service.training.metrics import bootstrap, roc_auc, wilson
+from cds_service.training.phantoms import LABELS
 
 BLUR_FRACTION = 1 / 32  # occlusion: Gaussian σ as a fraction of the crop side (wider than any fracture line)
 
@@ -73,16 +74,25 @@ def off_target_box(
     return None if np.isneginf(sums[y, x]) else (int(x), int(y), int(x) + width, int(y) + height)
 
 
-def occlusion_control(data: CropSet, score: np.ndarray, fracture: OnnxModel) -> dict:
+def _median_drop(drop: np.ndarray, resamples: int) -> list[float]:
+    """Median of ``drop`` with its percentile bootstrap 95 % interval (NaN for none)."""
+    if not len(drop):
+        return [float("nan")] * 3
+    return list(bootstrap(lambda _, d: float(np.median(d)), drop, drop, resamples=resamples))
+
+
+def occlusion_control(data: CropSet, score: np.ndarray, fracture: OnnxModel, resamples: int = 2000) -> dict:
     """Blur the fracture box, or a same-size box off the proximal femur, on correctly called fractures.
 
-    Returns the number of such crops and the fraction (Wilson 95 % CI) of calls that flip to negative
-    in each case. A model that reads the fracture flips far more calls in the first case than in the
-    second; similar fractions, or many flips off the femur, point at a shortcut.
+    Reports how much p(fracture) falls (``drop`` = p before − p after; median with a bootstrap 95 % CI,
+    overall and per subtype) in each case, and, as before, the fraction of calls that flip below the
+    operating threshold. The fall is the measure: a model that reads the fracture loses most of its
+    confidence when the fracture is blurred (median p 0.98 → 0.26 is a drop of 0.72 even where the
+    call survives a low threshold), and little when a same-size box elsewhere is.
     """
     threshold = fracture.info.operating_threshold
     called = data.fractured & (score >= threshold) & ~np.isnan(data.boxes[:, 0]) & ~np.isnan(data.femur[:, 0])
-    in_box, off_femur = [], []
+    in_box, off_femur, off_index = [], [], []
     for i in np.flatnonzero(called):
         image, blurred = data.images[i], blurred_copy(data.images[i])
         box = pixel_box(data.boxes[i])
@@ -91,11 +101,21 @@ def occlusion_control(data: CropSet, score: np.ndarray, fracture: OnnxModel) -> 
         elsewhere = off_target_box(change, box[2] - box[0], box[3] - box[1], [box, pixel_box(data.femur[i])])
         if elsewhere is not None:
             off_femur.append(paste(image, blurred, elsewhere))
-    flips = {}
-    for key, images in (("flipped_in_box", in_box), ("flipped_off_femur", off_femur)):
-        stack = np.stack(images) if images else data.images[:0]
-        flips[key] = list(wilson(int((fracture.p_fracture(stack) < threshold).sum()), len(images)))
-    return {"called": int(called.sum()), **flips}
+            off_index.append(i)
+    result: dict = {"called": int(called.sum())}
+    for key, images, index in (
+        ("in_box", in_box, np.flatnonzero(called)),
+        ("off_femur", off_femur, np.array(off_index, int)),
+    ):
+        after = fracture.p_fracture(np.stack(images)) if images else np.zeros(0)
+        drop = score[index] - after
+        labels = data.label[index]
+        result[f"flipped_{key}"] = list(wilson(int((after < threshold).sum()), len(images)))
+        result[f"drop_{key}"] = _median_drop(drop, resamples)
+        result[f"drop_{key}_by_subtype"] = {
+            LABELS[k]: _median_drop(drop[labels == k], resamples) for k in np.unique(labels)
+        }
+    return result
 
 
 def shortcut_controls(
@@ -111,5 +131,5 @@ def shortcut_controls(
             "calls_changed": int(((result.score >= threshold) != (after >= threshold)).sum()),
             "mean_abs_delta": float(np.abs(result.score - after).mean()),
         },
-        "occlusion": occlusion_control(result.data, result.score, fracture),
+        "occlusion": occlusion_control(result.data, result.score, fracture, resamples),
     }

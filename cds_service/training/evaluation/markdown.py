@@ -251,6 +251,13 @@ def data_header(folder: Path, fracture: OnnxModel, garden: OnnxModel, data: Crop
 """
 
 
+def _drop(value: list[float] | None) -> str:
+    """A median fall of p(fracture) with its interval, in probability points ("–" when not measured)."""
+    if value is None or np.isnan(value[0]):
+        return "–"
+    return f"{value[0]:.2f} ({value[1]:.2f}–{value[2]:.2f})"
+
+
 def controls_section(controls: dict[str, dict]) -> str:
     lines = ["### Is the task trivial? Three shortcut controls", ""]
     for name, control in controls.items():
@@ -264,18 +271,28 @@ def controls_section(controls: dict[str, dict]) -> str:
             "- **Laterality-marker swap**: the same studies re-rendered with the other marker letter burned in:"
             f" {swap['calls_changed']} of {swap['crops']} calls changed, mean |Δp| = {swap['mean_abs_delta']:.4f}.",
             f"- **Occlusion** (on the {occlusion['called']} correctly called fractures): fracture box replaced by a"
-            f" blurred copy of the crop → {fmt(occlusion['flipped_in_box'])} of calls flip to negative; the"
-            f" same-size box blurred off the proximal femur → {fmt(occlusion['flipped_off_femur'])} flip.",
+            f" blurred copy of the crop → p(fracture) falls by a median {_drop(occlusion['drop_in_box'])}"
+            f" ({fmt(occlusion['flipped_in_box'])} of calls flip below the threshold); the same-size box blurred"
+            f" off the proximal femur → falls by {_drop(occlusion['drop_off_femur'])}"
+            f" ({fmt(occlusion['flipped_off_femur'])} flip).",
+            "",
+            "  | subtype | median fall of p, fracture blurred (95 % CI) | off the femur blurred (95 % CI) |",
+            "  |---|---|---|",
+            *(
+                f"  | {label} | {_drop(drop)} | {_drop(occlusion['drop_off_femur_by_subtype'].get(label))} |"
+                for label, drop in occlusion["drop_in_box_by_subtype"].items()
+            ),
             "",
         ]
     lines.append(
         f"Occlusion: Gaussian blur with σ = 1/{round(1 / BLUR_FRACTION)} of the crop side, wider than any fracture"
         " line; the off-femur box is placed where the blur changes the crop most, so it never just blurs empty"
-        " background. A model that reads the fracture flips far more calls with the fracture box blurred than"
-        " with the off-femur box blurred. Similar fractions (overlapping CIs) would indicate a shortcut (the call"
-        " rests on something outside the fracture), and many flips off the femur a model that hinges on any"
-        " local change. Displaced fractures keep their displaced fragments around a blurred line, so the first"
-        " fraction need not reach 100 %."
+        " background. The measure is how far p(fracture) falls, not how many calls cross the (low, sensitive)"
+        " threshold: a model that reads the fracture loses most of its confidence with the fracture box blurred"
+        " and little with the off-femur box blurred. Similar falls (overlapping CIs) would indicate a shortcut"
+        " (the call rests on something outside the fracture), and large falls off the femur a model that hinges"
+        " on any local change. Displaced fractures keep their displaced fragments around a blurred line, so the"
+        " fall need not reach the whole p."
     )
     return "\n".join(lines) + "\n"
 
