@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from cds_service.training.phantoms import (
     SITES,
     TRAINING_SITES,
     HipTruth,
+    Phantom,
     draw_acquisition,
     random_confounders,
     render,
@@ -111,18 +113,38 @@ class _Chunk:
     vary: bool
     fracture_lines: bool
     only: tuple[str, ...] | None
+    generator: int = 1
+    mimics: tuple[str, ...] = ()
+
+
+#: Phantom generator versions: 1 the 2-D cartoon (:mod:`phantoms.cartoon`), 2 radiographs rendered from
+#: 3-D anatomy (:mod:`phantoms.radiograph`). Caches and models name the version they were made with.
+GENERATORS = (1, 2)
+
+
+def renderer(version: int) -> Callable[..., Phantom]:
+    """The ``render`` function of phantom generator ``version`` (2 imports lazily: it needs the 3-D parts)."""
+    if version == 1:
+        return render
+    if version == 2:
+        from cds_service.training.phantoms import radiograph
+
+        return radiograph.render
+    raise ValueError(f"unknown phantom generator {version} (known: {GENERATORS})")
 
 
 def _chunk(job: _Chunk) -> CropSet:
     seed, sites, size, scale, vary = job.seed, job.sites, job.size, job.scale, job.vary
     images, labels, boxes, site_names, femurs, studies = [], [], [], [], [], []
+    draw = renderer(job.generator)
     for index in range(job.start, job.start + job.count):
         rng = np.random.default_rng([seed, index])
         right, left = _labels(rng, job.p_fracture)
         if job.only is not None and right not in job.only and left not in job.only:
             continue  # rendering is the cost; every study's draws are its own, so skipping changes no other
         confounders = random_confounders(rng, right, left)
-        phantom = render(rng, right, left, confounders, job.swap_marker, job.fracture_lines)
+        extra = {"mimics": job.mimics} if job.mimics else {}
+        phantom = draw(rng, right, left, confounders, job.swap_marker, job.fracture_lines, **extra)
         base = SITES[sites[index % len(sites)]]
         if vary:
             base = draw_acquisition(base, np.random.default_rng([seed, index, 7]))
@@ -166,6 +188,8 @@ def generate(
     vary: bool = True,
     fracture_lines: bool = True,
     only: tuple[str, ...] | None = None,
+    generator: int = 1,
+    mimics: tuple[str, ...] = (),
 ) -> CropSet:
     """``count`` phantom studies → 2·count hip crops, deterministic by ``seed`` whatever ``workers`` is.
 
@@ -175,6 +199,8 @@ def generate(
     keep their fixed profile. ``fracture_lines=False`` draws the fracture lines at zero contrast and
     ``only`` keeps only the studies with a hip of one of these labels (both are for measuring how
     visible a line is: the same studies with and without it; :mod:`evaluation.visibility`).
+    ``generator`` picks the phantom generator (:data:`GENERATORS`); ``mimics`` (generator 2) draws
+    these fracture mimics on every study (a mimic never changes a label).
     """
     from rich.progress import Progress
 
@@ -193,6 +219,8 @@ def generate(
             vary,
             fracture_lines,
             only,
+            generator,
+            mimics,
         )
         for start in range(0, count, chunk)
     ]
