@@ -59,6 +59,10 @@ def test_fast_evaluation_writes_a_stard_report(tmp_path):
                 value, low, high = occlusion[f"drop_{key}"]
                 assert -1.0 <= low <= value <= high <= 1.0
     assert "median fall of p, fracture blurred" in report
+    # The site-dependence control runs on every group and is shown to catch its planted shortcut.
+    assert set(metrics["site_dependence"]) == {group.name for group in PHANTOM_GROUPS}
+    assert metrics["planted_shortcut"]["caught"]
+    assert "A control shown to catch a planted shortcut" in report and "**caught**" in report
     assert "| median p(fracture) | Internal sites" in report
     assert "Occlusion" in report and "Shortcut controls: skipped" not in report
     assert "Garden I staged as I" in report and "Garden recall by stage: I " in report

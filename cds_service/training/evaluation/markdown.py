@@ -19,6 +19,7 @@ from cds_service.training.evaluation.groups import (
 )
 from cds_service.training.evaluation.localisation import IOU_HIT, TOP_FRACTION
 from cds_service.training.evaluation.onnx_model import OnnxModel
+from cds_service.training.evaluation.planted import FLAG_MARGIN, PLANTED_SITES
 from cds_service.training.evaluation.visibility import CCR_BINS, CLUTTER_SIGMA, VISIBILITY_LABELS
 from cds_service.training.phantoms import LABELS, SITES, TRAINING_SITES
 
@@ -294,6 +295,39 @@ def controls_section(controls: dict[str, dict]) -> str:
         " on any local change. Displaced fractures keep their displaced fragments around a blurred line, so the"
         " fall need not reach the whole p."
     )
+    return "\n".join(lines) + "\n"
+
+
+def planted_section(dependence: dict[str, dict], planted: dict) -> str:
+    """The site-dependence control on each group, and its positive control (a planted shortcut)."""
+    lines = [
+        "### Does p(fracture) depend on the site? A control shown to catch a planted shortcut",
+        "",
+        "Labels are drawn independently of the site, so a model without a site shortcut scores the normal hips"
+        " of every site alike. Per site: the AUC (study-clustered 95 % CI) with which p(fracture) tells that"
+        f" site's normal hips from the other sites' (0.5 = no dependence; flagged outside 0.5 ± {FLAG_MARGIN}).",
+        "",
+        "| group | AUC by site (normal hips) | flagged |",
+        "|---|---|---|",
+    ]
+    for name, found in dependence.items():
+        aucs = ", ".join(f"{site} {fmt(value, pct=False)}" for site, value in found["auc_by_site"].items())
+        flagged = ", ".join(found["flagged_sites"]) or "no"
+        lines.append(f"| {name} | {aucs or '– (one site)'} | {flagged} |")
+    independent, shortcut = planted["independent"], planted["planted"]
+    verdict = "**caught**" if planted["caught"] else "**NOT caught: this control is not evidence of anything**"
+    lines += [
+        "",
+        f"Positive control: the histogram model trained on fixed-profile phantoms of {' and '.join(PLANTED_SITES)}"
+        " with every fracture from the second site and every normal hip from the first (a planted site–label"
+        " correlation), and the same model trained with labels independent of the site, each tested on new studies"
+        " with independent labels. Planted: site AUCs "
+        + ", ".join(f"{s} {fmt(v, pct=False)}" for s, v in shortcut["auc_by_site"].items())
+        + f" → {verdict}; independent: "
+        + ", ".join(f"{s} {fmt(v, pct=False)}" for s, v in independent["auc_by_site"].items())
+        + f" (flagged: {'yes' if independent['flagged'] else 'no'}).",
+        "",
+    ]
     return "\n".join(lines) + "\n"
 
 

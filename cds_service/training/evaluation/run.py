@@ -27,10 +27,12 @@ from cds_service.training.evaluation.markdown import (
     controls_section,
     data_header,
     phantom_header,
+    planted_section,
     report_page,
     skipped_controls,
 )
 from cds_service.training.evaluation.onnx_model import OnnxModel
+from cds_service.training.evaluation.planted import PLANTED_STUDIES, planted_shortcut, site_dependence
 from cds_service.training.evaluation.visibility import VISIBILITY_LABELS, line_visibility
 from cds_service.training.phantoms import TRAINING_SITES
 
@@ -84,8 +86,13 @@ def evaluate(
             result.metrics["line_visibility"] = line_visibility(result.data, line_free, result.score, threshold)
         plot_line_visibility(results, output / "line_visibility.png", threshold)
         metrics["controls"] = _phantom_controls(results, studies, seed, fracture, resamples)
+        metrics["site_dependence"] = {r.name: site_dependence(r.score, r.data, resamples) for r in results}
+        metrics["planted_shortcut"] = planted_shortcut(seed + 5, PLANTED_STUDIES, resamples)
         header = phantom_header(fracture, garden, studies, seed, resamples, fast)
-        controls, source, missed_in = controls_section(metrics["controls"]), "synthetic phantoms", "the external sites"
+        controls = controls_section(metrics["controls"]) + planted_section(
+            metrics["site_dependence"], metrics["planted_shortcut"]
+        )
+        source, missed_in = "synthetic phantoms", "the external sites"
     else:
         external = results
         header = data_header(data, fracture, garden, results[0].data, resamples, fast)
