@@ -36,7 +36,7 @@ from cds_service.explain.heatmap import (
     render_chart_image,
 )
 from cds_service.fhir.imaging_study import StudyRef
-from cds_service.findings import interpret
+from cds_service.findings import calibrated_probabilities, fracture_cam, interpret
 from cds_service.inference.client import FRACTURE_MODEL, GARDEN_MODEL, TritonInferenceClient
 from cds_service.metrics import STAGE_LATENCY, timed
 from cds_service.settings import Settings
@@ -131,11 +131,11 @@ class Analyser:
         self,
         image: DecodedImage,
         crops: list[HipCrop],
-        outputs: HipInference,
-        fracture_index: int,
+        maps: np.ndarray,
         probabilities: list[float],
     ) -> tuple[list[HipHeatmap], np.ndarray, np.ndarray, ChartImage]:
-        """Each hip's fracture-class map, normalised, then scaled by that hip's fracture probability.
+        """Each hip's fracture map (``maps`` [B, h, w]: :func:`~cds_service.findings.fracture_cam`),
+        normalised, then scaled by that hip's fracture probability.
 
         Renders the one chart-sized image the report carries; the full-resolution view is the
         viewer's (display image + heat layer, rendered when a clinician opens the link).
@@ -147,7 +147,7 @@ class Analyser:
             heatmaps = [
                 HipHeatmap(
                     crop.laterality,
-                    normalise_cam(outputs.fracture_cam[i, fracture_index]) * np.float32(probabilities[i]),
+                    normalise_cam(maps[i]) * np.float32(probabilities[i]),
                     crop.mirrored,
                     crop.box,
                 )
@@ -164,8 +164,6 @@ class Analyser:
         address: str,
         dataset: Any,
         findings: StudyFindings,
-        display: np.ndarray,
-        heat: np.ndarray,
         heatmaps: list[HipHeatmap],
     ) -> tuple[str, ...]:
         """With ``HIPCAD_STORE_RESULTS``: the SR and heat-map SC, STOW-RS'd into the study's own store at ``address``.
@@ -177,7 +175,9 @@ class Analyser:
             return ()
         with tracer().start_as_current_span("store_results") as span, timed(STAGE_LATENCY, stage="store_results"):
             try:
-                objects = await on_image_thread(result_objects, dataset, findings, display, heat, heatmaps)
+                objects = await on_image_thread(
+                    functools.partial(result_objects, uid_root=self.settings.uid_root), dataset, findings, heatmaps
+                )
                 stored = await self.retriever.store_instances(address, objects)
             except Exception as exc:  # the card does not wait for, or fail with, the PACS copy
                 span.set_attribute("hipcad.stored", 0)
@@ -206,14 +206,10 @@ class Analyser:
             garden_model=garden,
             sop_instance_uid=image.sop_instance_uid,
         )
-        fracture_index = fracture.class_names.index("fracture") if "fracture" in fracture.class_names else 1
+        maps = fracture_cam(outputs.fracture_cam, calibrated_probabilities(outputs.fracture_logits, fracture), fracture)
         probabilities = [hip.fracture_probability for hip in findings.hips]
-        heatmaps, display, heat, chart = await on_image_thread(
-            self.explain, image, crops, outputs, fracture_index, probabilities
-        )
-        stored = await self.store_results(
-            results_to or study.endpoint_address, dataset, findings, display, heat, heatmaps
-        )
+        heatmaps, display, heat, chart = await on_image_thread(self.explain, image, crops, maps, probabilities)
+        stored = await self.store_results(results_to or study.endpoint_address, dataset, findings, heatmaps)
         return Analysis(findings, chart, image.grey.shape, heatmaps, display, heat, stored)
 
 

@@ -16,16 +16,21 @@ import httpx
 import pydicom
 
 from cds_service.cdshooks.jwt import sign_request_jwt
+from cds_service.fhir.effective import dicom_instant
 
 EXAMPLES = Path(__file__).resolve().parent / "hooks" / "examples"  # package data (see cdshooks/discovery.py)
 
 
-def _fhir_datetime(ds: pydicom.Dataset) -> str | None:
-    date, time = str(getattr(ds, "StudyDate", "") or ""), str(getattr(ds, "StudyTime", "") or "")
-    if len(date) != 8:
-        return None
-    hhmmss = (time.split(".")[0] + "000000")[:6]
-    return f"{date[:4]}-{date[4:6]}-{date[6:]}T{hhmmss[:2]}:{hhmmss[2:4]}:{hhmmss[4:6]}Z"
+def _fhir_datetime(ds: pydicom.Dataset, local_zone: str = "UTC") -> str | None:
+    """Study Date/Time as a FHIR instant: in the header's Timezone Offset From UTC when it has one, else
+    in ``local_zone`` (a DICOM time is local time; labelling it UTC would move it by the zone's offset)."""
+    instant = dicom_instant(
+        str(getattr(ds, "StudyDate", "") or ""),
+        str(getattr(ds, "StudyTime", "") or ""),
+        str(getattr(ds, "TimezoneOffsetFromUTC", "") or ""),
+        local_zone,
+    )
+    return instant.isoformat() if instant else None
 
 
 def imaging_study_bundle(ds: pydicom.Dataset, patient_id: str, dicomweb_address: str) -> dict[str, Any]:

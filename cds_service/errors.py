@@ -11,7 +11,13 @@ import traceback
 
 
 class CdsServiceError(Exception):
-    """Base class of the service's own errors."""
+    """Base class of the service's own errors.
+
+    ``reason_code`` is the short code a failure card shows (``cds_service.cdshooks.cards.unavailable_card``);
+    the message itself goes to the log only.
+    """
+
+    reason_code = "internal-error"
 
 
 class BadRequestError(CdsServiceError):
@@ -33,13 +39,19 @@ class PrefetchUnavailableError(CdsServiceError):
 class StudyUnavailableError(CdsServiceError):
     """The imaging study could not be found or retrieved; the hook still answers, with a card saying so."""
 
+    reason_code = "images-unavailable"
+
 
 class UnusableImageError(CdsServiceError):
     """A DICOM object cannot be analysed (not an image, colour, corrupt, too small…)."""
 
+    reason_code = "image-not-analysable"
+
 
 class InferenceError(CdsServiceError):
     """The inference server is unreachable, timed out, or answered unexpectedly."""
+
+    reason_code = "models-unavailable"
 
 
 def log_unexpected(log: logging.Logger, what: str, exc: BaseException) -> None:

@@ -22,9 +22,12 @@ __all__ = [
     "StudyFindings",
     "calibrate",
     "calibrated_probabilities",
+    "fracture_cam",
+    "fracture_columns",
     "fracture_probability",
     "fracture_site",
     "interpret",
+    "site_aware",
     "softmax",
 ]
 
@@ -41,18 +44,29 @@ def positive_index(info: ModelInfo) -> int:
     return info.class_names.index("fracture") if "fracture" in info.class_names else 1
 
 
+def site_aware(info: ModelInfo) -> bool:
+    """True for a fracture model whose classes name the fracture sites (none / femoral neck / trochanteric)."""
+    return FEMORAL_NECK in info.class_names and TROCHANTERIC in info.class_names
+
+
+def fracture_columns(info: ModelInfo) -> list[int]:
+    """The class columns whose probabilities add up to p(fracture): the site classes of a site-aware
+    model, else the one fracture class (:func:`positive_index`)."""
+    if site_aware(info):
+        return [info.class_names.index(FEMORAL_NECK), info.class_names.index(TROCHANTERIC)]
+    return [positive_index(info)]
+
+
 def fracture_site(probabilities: np.ndarray, info: ModelInfo) -> str:
     """The fracture site of one hip from its calibrated class probabilities.
 
-    A model whose classes name the sites (``femoral_neck`` and ``trochanteric`` beside the no-fracture
-    class) gives the site whose probability given a fracture is at least :data:`SITE_CONFIDENCE`;
-    below that, and for any model without site classes (the two-class models), the site is
-    ``uncertain``, so no Garden stage is asserted.
+    A site-aware model (:func:`site_aware`) gives the site whose probability given a fracture is at
+    least :data:`SITE_CONFIDENCE`; below that, and for any model without site classes (the two-class
+    models), the site is ``uncertain``, so no Garden stage is asserted.
     """
-    if FEMORAL_NECK not in info.class_names or TROCHANTERIC not in info.class_names:
+    if not site_aware(info):
         return UNCERTAIN_SITE
-    neck = float(probabilities[info.class_names.index(FEMORAL_NECK)])
-    trochanteric = float(probabilities[info.class_names.index(TROCHANTERIC)])
+    neck, trochanteric = (float(probabilities[i]) for i in fracture_columns(info))
     total = neck + trochanteric
     if total <= 0:
         return UNCERTAIN_SITE
@@ -63,17 +77,28 @@ def fracture_site(probabilities: np.ndarray, info: ModelInfo) -> str:
 
 
 def fracture_probability(probabilities: np.ndarray, info: ModelInfo) -> np.ndarray:
-    """P(fracture) per row: the fracture column, or 1 − P(no fracture) for a site-aware model."""
-    if FEMORAL_NECK in info.class_names and TROCHANTERIC in info.class_names:
-        return (
-            probabilities[:, info.class_names.index(FEMORAL_NECK)]
-            + probabilities[:, info.class_names.index(TROCHANTERIC)]
-        )
-    return probabilities[:, positive_index(info)]
+    """P(fracture) per row of class probabilities [N, C]: the sum of :func:`fracture_columns`."""
+    return probabilities[:, fracture_columns(info)].sum(axis=1)
 
 
-def calibrate(logits: np.ndarray, temperature: float, shift: float = 0.0, positive: int = 1) -> np.ndarray:
-    """``softmax(logits / temperature)`` with ``shift`` log-odds added to column ``positive`` first."""
+def fracture_cam(cams: np.ndarray, probabilities: np.ndarray, info: ModelInfo) -> np.ndarray:
+    """The fracture map per hip [N, h, w] from the class maps [N, C, h, w]: the fracture class's map, or
+    for a site-aware model the site classes' maps weighted by each site's probability given a fracture
+    (the map of the site the model believes in, blended where it hesitates)."""
+    columns = fracture_columns(info)
+    if len(columns) == 1:
+        return cams[:, columns[0]]
+    weights = probabilities[:, columns]
+    weights = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
+    return np.einsum("nk,nkhw->nhw", weights.astype(np.float32), cams[:, columns])
+
+
+def calibrate(
+    logits: np.ndarray, temperature: float, shift: float = 0.0, positive: int | list[int] = 1
+) -> np.ndarray:
+    """``softmax(logits / temperature)`` with ``shift`` log-odds added to the ``positive`` column(s) first
+    (all fracture columns of a site-aware model: the odds of fracture against none move by ``shift``,
+    the sites' ratio stays)."""
     scaled = np.asarray(logits, np.float64) / temperature
     if shift:
         scaled[:, positive] += shift  # ``scaled`` is a new array: the caller's logits are untouched
@@ -82,12 +107,12 @@ def calibrate(logits: np.ndarray, temperature: float, shift: float = 0.0, positi
 
 def calibrated_probabilities(logits: np.ndarray, info: ModelInfo) -> np.ndarray:
     """Class probabilities [N, C] as the card shows them: :func:`calibrate` with the model's temperature
-    and its prior shift (:attr:`ModelInfo.prior_shift`) on the fracture logit.
+    and its prior shift (:attr:`ModelInfo.prior_shift`) on the fracture logit(s).
 
     The service and the evaluation both call this (the export calls :func:`calibrate` with the values
     it stores), so the evaluated percentages are the served ones.
     """
-    return calibrate(logits, info.temperature, info.prior_shift, positive_index(info))
+    return calibrate(logits, info.temperature, info.prior_shift, fracture_columns(info))
 
 
 def interpret(

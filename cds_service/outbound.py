@@ -9,16 +9,29 @@ ambiguous is refused, the rest is normalised (scheme and host case, default port
 IDNA) and compared with the allow-listed bases segment by segment. ``file:`` URLs are resolved
 (symlinks included) and must stay inside one configured local folder.
 
+Traversal is refused, never resolved: ``..`` and ``.`` (RFC 3986 §5.2.4 would remove them, and so
+do httpx and urllib3), their percent-encoded forms, ``..;`` (servlet containers drop a segment's
+``;`` parameters and then see ``..``) and double-encoded ``%252e%252e`` (a proxy or server that
+decodes twice sees ``..``). Hosts are normalised exactly as the HTTP clients do (httpx and
+urllib3 use IDNA 2008, requests UTS #46, all through the ``idna`` package), a host on which they
+disagree or which one of them cannot parse is refused, and the result is cross-checked with the
+clients' own URL parsers: the policy compares the host the request will go to, not a look-alike.
+
 Error messages never contain the URL: URLs can carry patient identifiers.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
+
+import httpx
+import idna
+import requests
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 #: Characters a path segment may keep unescaped in the canonical form (RFC 3986 pchar).
@@ -28,6 +41,12 @@ _ENCODED_SEPARATOR = re.compile(r"%(2f|5c)", re.IGNORECASE)
 #: Refused anywhere in the raw URL; control characters also once a segment is decoded.
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f\\]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: A percent-escape left after decoding once: double encoding (``%252e`` → ``%2e`` → ``.``).
+_PERCENT_ESCAPE = re.compile(r"%[0-9a-f]{2}", re.IGNORECASE)
+#: An ASCII host name (RFC 3986 reg-name restricted to what DNS names use; ``_`` for SRV-style names).
+_ASCII_HOST = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
+#: Looks like a dotted IPv4 address: must then be one (httpx refuses ``999.1.1.1``, DNS would not).
+_IPV4_LIKE = re.compile(r"[0-9]+(\.[0-9]+){3}")
 
 
 class DisallowedUrlError(ValueError):
@@ -81,8 +100,10 @@ def _segments(path: str) -> tuple[str, ...]:
             value = unquote(segment, errors="strict")
         except UnicodeDecodeError:
             raise DisallowedUrlError("invalid percent-encoding") from None
-        if value in (".", ".."):
+        if _is_dot_segment(value):
             raise DisallowedUrlError("path traversal")
+        if _PERCENT_ESCAPE.search(value):
+            raise DisallowedUrlError("double percent-encoding not allowed")
         if value == "":
             raise DisallowedUrlError("empty path segment not allowed")
         if _CONTROL.search(value):  # e.g. %00; a decoded space is a legitimate folder name
@@ -91,8 +112,21 @@ def _segments(path: str) -> tuple[str, ...]:
     return tuple(decoded)
 
 
+def _is_dot_segment(value: str) -> bool:
+    """``.``/``..`` (RFC 3986 §3.3), also with ``;`` parameters or trailing blanks some servers strip."""
+    name = value.split(";", 1)[0].rstrip(" \t")
+    return name != "" and set(name) == {"."}
+
+
 def _host(hostname: str | None) -> str:
-    """Lower-case, trailing dot stripped, internationalised names in their ASCII (IDNA) form."""
+    """Lower-case, trailing dot stripped, internationalised names in their ASCII form (IDNA 2008).
+
+    The same ``idna`` calls the clients make: httpx ``idna.encode(host.lower())``, urllib3 the same
+    with ``std3_rules``, requests ``uts46=True`` (which maps full-width digits and letters to ASCII,
+    where IDNA 2008 refuses them). Unless all three give one name the host is refused: which server
+    is contacted would depend on the client. IDNA 2003 (Python's ``idna`` codec) is not used: it maps
+    ``ß`` to ``ss`` where the clients keep it (``xn--strae-oqa``), a different host.
+    """
     host = (hostname or "").rstrip(".").lower()
     if not host:
         raise DisallowedUrlError("empty host")
@@ -100,10 +134,45 @@ def _host(hostname: str | None) -> str:
         raise DisallowedUrlError("invalid host")
     if not host.isascii():
         try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
+            names = {
+                idna.encode(host).decode("ascii"),
+                idna.encode(host, strict=True, std3_rules=True).decode("ascii"),
+                idna.encode(host, uts46=True).decode("ascii"),
+            }
+        except (idna.IDNAError, UnicodeError):
+            raise DisallowedUrlError("invalid internationalised host") from None
+        if len(names) != 1:
+            raise DisallowedUrlError("ambiguous internationalised host")
+        host = names.pop()
+    if ":" in host:  # urlsplit gives IPv6 literals without their brackets
+        try:
+            return str(ipaddress.IPv6Address(host))
+        except ValueError:
+            raise DisallowedUrlError("invalid host") from None
+    if not _ASCII_HOST.fullmatch(host):
+        raise DisallowedUrlError("invalid host")
+    if _IPV4_LIKE.fullmatch(host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
             raise DisallowedUrlError("invalid host") from None
     return host
+
+
+def _client_hosts(url: str) -> set[str]:
+    """The hosts httpx (FHIR) and requests (DICOMweb) would connect to for ``url``; raises DisallowedUrlError."""
+    try:
+        via_httpx = httpx.URL(url).raw_host.decode("ascii")
+        prepared = requests.PreparedRequest()
+        prepared.prepare_url(url, None)
+        via_requests = urlsplit(prepared.url or "").hostname or ""
+    except (httpx.InvalidURL, requests.exceptions.RequestException, UnicodeError, ValueError):
+        raise DisallowedUrlError("host the HTTP client cannot parse") from None
+    hosts = {host.rstrip(".").lower() for host in (via_httpx, via_requests)}
+    try:
+        return {str(ipaddress.IPv6Address(host)) if ":" in host else host for host in hosts}
+    except ValueError:
+        raise DisallowedUrlError("host the HTTP client cannot parse") from None
 
 
 def parse(url: str, local_folder: Path | None = None) -> tuple[AllowedBase, str]:
@@ -128,6 +197,8 @@ def parse(url: str, local_folder: Path | None = None) -> tuple[AllowedBase, str]
         if port == 0:
             raise DisallowedUrlError("invalid port")
         location = AllowedBase(scheme, _host(parts.hostname), port or DEFAULT_PORTS[scheme], segments)
+        if _client_hosts(url) != {location.host}:
+            raise DisallowedUrlError("the HTTP client would contact another host")
         return location, parts.query
     if scheme == "file" and local_folder is not None:
         if parts.netloc not in ("", "localhost") or not parts.path.startswith("/") or parts.query:

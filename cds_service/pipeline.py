@@ -31,6 +31,7 @@ from cds_service.errors import (
     log_unexpected,
 )
 from cds_service.fhir.imaging_study import StudyRef
+from cds_service.fhir.provenance import provenance_json
 from cds_service.fhir.report import ReportContext, diagnostic_report_json
 from cds_service.inference.client import TritonInferenceClient
 from cds_service.locator import StudyLocator, patient_id
@@ -151,9 +152,15 @@ class AnalysisPipeline:
             )
 
     # Stage: card -----------------------------------------------------------------------------
-    def card(self, analysis: Analysis, report: dict[str, Any], viewer_url: str | None = None) -> Card | None:
+    def card(
+        self,
+        analysis: Analysis,
+        report: dict[str, Any],
+        viewer_url: str | None = None,
+        provenance: dict[str, Any] | None = None,
+    ) -> Card | None:
         with tracer().start_as_current_span("card") as span:
-            if not analysis.findings.fractured_hips and not self.settings.negative_card:
+            if not cards.card_shown(analysis.findings, self.settings.negative_card, self.settings.low_suspicion_cards):
                 return None
             card = cards.finding_card(
                 analysis.findings,
@@ -161,7 +168,8 @@ class AnalysisPipeline:
                 self.settings.base_url(),
                 viewer_url=viewer_url,
                 selection_behavior=self.settings.selection_behavior,
-                in_pacs=bool(analysis.stored_in_pacs),
+                in_pacs=cards.stored_in_pacs(analysis.stored_in_pacs),
+                provenance=provenance,
             )
             span.set_attribute("cds.indicator", card.indicator)
             return card
@@ -188,7 +196,7 @@ class AnalysisPipeline:
             except Exception as exc:  # a bug must not take the hook down: honest card, full log
                 outcome("internal-error")
                 log_unexpected(log, "answering a hook", exc)
-                result = HookOutcome(CdsResponse(cards=[self._unavailable("internal error")]))
+                result = HookOutcome(CdsResponse(cards=[self._unavailable("internal-error")]))
             finally:
                 HOOK_LATENCY.labels(hook=request.hook, outcome=outcome.value).observe(time.perf_counter() - started)
             for card in result.response.cards:
@@ -226,11 +234,11 @@ class AnalysisPipeline:
         except InferenceError as exc:
             log.warning("models unavailable: %s", exc)
             outcome("InferenceError")
-            return HookOutcome(CdsResponse(cards=[] if orders is None else [self._unavailable(str(exc))]))
+            return HookOutcome(CdsResponse(cards=[] if orders is None else [self._unavailable(exc.reason_code)]))
         if key is None:
             log.warning("the study's DICOMweb address is not on the allow-list; not contacted")
             outcome("store-not-allowed")
-            return HookOutcome(CdsResponse(cards=[self._unavailable("image store not allowed")]))
+            return HookOutcome(CdsResponse(cards=[self._unavailable("image-store-not-allowed")]))
         if orders is None:  # patient-view: start the work, show a card only once it is ready
             analysis = await self.scheduler.cached_or_start(study, key)
             if analysis is None:
@@ -249,7 +257,7 @@ class AnalysisPipeline:
         except (StudyUnavailableError, UnusableImageError, InferenceError) as exc:
             outcome(type(exc).__name__)
             log.warning("study not analysed: %s", exc)
-            return HookOutcome(CdsResponse(cards=[self._unavailable(str(exc))]))
+            return HookOutcome(CdsResponse(cards=[self._unavailable(exc.reason_code)]))
         return await self._answer(request, study, key, analysis, orders)
 
     def _in_progress(self) -> Card:
@@ -259,8 +267,9 @@ class AnalysisPipeline:
             self.settings.base_url(),
         )
 
-    def _unavailable(self, reason: str) -> Card:
-        return cards.unavailable_card(reason, self.settings.base_url())
+    def _unavailable(self, reason_code: str) -> Card:
+        """The failure card: a short reason code only; the full reason was logged by the caller."""
+        return cards.unavailable_card(reason_code, self.settings.base_url())
 
     async def _answer(
         self, request: HookRequest, study: StudyRef, key: ResultKey, analysis: Analysis, orders: list[dict[str, Any]]
@@ -269,9 +278,10 @@ class AnalysisPipeline:
         context = ReportContext(
             patient_id=patient_id(request),
             imaging_study_id=study.imaging_study_id,
-            order_reference=f"ServiceRequest/{orders[0]['id']}" if orders and orders[0].get("id") else None,
             encounter_id=encounter if isinstance(encounter, str) else None,
             effective=study.started,
+            based_on=study.based_on,
+            local_timezone=self.settings.local_timezone,
         )
         report = self.report(analysis, context)
         viewer_url = None
@@ -280,5 +290,5 @@ class AnalysisPipeline:
                 viewer_url = await self.viewer_link(self.scheduler.stored_key(key, analysis))
             except Exception as exc:  # the card stands without its link (the store may be restarting)
                 log.warning("no viewer link: %s", type(exc).__name__)
-        card = self.card(analysis, report, viewer_url)
+        card = self.card(analysis, report, viewer_url, provenance_json(report))
         return HookOutcome(CdsResponse(cards=[card] if card else []), report, analysis)

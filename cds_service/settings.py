@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cds_service.cdshooks.relevance import DEFAULT_CODES
+from cds_service.fhir.effective import zone
 from cds_service.outbound import UrlPolicy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -116,6 +117,12 @@ class Settings(BaseSettings):
     store_results: bool = Field(
         False, description="Store the result in the study's PACS as DICOM (TID 1500 SR + heat-map SC) over STOW-RS."
     )
+    uid_root: str = Field(
+        "",
+        max_length=40,
+        pattern=r"^([0-2](\.(0|[1-9][0-9]*))*)?$",
+        description="Registered UID root of the SR/SC UIDs (PS3.5 9.1); empty = 2.25 UUID-derived UIDs (PS3.5 B.2).",
+    )
     dicomweb_max_clients: int = Field(
         16, description="Most DICOMweb clients kept open at once (one per allow-listed base, least recently used out)."
     )
@@ -159,7 +166,16 @@ class Settings(BaseSettings):
     # Output
     output_folder: Path = Field(REPO_ROOT / "out", description="Where `demo` writes its results.")
     hook_deadline_s: float = Field(5.0, description="Time budget for one hook answer, seconds.")
+    local_timezone: str = Field(
+        "UTC",
+        description="IANA zone of DICOM dates/times without Timezone Offset From UTC (0008,0201), e.g. Europe/Zurich.",
+    )
     negative_card: bool = Field(True, description="Show an info card when no fracture is found.")
+    low_suspicion_cards: bool = Field(
+        True,
+        description="Show a low-suspicion info card for a hip between the operating and the high-specificity "
+        "operating points (worded as suspicion, with its probability); false = no card for such a study.",
+    )
 
     # Heat-map viewer
     viewer_secret: str = Field(
@@ -167,8 +183,14 @@ class Settings(BaseSettings):
         description="HMAC key signing viewer links (a Kubernetes Secret); required with HIPCAD_DATABASE_URL; "
         "empty = a random key per process (links die on restart).",
     )
-    viewer_link_ttl_s: int = Field(900, description="Lifetime of a viewer link, seconds.")
-    result_ttl_s: int = Field(3600, description="How long analysed results are kept for the viewer, seconds.")
+    viewer_link_ttl_s: int = Field(
+        86400,
+        description="Lifetime of a viewer link, seconds (as long as a card typically stays in the chart; "
+        "capped by HIPCAD_RESULT_TTL_S).",
+    )
+    result_ttl_s: int = Field(
+        86400, description="How long analysed results are kept for the viewer (and reused by hooks), seconds."
+    )
 
     # Observability
     log_format: Literal["json", "text"] = Field(
@@ -190,6 +212,13 @@ class Settings(BaseSettings):
         """An allow-listed base that the outbound URL policy would refuse is a start-up error, not a 500 later."""
         UrlPolicy([base for base in bases if not base.startswith("file:")])  # file bases: checked with the folder
         return bases
+
+    @field_validator("local_timezone")
+    @classmethod
+    def _valid_timezone(cls, name: str) -> str:
+        """An unknown zone is a start-up error, not a wrong report time later."""
+        zone(name)
+        return name
 
     def base_url(self) -> str:
         """The external URL of the service, without a trailing slash."""

@@ -46,13 +46,16 @@ def test_order_select_hook_answers_with_a_heat_map_card(service, ehr_keys, dicom
     report = DiagnosticReport.model_validate(action["resource"])
     assert report.status == "preliminary"
     assert report.subject.reference == "Patient/pat-hip-1"
-    assert report.basedOn[0].reference == "ServiceRequest/xr-hip-1"
+    # basedOn is the analysed study's own order (the demo's study has none), never the draft order
+    # being placed: a report must not attach to, or close, an order not yet performed.
+    assert report.basedOn is None
 
     sides = {obs.bodySite.text for obs in report.contained if obs.get_resource_type() == "Observation"}
     assert sides == {"Right hip", "Left hip"}  # laterality from PatientOrientation, never guessed
 
     (media,) = [r for r in action["resource"]["contained"] if r["resourceType"] == "Media"]
-    assert "presentedForm" not in action["resource"]  # the heat map is carried once
+    # The readable report (US Core must-support): text, not a second copy of the heat map.
+    assert [form["contentType"] for form in action["resource"]["presentedForm"]] == ["text/html"]
     image = Image.open(io.BytesIO(base64.b64decode(media["content"]["data"])))
     assert image.format == "JPEG" and image.mode == "RGB"
     ds = pydicom.dcmread(next(dicom_store.rglob("*.dcm")), stop_before_pixels=True)

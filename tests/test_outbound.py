@@ -57,6 +57,19 @@ REFUSED = [
     ("https:///fhir", "empty host"),
     ("https://ehr.example:99999/fhir", "malformed URL"),
     ("https://ehr.example/fhir x", "space"),
+    # Issue 30: what servers and proxies read as traversal, and hosts the clients read otherwise.
+    ("https://ehr.example/fhir/..;/admin", "path traversal"),  # servlet containers drop ";…", then see ".."
+    ("https://ehr.example/fhir/..;x=1/admin", "path traversal"),
+    ("https://ehr.example/fhir/..%3b/admin", "path traversal"),
+    ("https://ehr.example/fhir/.../admin", "path traversal"),
+    ("https://ehr.example/fhir/%252e%252e/admin", "double percent-encoding"),  # decoded twice: ".."
+    ("https://ehr.example/fhir/%252fadmin", "double percent-encoding"),
+    ("https://１２７.０.０.１/fhir", "invalid internationalised host"),  # httpx refuses, requests maps to 127.0.0.1
+    ("https://ｅｈｒ.example/fhir", "invalid internationalised host"),
+    ("https://ehr。example/fhir", "invalid internationalised host"),
+    ("https://999.1.1.1/fhir", "invalid host"),  # IPv4-shaped but not an address: httpx refuses it
+    ("https://ehr.exa<mple/fhir", "invalid host"),
+    ("https://ehr.example:８０/fhir", "malformed URL"),
 ]
 
 
@@ -77,6 +90,16 @@ def test_refused_urls_say_why_without_the_url(policy, url, reason):
         policy.match(url)
     assert "ehr.example" not in str(refused.value) and url not in str(refused.value)
     assert not policy.is_allowed(url)
+
+
+def test_hosts_are_compared_as_the_http_clients_will_contact_them():
+    # IDNA 2008 (httpx, urllib3) keeps "ß": straße.example is xn--strae-oqa.example, not strasse.example.
+    assert not UrlPolicy(["https://strasse.example/fhir"]).is_allowed("https://straße.example/fhir")
+    allowed = UrlPolicy(["https://straße.example/fhir"])
+    assert allowed.bases[0].url == "https://xn--strae-oqa.example/fhir"
+    assert allowed.is_allowed("https://XN--STRAE-OQA.example/fhir/Patient")
+    assert not allowed.is_allowed("https://strasse.example/fhir")
+    assert UrlPolicy(["http://[::1]:8080/x"]).match("http://[0:0::1]:8080/x/y").url == "http://[::1]:8080/x"
 
 
 def test_default_ports_are_equivalent():
@@ -148,6 +171,51 @@ def test_fhir_is_allowed_delegates_to_the_policy():
     assert not is_allowed("https://ehr.example/fhir/../admin", ["https://ehr.example/fhir"])
     assert not is_allowed("https://me@ehr.example/fhir", ["https://ehr.example/fhir"])
     assert not is_allowed("https://ehr.example/fhir", [])
+
+
+FHIR_BASE = "https://ehr.example/fhir"
+
+
+@pytest.mark.parametrize(
+    ("reference", "url"),
+    [
+        ("Endpoint/dicomweb-1", f"{FHIR_BASE}/Endpoint/dicomweb-1"),  # FHIR R4 §2.4: relative to the base
+        ("ImagingStudy?patient=Patient/1", f"{FHIR_BASE}/ImagingStudy?patient=Patient/1"),
+        ("https://EHR.example:443/fhir/ImagingStudy?page=2", f"{FHIR_BASE}/ImagingStudy?page=2"),
+        ("/fhir/Endpoint/1", f"{FHIR_BASE}/Endpoint/1"),
+        ("//ehr.example/fhir/Endpoint/1", f"{FHIR_BASE}/Endpoint/1"),
+    ],
+)
+def test_fhir_references_resolve_against_the_base(reference, url):
+    assert FhirClient(FHIR_BASE, "token").resolve(reference) == url
+
+
+@pytest.mark.parametrize(
+    ("reference", "reason"),
+    [
+        ("Endpoint/../../x", "path traversal"),
+        ("Endpoint/..;/..;/x", "path traversal"),
+        ("Endpoint/%2e%2e/x", "path traversal"),
+        ("Endpoint/%252e%252e/x", "double percent-encoding"),
+        ("/admin/secret", "not under an allow-listed base"),
+        ("//evil.example/fhir/Endpoint/1", "not under an allow-listed base"),
+        ("https://ehr.example/fhir-evil/Endpoint/1", "not under an allow-listed base"),
+        ("http://ehr.example/fhir/Endpoint/1", "not under an allow-listed base"),
+        ("urn:uuid:5f2c8f4e-7d4e-4d0b-9c5e-7c1f3a9a2b11", "scheme not allowed"),
+    ],
+)
+def test_fhir_references_off_the_base_are_refused_and_not_sent(reference, reason):
+    client = FhirClient(FHIR_BASE, "token")
+    with pytest.raises(DisallowedUrlError, match=reason):
+        client.resolve(reference)
+    with pytest.raises(PrefetchUnavailableError, match="refused by the outbound URL policy") as refused:
+        asyncio.run(client.get(reference))  # refused before any connection: ehr.example does not resolve
+    assert "ehr.example" not in str(refused.value) and reference not in str(refused.value)
+
+
+def test_a_fhir_client_for_a_refused_base_cannot_be_made():
+    with pytest.raises(PrefetchUnavailableError, match="address is refused \\(invalid internationalised host\\)"):
+        FhirClient("https://１２７.０.０.１/fhir", "token")
 
 
 @pytest.fixture

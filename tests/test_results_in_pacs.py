@@ -35,7 +35,8 @@ MULTIPART_DICOM = {"Accept": 'multipart/related; type="application/dicom"'}
 
 def _report(card: dict) -> dict:
     """The DiagnosticReport the card's suggestion would create."""
-    (action,) = card["suggestions"][0]["actions"]
+    action, provenance = card["suggestions"][0]["actions"]
+    assert provenance["resource"]["resourceType"] == "Provenance"
     assert action["resource"]["resourceType"] == "DiagnosticReport"
     return action["resource"]
 

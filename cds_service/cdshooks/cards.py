@@ -1,16 +1,22 @@
 """Cards for the ordering physician (CDS Hooks 2.0 § Card Attributes).
 
 One card per study: the summary names the most important finding in under 140 characters, the
-indicator follows its severity (``critical`` displaced fracture, ``warning`` undisplaced or
-uncertain, ``info`` none found), the detail gives per-hip probabilities in Markdown, and the
-suggestion creates the preliminary DiagnosticReport in the chart.
+indicator follows its :func:`tier` from the calibrated probability and the fracture model's two stored
+operating points (``critical`` a displaced femoral-neck fracture above the high-specificity point,
+``warning`` any other fracture above it, ``info`` a low suspicion between the two points or none
+found), the detail gives per-hip probabilities in Markdown (Garden only for a femoral-neck fracture),
+and the suggestion creates the preliminary DiagnosticReport in the chart. A failure card names a short
+reason code and what the clinician can do (:func:`unavailable_card`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from cds_service.cdshooks.models import Action, Card, Coding, Indicator, Link, Source, Suggestion
+from cds_service.domain import FEMORAL_NECK, TROCHANTERIC, ModelInfo
 from cds_service.findings import HipFinding, StudyFindings
 
 SelectionBehavior = Literal["at-most-one", "any"]
@@ -27,53 +33,195 @@ def source(base_url: str) -> Source:
     return Source(label="hipcad hip-fracture AI (synthetic-trained, not for clinical use)")
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.0f} %"
+def percent(value: float) -> str:
+    """A probability as a bounded percentage: "> 99 %" and "< 1 %", never "100 %" or "0 %" (a model's
+    probability is never a certainty)."""
+    percent = round(100 * value)
+    if percent >= 100:
+        return "> 99 %"
+    if percent <= 0:
+        return "< 1 %"
+    return f"{percent} %"
+
+
+def _p(value: float) -> str:
+    """``p ≈ 6 %``, ``p > 99 %``, ``p < 1 %``: the probability as the summary shows it."""
+    text = percent(value)
+    return f"p {text}" if text[0] in "<>" else f"p ≈ {text}"
 
 
 def _side(hip: HipFinding) -> str:
     return {"R": "right", "L": "left"}.get(hip.laterality or "", "(side unknown)")
 
 
+#: How strongly the card raises one hip, most severe first (see :func:`tier`).
+Tier = Literal["critical", "warning", "low-suspicion", "none"]
+_TIERS: tuple[Tier, ...] = ("critical", "warning", "low-suspicion", "none")
+
+
+def calibrated(model: ModelInfo) -> bool:
+    """Whether ``model``'s probabilities may raise a ``critical`` card: trained, with a stored calibration.
+
+    Calibration (temperature scaling, Guo et al. 2017; the prior shift, :func:`cds_service.domain.prior_shift`)
+    is stored as a temperature other than 1 or a ``calibration_prevalence``. An export with neither (the
+    untrained default, ``temperature`` 1.000000) cannot be told from an uncalibrated one, so it counts as
+    uncalibrated: its percentages are raw softmax outputs, not frequencies.
+    """
+    return not model.untrained and (model.temperature != 1.0 or model.calibration_prevalence is not None)
+
+
+def high_specificity_point(model: ModelInfo) -> float | None:
+    """The fracture model's high-specificity threshold (never below its operating point), or None."""
+    high = model.high_specificity_threshold
+    return None if high is None else max(high, model.operating_threshold)
+
+
+def tier(hip: HipFinding, findings: StudyFindings) -> Tier:
+    """How the card raises ``hip``, from its calibrated probability and the two stored operating points.
+
+    * ``critical``: a displaced femoral-neck fracture (:attr:`HipFinding.garden_applies`, Garden III–IV)
+      at or above the high-specificity point, both models :func:`calibrated`;
+    * ``warning``: any other fracture at or above the high-specificity point; and, for a model that stores
+      no high-specificity point (:func:`cds_service.inference.client.high_specificity_threshold`), any
+      fracture at or above the operating point (never ``critical`` then);
+    * ``low-suspicion``: at or above the operating (high-sensitivity) point but below the high-specificity
+      one: an ``info`` card worded as suspicion, which a site can switch off (``HIPCAD_LOW_SUSPICION_CARDS``);
+    * ``none``: below the operating point.
+    """
+    if not hip.fractured:
+        return "none"
+    high = high_specificity_point(findings.fracture_model)
+    if high is None:
+        return "warning"
+    if hip.fracture_probability < high:
+        return "low-suspicion"
+    trusted = calibrated(findings.fracture_model) and calibrated(findings.garden_model)
+    return "critical" if hip.garden_applies and hip.displaced and trusted else "warning"
+
+
+def _ranked(findings: StudyFindings) -> list[tuple[Tier, HipFinding]]:
+    """Hips with their tiers, the most severe first (then the most probable)."""
+    tiers = [(tier(hip, findings), hip) for hip in findings.hips]
+    return sorted(tiers, key=lambda item: (_TIERS.index(item[0]), -item[1].fracture_probability))
+
+
+def _suspected(hip: HipFinding) -> str:
+    """The fracture as the summary names it: site, and a Garden group only for a femoral-neck fracture."""
+    side = _side(hip)
+    if hip.garden_applies:
+        if hip.displaced:
+            return f"suspected displaced {side} femoral neck fracture (Garden III–IV)"
+        return f"suspected undisplaced {side} femoral neck fracture (Garden I–II)"
+    if hip.site == TROCHANTERIC:
+        return f"suspected {side} trochanteric fracture"
+    return f"suspected {side} hip fracture, site uncertain"
+
+
 def summary_and_indicator(findings: StudyFindings) -> tuple[str, Indicator]:
-    """The card's one line and its severity."""
+    """The card's one line (< 140 characters) and its indicator (CDS Hooks 2.0 § Card Attributes).
+
+    The indicator follows the most severe hip's :func:`tier`; a low suspicion is ``info`` and worded as
+    a suspicion with its probability, never as a finding.
+    """
     prefix = "UNTRAINED model: " if findings.untrained else "AI: "
-    fractured = sorted(findings.fractured_hips, key=lambda h: h.fracture_probability, reverse=True)
-    if not fractured:
-        top = max(findings.hips, key=lambda h: h.fracture_probability)
-        return f"{prefix}no hip fracture suspected (highest {_pct(top.fracture_probability)})", "info"
-    hip = fractured[0]
-    if hip.displaced:
-        text = (
-            f"possible displaced {_side(hip)} femoral neck fracture (Garden III–IV), {_pct(hip.fracture_probability)}"
-        )
-        indicator: Indicator = "critical"
+    ranked = _ranked(findings)
+    top_tier, hip = ranked[0]
+    if top_tier == "none":
+        highest = max(h.fracture_probability for h in findings.hips)
+        return f"{prefix}no hip fracture suspected (highest {_p(highest)})", "info"
+    if top_tier == "low-suspicion":
+        text = f"low suspicion of a {_side(hip)} hip fracture ({_p(hip.fracture_probability)}) — review the image"
+        indicator: Indicator = "info"
     else:
-        probability = _pct(hip.fracture_probability)
-        text = f"possible {_side(hip)} hip fracture, undisplaced if femoral neck (Garden I–II), {probability}"
-        indicator = "warning"
-    if len(fractured) > 1:
-        text += "; also other side"
+        text = f"{_suspected(hip)}, {_p(hip.fracture_probability)}"
+        indicator = "critical" if top_tier == "critical" else "warning"
+    others = [t for t, _ in ranked[1:] if t != "none"]
+    if others:
+        low_only = top_tier != "low-suspicion" and set(others) == {"low-suspicion"}
+        text += "; other side: low suspicion" if low_only else "; also other side"
     summary = prefix + text
     return (summary if len(summary) < 140 else summary[:136] + "…"), indicator
 
 
+def card_shown(findings: StudyFindings, negative_card: bool = True, low_suspicion_cards: bool = True) -> bool:
+    """Whether the study gets a finding card at all.
+
+    ``negative_card`` (``HIPCAD_NEGATIVE_CARD``) shows the "no hip fracture suspected" card;
+    ``low_suspicion_cards`` (``HIPCAD_LOW_SUSPICION_CARDS``) the low-suspicion ``info`` card. With it
+    off, a study whose most severe hip is a low suspicion gets no card (not a "no fracture" card: the
+    hip is above the operating point).
+    """
+    top_tier = _ranked(findings)[0][0]
+    if top_tier == "none":
+        return negative_card
+    return low_suspicion_cards or top_tier != "low-suspicion"
+
+
+_CALLS: dict[Tier, str] = {
+    "critical": "suspected fracture",
+    "warning": "suspected fracture",
+    "low-suspicion": "low suspicion",
+    "none": "not suspected",
+}
+_SITES = {FEMORAL_NECK: "femoral neck", TROCHANTERIC: "trochanteric (no Garden stage)"}
+
+
+def _row(hip: HipFinding, hip_tier: Tier) -> str:
+    site = "–" if not hip.fractured else _SITES.get(hip.site, "uncertain (no Garden stage)")
+    garden = "–"
+    if hip.garden_applies:
+        stages = " / ".join(percent(p) for p in hip.garden_probabilities)
+        garden = f"{stages} (displaced {percent(hip.displaced_probability)})"
+    return f"| {_side(hip)} | {percent(hip.fracture_probability)} | {_CALLS[hip_tier]} | {site} | {garden} |"
+
+
+def _operating_points(model: ModelInfo) -> str:
+    validation = (
+        f" (validation sensitivity {percent(model.sensitivity)}, specificity {percent(model.specificity)})"
+        if model.sensitivity is not None and model.specificity is not None
+        else ""
+    )
+    text = f"\nOperating point: fracture suspected at p ≥ {100 * model.operating_threshold:.1f} %{validation}."
+    high = high_specificity_point(model)
+    if high is None:
+        return text + (
+            " This model stores no high-specificity operating point, so a hip above the operating point is "
+            "shown as a `warning`, never `critical`."
+        )
+    return text + (
+        f" A `warning` or `critical` card only at p ≥ {100 * high:.1f} % (the high-specificity operating point); "
+        "between the two, a low-suspicion `info` card."
+    )
+
+
 def detail_markdown(findings: StudyFindings) -> str:
-    """Per-hip figures, the operating point, what the heat map means, and the disclaimer."""
-    lines = ["| Hip | Fracture | Garden I / II / III / IV | Displaced (III–IV) |", "|---|---|---|---|"]
-    for hip in findings.hips:
-        garden = " / ".join(_pct(p) for p in hip.garden_probabilities) if hip.fractured else "–"
-        displaced = _pct(hip.displaced_probability) if hip.fractured else "–"
-        lines.append(f"| {_side(hip)} | {_pct(hip.fracture_probability)} | {garden} | {displaced} |")
-    model = findings.fracture_model
-    if model.sensitivity is not None and model.specificity is not None:
+    """Per-hip figures, the operating points, what the heat map means, and the disclaimer.
+
+    Garden percentages appear only for a femoral-neck fracture (:attr:`HipFinding.garden_applies`),
+    labelled as conditional on one; a fracture whose site is uncertain is said to be so, with no stage.
+    """
+    lines = [
+        "| Hip | Fracture probability | AI | Site | Garden I / II / III / IV, if a femoral-neck fracture |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [_row(hip, tier(hip, findings)) for hip in findings.hips]
+    fractured = findings.fractured_hips
+    if any(hip.site not in _SITES for hip in fractured):
         lines.append(
-            f"\nOperating point: fracture called at ≥ {_pct(model.operating_threshold)} "
-            f"(validation sensitivity {_pct(model.sensitivity)}, specificity {_pct(model.specificity)})."
+            "\nThe fracture site (femoral neck or trochanteric) is uncertain: no Garden stage is given. "
+            "Garden staging applies to femoral-neck fractures only."
+        )
+    if any(hip.garden_applies for hip in fractured):
+        lines.append("\nGarden percentages are conditional: they hold if the fracture is a femoral-neck fracture.")
+    lines.append(_operating_points(findings.fracture_model))
+    if not (calibrated(findings.fracture_model) and calibrated(findings.garden_model)):
+        lines.append(
+            "\nThe models' probabilities are not calibrated (untrained, or no calibration stored with them): "
+            "this card is never `critical`."
         )
     lines.append(
         "\nThe heat map shows where the model looked (class activation map); it marks a rough area, "
-        "not the fracture line. Garden staging applies to femoral-neck fractures only."
+        "not the fracture line."
     )
     if any(hip.laterality is None for hip in findings.hips):
         lines.append("\n**Laterality could not be read from the image header: sides are not named.**")
@@ -84,11 +232,18 @@ def detail_markdown(findings: StudyFindings) -> str:
     return "\n".join(lines)
 
 
-#: Appended to the detail when the result was also stored beside the images (HIPCAD_STORE_RESULTS).
+#: Appended to the detail when the result was STOWed to a PACS beside the images (HIPCAD_STORE_RESULTS):
+#: see :func:`stored_in_pacs`.
 IN_PACS = (
     "\n\nThe result is also in the PACS beside the images: a DICOM structured report and the heat map as "
     "an image (unverified until a radiologist reviews it)."
 )
+
+
+def stored_in_pacs(urls: Sequence[str]) -> bool:
+    """Whether the results went to a PACS: a WADO-RS URL over HTTP(S) among ``urls``
+    (:attr:`cds_service.domain.Analysis.stored_in_pacs`). A local folder store's ``file:`` URLs are no PACS."""
+    return any(urlsplit(url).scheme.lower() in ("http", "https") for url in urls)
 
 
 def finding_card(
@@ -98,13 +253,17 @@ def finding_card(
     viewer_url: str | None = None,
     selection_behavior: SelectionBehavior = "at-most-one",
     in_pacs: bool = False,
+    provenance: dict[str, Any] | None = None,
 ) -> Card:
     """The card for an analysed study, with the create-DiagnosticReport suggestion.
+
+    ``provenance`` (:func:`cds_service.fhir.provenance.provenance_json` of ``report``) is created by
+    the same suggestion, after the report it targets.
 
     ``selection_behavior`` is the card's ``selectionBehavior`` (``settings.selection_behavior``:
     "at-most-one", or "any" for EHRs that want it). ``report`` is embedded once, as the create
     action's resource; it carries the chart-sized heat map, the full resolution is behind
-    ``viewer_url``.
+    ``viewer_url``. ``in_pacs``: the results were STOWed to a PACS (:func:`stored_in_pacs`), not a folder.
     """
     if selection_behavior not in ("at-most-one", "any"):
         raise ValueError(f"selectionBehavior {selection_behavior!r} is not 'at-most-one' or 'any'")
@@ -124,7 +283,18 @@ def finding_card(
                         type="create",
                         description="Create a preliminary DiagnosticReport (AI) with the heat map",
                         resource=report,
-                    )
+                    ),
+                    *(
+                        [
+                            Action(
+                                type="create",
+                                description="Record the AI as the report's author (Provenance)",
+                                resource=provenance,
+                            )
+                        ]
+                        if provenance
+                        else []
+                    ),
                 ],
             )
         ],
@@ -141,12 +311,32 @@ def problem_card(summary: str, detail: str, base_url: str) -> Card:
 
 UNAVAILABLE_SUMMARY = "AI hip fracture analysis unavailable for the latest hip radiograph"
 
+#: The failure card's short reason codes (:attr:`cds_service.errors.CdsServiceError.reason_code`) and what
+#: each means to a clinician. The full reason (hosts, ports, exception text) goes to the log only.
+UNAVAILABLE_REASONS = {
+    "models-unavailable": "the AI models could not be reached",
+    "images-unavailable": "the radiograph could not be retrieved from the image archive",
+    "image-not-analysable": "the image is not one the AI can read (for example not a grey-scale hip or pelvis "
+    "radiograph)",
+    "image-store-not-allowed": "the radiograph is in an image archive this service is not configured to use",
+    "internal-error": "an internal error stopped the analysis",
+}
 
-def unavailable_card(reason: str, base_url: str) -> Card:
-    """The one card for "no analysis this time", whatever failed (models, image store, a bug: reason
-    "internal error"). ``reason`` is shown to the clinician: it must not carry patient data."""
+
+def unavailable_card(reason_code: str, base_url: str) -> Card:
+    """The one card for "no analysis this time", whatever failed, with what the clinician can do.
+
+    ``reason_code`` is a key of :data:`UNAVAILABLE_REASONS` ("internal error" is read as
+    ``internal-error``); anything else is shown as ``internal-error``, so free text (a host, a port, an
+    exception message) never reaches the card.
+    """
+    code = reason_code.strip().lower().replace(" ", "-")
+    if code not in UNAVAILABLE_REASONS:
+        code = "internal-error"
     return problem_card(
         UNAVAILABLE_SUMMARY,
-        f"The study could not be analysed: {reason}. Please review the images directly.",
+        f"No AI result this time: {UNAVAILABLE_REASONS[code]}. Review the images yourself as usual; the order "
+        f"does not depend on the AI. The AI may answer when the order is reopened or signed. If this keeps "
+        f"happening, tell IT support the reason code `{code}` and the time.",
         base_url,
     )

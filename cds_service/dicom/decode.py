@@ -27,7 +27,12 @@ import numpy as np
 import pydicom
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+from cds_service.dicom import inflate
+from cds_service.dicom.codestream import check_codestream
 from cds_service.errors import UnusableImageError
+
+# Every dcmread in the process (DICOMweb and folder stores, the Storage SCP) inflates within bounds.
+inflate.install()
 
 #: Default largest image (rows × columns × frames) decoded; bigger ones are refused before any pixel
 #: buffer is allocated (``HIPCAD_MAX_IMAGE_PIXELS`` sets it for the service).
@@ -71,6 +76,8 @@ def read_dicom(source: str | Path | bytes | BinaryIO) -> pydicom.Dataset:
     try:
         stream = io.BytesIO(source) if isinstance(source, bytes) else source
         return pydicom.dcmread(stream, force=False)
+    except UnusableImageError:  # a deflated data set over the inflation bound
+        raise
     except Exception as exc:  # InvalidDicomError, EOFError, struct errors…: all mean "unreadable"
         raise UnusableImageError(f"not a readable DICOM file ({type(exc).__name__})") from exc
 
@@ -146,7 +153,9 @@ def decode_dataset(ds: pydicom.Dataset, max_pixels: int = MAX_PIXELS) -> Decoded
     """Decode a single-frame grey-scale DICOM image (any transfer syntax pydicom can read).
 
     Every bound (pixel count, bits allocated, frames, samples per pixel) is checked on the header,
-    before the pixel data is decoded: a hostile header cannot make the service allocate gigabytes.
+    and a compressed frame's own header (JPEG SOF, JPEG 2000 SIZ, RLE segments) against it
+    (:func:`cds_service.dicom.codestream.check_codestream`), before the pixel data is decoded: a
+    hostile header or codestream cannot make the service allocate gigabytes.
 
     Raises:
         UnusableImageError: not an image, colour, multi-frame, another body part, too small or too
@@ -188,6 +197,7 @@ def _decode(ds: pydicom.Dataset, max_pixels: int) -> DecodedImage:
     if body_part and body_part not in HIP_BODY_PARTS:
         raise UnusableImageError(f"Body Part Examined is {body_part[:16]}, not the hip or pelvis")
     rows, cols = _check_header(ds, max_pixels)
+    check_codestream(ds, rows, cols)
     try:
         stored = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for corrupt or unsupported pixel data

@@ -8,6 +8,17 @@ and ``file://`` addresses must resolve inside the local folder. Redirects are ne
 are blocking in the library, so they run in a worker thread with a deadline. Clients are kept per
 (allowed base, canonical address), at most ``max_clients``, least recently used out: the address
 is attacker-chosen, so an unbounded cache would be a thread and memory leak.
+
+The UIDs become path segments of the WADO-RS/QIDO-RS URLs (PS3.18 §10.4), so they are held to the
+UID grammar (PS3.5 §9.1: digits and dots, at most 64 characters) before any URL is built: a
+"UID" of ``..`` would walk out of the allow-listed base once urllib3 removes dot segments.
+
+A folder store serves only files inside its folder: ``DICOMfileClient`` indexes ``**/*`` and
+follows symbolic links, so entries whose file resolves outside the folder are dropped from the
+index and an instance's file is checked again just before it is read (the link may have changed
+since). Its index is built when the store is opened; an instance or study it does not hold (a
+miss) refreshes it, at most once per ``index_refresh_s`` per store, so files that arrive later are
+found without a restart, and a stream of unknown UIDs cannot make every request re-scan the folder.
 """
 
 from __future__ import annotations
@@ -15,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,13 +43,16 @@ from dicomweb_client import DICOMfileClient, DICOMwebClient
 from dicomweb_client.api import DICOMClient
 
 from cds_service.dicom.stow import store_results
-from cds_service.errors import StudyUnavailableError
+from cds_service.errors import StudyUnavailableError, UnusableImageError
 from cds_service.outbound import AllowedBase, DisallowedUrlError, UrlPolicy, parse
 
 log = logging.getLogger(__name__)
 
 #: Ask for the stored transfer syntax: DICOMfileClient never transcodes, and we decode locally.
 STORED = (("application/dicom", "*"),)
+#: A UID (PS3.5 §9.1): dot-separated numeric components. Leading zeros are tolerated (seen in the
+#: wild); what matters here is that no component is empty or a dot segment.
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 
 class RedirectRefusedError(requests.HTTPError):
@@ -101,6 +117,8 @@ class _Store:
     #: Folder stores only: DICOMfileClient's SQLite index is bound to the thread that made it.
     executor: ThreadPoolExecutor | None = None
     session: requests.Session | None = None
+    #: Folder stores only: ``time.monotonic()`` of the last refresh of the index after a miss.
+    refreshed_at: float | None = None
 
     def release(self) -> None:
         # Work already queued still runs (wait=False); the thread then exits.
@@ -118,7 +136,48 @@ def _client(store: _Store, location: AllowedBase) -> DICOMClient:
     if store.client is None:
         # DICOMfileClient reads the URL's path without unquoting it: hand it the plain path.
         store.client = DICOMfileClient(url=f"file://{location.folder}", update_db=True, in_memory=True)
+        _drop_links_out(store.client, location)
     return store.client
+
+
+def _uid(value: str | None) -> str | None:
+    """``value`` if it is a DICOM UID (PS3.5 §9.1) or empty; raises StudyUnavailableError otherwise."""
+    if value and (len(value) > 64 or not _UID.fullmatch(value)):
+        raise StudyUnavailableError("the study reference holds something other than a DICOM UID")
+    return value
+
+
+# DICOMfileClient keeps its index in ``_db_manager`` and offers no public way to read an instance's
+# file path or to re-index: the three helpers below are the only places that reach into it.
+def _drop_links_out(client: DICOMfileClient, location: AllowedBase) -> None:
+    """Remove from the index every file that resolves outside the store's folder (a symlink out)."""
+    manager = client._db_manager
+    outside = [
+        path.relative_to(manager.base_dir) for path in manager._get_indexed_file_paths() if not _inside(path, location)
+    ]
+    if outside:  # the library's clean-up matches the relative paths it stored
+        manager._cleanup_db(outside)
+        log.warning("folder store: %d file(s) behind links out of the folder are not served", len(outside))
+
+
+def _indexed_file(client: DICOMfileClient, study_uid: str, series_uid: str, sop_uid: str) -> Path | None:
+    """The indexed file of one instance, or None when the index does not hold it."""
+    try:
+        return Path(client._db_manager.get_instance_file_path(study_uid, series_uid, sop_uid))
+    except OSError:
+        return None
+
+
+def _reindex(client: DICOMfileClient, location: AllowedBase) -> None:
+    """Index files added since (and forget removed ones), then drop links out of the folder."""
+    client._db_manager._update_db()
+    _drop_links_out(client, location)
+
+
+def _inside(path: Path, location: AllowedBase) -> bool:
+    """True when ``path``, symlinks resolved, lies in the folder store's folder."""
+    folder = location.folder
+    return folder is not None and path.resolve().is_relative_to(folder)
 
 
 def _file_bases_folder(allowed_bases: Sequence[str]) -> Path | None:
@@ -131,6 +190,26 @@ def _file_bases_folder(allowed_bases: Sequence[str]) -> Path | None:
     return Path(os.path.commonpath(folders)) if folders else None
 
 
+def _find(
+    client: DICOMClient, location: AllowedBase, study_uid: str, series_uid: str | None, sop_uid: str | None
+) -> tuple[str, str] | None:
+    """The (series, instance) UIDs to retrieve: the given ones, or the study's first; None on a miss.
+
+    A PACS answers a miss itself (HTTP 404); a folder store's index is asked here, so that a miss
+    can refresh it.
+    """
+    if series_uid and sop_uid:
+        if location.scheme == "file" and _indexed_file(client, study_uid, series_uid, sop_uid) is None:
+            return None
+        return series_uid, sop_uid
+    found = client.search_for_instances(study_instance_uid=study_uid)
+    if not found:
+        return None
+    first = pydicom.Dataset.from_json(found[0])
+    # The search answer chooses these UIDs: they are held to the grammar like the request's.
+    return _uid(str(first.SeriesInstanceUID)) or "", _uid(str(first.SOPInstanceUID)) or ""
+
+
 class DicomRetriever:
     """Retrieves instances from allow-listed DICOMweb bases and the local folder store."""
 
@@ -141,9 +220,11 @@ class DicomRetriever:
         credentials: Mapping[str, DicomwebCredentials] | None = None,
         local_folder: Path | None = None,
         max_clients: int = 16,
+        index_refresh_s: float = 10.0,
     ) -> None:
         if max_clients < 1:
             raise ValueError("max_clients must be at least 1")
+        self.index_refresh_s = index_refresh_s
         self.policy = UrlPolicy(allowed_bases, local_folder or _file_bases_folder(allowed_bases))
         self.allowed_bases = [base.url for base in self.policy.bases]
         self.timeout_s = timeout_s
@@ -205,23 +286,41 @@ class DicomRetriever:
             self._stores.popitem(last=False)[1].release()
         return store
 
-    @staticmethod
     def _retrieve(
-        store: _Store, location: AllowedBase, study_uid: str, series_uid: str | None, sop_uid: str | None
+        self, store: _Store, location: AllowedBase, study_uid: str, series_uid: str | None, sop_uid: str | None
     ) -> pydicom.Dataset:
         client = _client(store, location)
-        if not (series_uid and sop_uid):
-            found = client.search_for_instances(study_instance_uid=study_uid)
-            if not found:
-                raise StudyUnavailableError("the study has no instances in the image store")
-            first = pydicom.Dataset.from_json(found[0])
-            series_uid, sop_uid = str(first.SeriesInstanceUID), str(first.SOPInstanceUID)
+        found = _find(client, location, study_uid, series_uid, sop_uid)
+        if found is None and self._refresh(store, location):
+            found = _find(client, location, study_uid, series_uid, sop_uid)
+        if found is None:
+            raise StudyUnavailableError("the study has no instances in the image store")
+        series_uid, sop_uid = found
+        if location.scheme == "file":
+            path = _indexed_file(client, study_uid, series_uid, sop_uid)
+            if path is None or not _inside(path, location):  # checked again: the link may have changed
+                raise StudyUnavailableError("the instance's file is a link out of the folder store (refused)")
         return client.retrieve_instance(study_uid, series_uid, sop_uid, media_types=STORED)
+
+    def _refresh(self, store: _Store, location: AllowedBase) -> bool:
+        """Re-index a folder store after a miss, unless it was done less than ``index_refresh_s`` ago."""
+        now = time.monotonic()
+        if location.scheme != "file" or store.client is None:
+            return False
+        if store.refreshed_at is not None and now - store.refreshed_at < self.index_refresh_s:
+            return False
+        store.refreshed_at = now
+        _reindex(store.client, location)
+        return True
 
     async def retrieve_instance(
         self, address: str, study_uid: str, series_uid: str | None, sop_uid: str | None
     ) -> pydicom.Dataset:
         """Fetch one instance (the first of the study when UIDs are missing) in its stored syntax."""
+        for uid in (study_uid, series_uid, sop_uid):
+            _uid(uid)
+        if not study_uid:
+            raise StudyUnavailableError("the study reference has no Study Instance UID")
 
         def call(store: _Store, location: AllowedBase) -> pydicom.Dataset:
             return self._retrieve(store, location, study_uid, series_uid, sop_uid)
@@ -252,7 +351,7 @@ class DicomRetriever:
                 # A folder store's own thread; DICOMweb calls go to the loop's default pool (None).
                 pending = asyncio.get_running_loop().run_in_executor(store.executor, call, store, location)
             return await asyncio.wait_for(pending, self.timeout_s)
-        except StudyUnavailableError:
+        except (StudyUnavailableError, UnusableImageError):  # e.g. a deflated data set over its bound
             raise
         except TimeoutError as exc:
             raise StudyUnavailableError(f"the image store did not answer within {self.timeout_s:.0f} s") from exc

@@ -1,37 +1,56 @@
-"""The AI result as a DICOM Comprehensive 3D SR: TID 1500 Measurement Report (highdicom).
+"""The AI result as a DICOM Comprehensive 3D SR: TID 1500 Measurement Report (highdicom), PS3.16.
 
-One SR per analysed instance, in the source study, in a series of its own. Per hip one TID 1501
-measurement group: finding type (hip fracture; neck-of-femur fracture when the Garden stage is
-reported), finding site (hip joint, with laterality), the model's call (presence of property:
-present/absent), for a fractured hip the Garden stage and whether it is displaced, and the
-probabilities as measurements in percent, each referencing the source image. The models are
-identified three times, as IHE AI Results (AIR) asks: TID 4019 Algorithm Identification (name,
-version, parameters with the operating threshold) in the groups, the TID 1004 device observer
-(a Device Observer UID derived from the model labels, so it changes with a model version), and one
-Contributing Equipment item per model. The report is UNVERIFIED and PRELIMINARY, and COMPLETE.
+One SR per analysed instance, in the source study, in a series of its own:
+
+* **Procedure Reported** per laterality: bilateral when both hips were analysed, right or left
+  when one hip of known side was (:func:`cds_service.dicom.codes.procedure_reported`).
+* **Image Library** (TID 1600) with the analysed image: its modality, orientation and laterality.
+* Per hip one **TID 1501 measurement group**, tracked as "Right hip" / "Left hip": the Finding is a
+  finding of no fracture for a hip the model does not call fractured, else the fracture at its site
+  (femoral neck, trochanteric, or hip fracture when the site is uncertain); finding site hip joint
+  with laterality; the fracture probability in percent; and only for a femoral-neck fracture
+  (:attr:`~cds_service.domain.HipFinding.garden_applies`) the Garden stage, whether it is displaced
+  and the stage probabilities, named as conditional on a femoral-neck fracture.
+* Every container is ``SEPARATE`` (PS3.3 C.17.3.2.1), so a generic SR viewer (dcmtk's ``dsr2html``)
+  shows each value with its name instead of running the values together.
+
+The models are identified three times, as IHE AI Results (AIR) asks: TID 4019 Algorithm
+Identification in the groups, the TID 1004 device observer (a Device Observer UID derived from the
+model labels) and one Contributing Equipment item per model, with its contribution date/time and
+description (the source's own items are not copied: they describe how the source was made, and the
+Enhanced General Equipment of the source stays in the source). The report is UNVERIFIED,
+PRELIMINARY and COMPLETE. Series and SOP Instance UIDs are derived from the content
+(:func:`content_key`) and the model versions (:mod:`cds_service.dicom.uids`).
 
 Codes come from :mod:`cds_service.dicom.codes` only.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from datetime import datetime
 
 import highdicom as hd
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import generate_uid
+from pydicom.sr.coding import Code
 
 from cds_service.dicom import codes
-from cds_service.findings import GARDEN_STAGES, HipFinding, StudyFindings
-from cds_service.inference.client import ModelInfo
+from cds_service.dicom.uids import derived_uid, result_instance_uid, result_series_uid
+from cds_service.domain import GARDEN_STAGES, HipFinding, ModelInfo, StudyFindings
 
 MANUFACTURER = "hipcad"
 DEVICE_NAME = "hipcad hip-fracture AI"
 SR_SERIES_NUMBER = 901
 #: Training data value that marks models as trained on this repository's synthetic phantoms.
 SYNTHETIC = "synthetic-phantoms"
+#: Contribution Description (0018,A003) of each model's Contributing Equipment item.
+CONTRIBUTION = {
+    "fracture": "AI detection of hip fractures on this radiograph (per-hip probability and call)",
+    "garden": "AI Garden staging of femoral-neck fractures on this radiograph",
+}
 
 
 def model_labels(findings: StudyFindings) -> str:
@@ -39,9 +58,9 @@ def model_labels(findings: StudyFindings) -> str:
     return f"{findings.fracture_model.label}+{findings.garden_model.label}"
 
 
-def device_uid(labels: str) -> str:
+def device_uid(labels: str, root: str = "") -> str:
     """Deterministic Device (Observer) UID of a model or model set: a new version gives a new UID."""
-    return generate_uid(entropy_srcs=["hipcad-device", labels])
+    return derived_uid(root, "hipcad-device", labels)
 
 
 def not_for_clinical_use(findings: StudyFindings) -> bool:
@@ -56,25 +75,48 @@ def series_description(findings: StudyFindings, kind: str) -> str:
     return f"AI hip fracture {kind} (hipcad)"
 
 
-def algorithm_identification(model: ModelInfo) -> hd.sr.AlgorithmIdentification:
-    """TID 4019: name, version and the parameters that decide the output (operating threshold first)."""
-    parameters = [
-        f"operating_threshold={model.operating_threshold:g}",
-        f"architecture={model.architecture}",
-        f"input_size={model.input_size}",
-        f"training_data={model.training_data}",
-    ]
-    if model.disclaimer:
-        parameters.append(f"disclaimer={model.disclaimer}")
+def percent(probability: float) -> float:
+    """A probability as the percentage the SR stores (two decimals)."""
+    return round(100.0 * float(probability), 2)
+
+
+def content_key(findings: StudyFindings) -> str:
+    """What the SR says, as canonical JSON: the models and, per hip, every coded value.
+
+    Two analyses with the same key write the same SR; anything the SR would show differently
+    (a probability at its stored precision, the call, the site, the Garden values) changes the key.
+    """
+    hips = []
+    for hip in findings.hips:
+        values: list[object] = [hip.laterality, hip.fractured, hip.site, percent(hip.fracture_probability)]
+        if hip.garden_applies:
+            values += [percent(p) for p in hip.garden_probabilities]
+        hips.append(values)
+    return json.dumps([model_labels(findings), hips], separators=(",", ":"))
+
+
+def algorithm_identification(model: ModelInfo, *, parameters: bool = True) -> hd.sr.AlgorithmIdentification:
+    """TID 4019: name, version and (``parameters``) what decides the output, operating threshold first."""
+    values = None
+    if parameters:
+        values = [
+            f"operating_threshold={model.operating_threshold:g}",
+            f"architecture={model.architecture}",
+            f"input_size={model.input_size}",
+            f"training_data={model.training_data}",
+        ]
+        if model.disclaimer:
+            values.append(f"disclaimer={model.disclaimer}")
     return hd.sr.AlgorithmIdentification(
-        name=model.name, version=model.version, parameters=parameters, manufacturer=MANUFACTURER
+        name=model.name, version=model.version, parameters=values, manufacturer=MANUFACTURER
     )
 
 
-def contributing_equipment(findings: StudyFindings) -> list[Dataset]:
-    """Contributing Equipment Sequence items, one per model, as IHE AIR Rev. 1.1 Section 6.5.3.1 asks."""
+def contributing_equipment(findings: StudyFindings, created: datetime, root: str = "") -> list[Dataset]:
+    """Contributing Equipment Sequence items, one per model (IHE AIR Rev. 1.1 Section 6.5.3.1;
+    PS3.3 C.7.5.1 General Equipment: Contribution Date Time and Description)."""
     items = []
-    for model in (findings.fracture_model, findings.garden_model):
+    for key, model in (("fracture", findings.fracture_model), ("garden", findings.garden_model)):
         item = Dataset()
         purpose = Dataset()
         purpose.CodeValue = codes.PROCESSING_ALGORITHM.value
@@ -84,57 +126,57 @@ def contributing_equipment(findings: StudyFindings) -> list[Dataset]:
         item.Manufacturer = MANUFACTURER
         item.ManufacturerModelName = model.name[:64]
         item.SoftwareVersions = model.version[:64]
-        item.DeviceUID = device_uid(model.label)
+        item.DeviceUID = device_uid(model.label, root)
+        item.ContributionDateTime = created.strftime("%Y%m%d%H%M%S%z")
+        item.ContributionDescription = CONTRIBUTION[key]
         items.append(item)
     return items
 
 
-def add_result_context(dataset: Dataset, findings: StudyFindings, schemes: set[str]) -> None:
-    """Contributing Equipment (AIR) and the declaration of the private coding schemes used."""
-    existing = list(dataset.get("ContributingEquipmentSequence", []))
-    dataset.ContributingEquipmentSequence = DicomSequence(existing + contributing_equipment(findings))
+def add_result_context(
+    dataset: Dataset, findings: StudyFindings, schemes: set[str], created: datetime, root: str = ""
+) -> None:
+    """Series Date/Time, Contributing Equipment (AIR; only the models) and the private coding schemes used."""
+    dataset.SeriesDate = created.strftime("%Y%m%d")
+    dataset.SeriesTime = created.strftime("%H%M%S")
+    dataset.ContributingEquipmentSequence = DicomSequence(contributing_equipment(findings, created, root))
     declared = codes.coding_scheme_identification(schemes | {codes.IHE_SCHEME})
     if declared:
         dataset.CodingSchemeIdentificationSequence = DicomSequence(declared)
 
 
-def _percent(name: pydicom.sr.coding.Code, probability: float, model: ModelInfo, source: Dataset) -> hd.sr.Measurement:
-    return hd.sr.Measurement(
-        name=name,
-        value=round(100.0 * float(probability), 2),
-        unit=codes.PERCENT,
-        algorithm_id=algorithm_identification(model),
-        referenced_images=[
-            hd.sr.SourceImageForMeasurement(
-                referenced_sop_class_uid=source.SOPClassUID, referenced_sop_instance_uid=source.SOPInstanceUID
-            )
-        ],
-    )
+def _percent(name: Code, probability: float, algorithm: hd.sr.AlgorithmIdentification | None) -> hd.sr.Measurement:
+    return hd.sr.Measurement(name=name, value=percent(probability), unit=codes.PERCENT, algorithm_id=algorithm)
+
+
+def hip_label(hip: HipFinding) -> str:
+    """The Tracking Identifier a viewer shows as the group's label: "Right hip", "Left hip"."""
+    return "Hip (side unknown)" if hip.laterality not in ("R", "L") else f"{hip.side.capitalize()} hip"
 
 
 def _hip_group(
     hip: HipFinding, findings: StudyFindings, source: Dataset, group_uid: str
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    laterality = codes.LATERALITY.get(hip.laterality or "")
-    evaluations = [hd.sr.QualitativeEvaluation(codes.PRESENCE, codes.PRESENT if hip.fractured else codes.ABSENT)]
-    measurements = [_percent(codes.FRACTURE_PROBABILITY, hip.fracture_probability, findings.fracture_model, source)]
-    if hip.fractured:
-        evaluations += [
+    measurements = [_percent(codes.FRACTURE_PROBABILITY, hip.fracture_probability, None)]
+    evaluations = None
+    if hip.garden_applies:
+        garden = algorithm_identification(findings.garden_model, parameters=False)
+        evaluations = [
             hd.sr.QualitativeEvaluation(codes.GARDEN_STAGE, codes.garden_stage(hip.garden_stage)),
             hd.sr.QualitativeEvaluation(codes.DISPLACED, codes.YES if hip.displaced else codes.NO),
         ]
-        measurements.append(
-            _percent(codes.DISPLACED_PROBABILITY, hip.displaced_probability, findings.garden_model, source)
-        )
+        measurements.append(_percent(codes.DISPLACED_PROBABILITY, hip.displaced_probability, garden))
         measurements += [
-            _percent(codes.garden_probability(stage), p, findings.garden_model, source)
+            _percent(codes.garden_probability(stage), p, garden)
             for stage, p in zip(GARDEN_STAGES, hip.garden_probabilities, strict=True)
         ]
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=group_uid, identifier=f"{hip.side} hip"),
-        finding_type=codes.NECK_OF_FEMUR_FRACTURE if hip.fractured else codes.HIP_FRACTURE,
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=group_uid, identifier=hip_label(hip)),
+        finding_type=codes.finding(hip.fractured, hip.site),
         algorithm_id=algorithm_identification(findings.fracture_model),
-        finding_sites=[hd.sr.FindingSite(anatomic_location=codes.HIP_JOINT, laterality=laterality)],
+        finding_sites=[
+            hd.sr.FindingSite(anatomic_location=codes.HIP_JOINT, laterality=codes.LATERALITY.get(hip.laterality or ""))
+        ],
         measurements=measurements,
         qualitative_evaluations=evaluations,
         source_images=[
@@ -149,21 +191,28 @@ def build_measurement_report(
     source: pydicom.Dataset,
     findings: StudyFindings,
     *,
+    uid_root: str = "",
     series_instance_uid: str | None = None,
-    instance_number: int = 1,
     sop_instance_uid: str | None = None,
+    created: datetime | None = None,
 ) -> hd.sr.Comprehensive3DSR:
     """The TID 1500 Measurement Report of ``findings`` on the analysed instance ``source``.
 
-    Same study and patient as ``source``; a new series (``series_instance_uid``, fresh when not
-    given) and a new SOP Instance UID per call unless ``sop_instance_uid`` is given (pass the
-    deterministic UIDs of :mod:`cds_service.dicom.stow` to make a re-analysis idempotent).
+    Same study and patient as ``source``, a series of its own. Unless given, the Series and SOP
+    Instance UIDs are derived under ``uid_root`` from the study, the models, the instance and
+    :func:`content_key`, so the same result always has the same UIDs. ``created`` (default now, local
+    time with its UTC offset) is the Series Date/Time and the models' Contribution DateTime.
     """
+    created = created or datetime.now().astimezone()
     labels = model_labels(findings)
+    key = content_key(findings)
+    series_instance_uid = series_instance_uid or result_series_uid(
+        str(source.StudyInstanceUID), labels, str(source.SOPInstanceUID), "sr", content=key, root=uid_root
+    )
     observer = hd.sr.ObserverContext(
         observer_type=codes.DEVICE,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=device_uid(labels), name=DEVICE_NAME, manufacturer_name=MANUFACTURER, model_name=labels[:64]
+            uid=device_uid(labels, uid_root), name=DEVICE_NAME, manufacturer_name=MANUFACTURER, model_name=labels[:64]
         ),
     )
     groups = [
@@ -171,33 +220,64 @@ def build_measurement_report(
             hip,
             findings,
             source,
-            generate_uid(entropy_srcs=["hipcad-hip", source.SOPInstanceUID, labels, hip.laterality or str(index)]),
+            derived_uid(uid_root, "hipcad-hip", str(source.SOPInstanceUID), key, hip.laterality or str(index)),
         )
         for index, hip in enumerate(findings.hips)
     ]
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
-        procedure_reported=codes.PROCEDURE_REPORTED,
+        procedure_reported=codes.procedure_reported([hip.laterality for hip in findings.hips]),
         imaging_measurements=groups,
         title=codes.REPORT_TITLE,
+        referenced_images=[source],
     )
+    _add_image_laterality(report, source)
+    _separate(report)
     sr = hd.sr.Comprehensive3DSR(
         evidence=[source],
         content=report,
-        series_instance_uid=series_instance_uid or hd.UID(),
+        series_instance_uid=series_instance_uid,
         series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=sop_instance_uid or hd.UID(),
-        instance_number=instance_number,
+        sop_instance_uid=sop_instance_uid or result_instance_uid(series_instance_uid, "sr"),
+        instance_number=1,
         manufacturer=MANUFACTURER,
         is_complete=True,
         is_final=False,
         is_verified=False,
     )
+    sr.ContentDate, sr.ContentTime = created.strftime("%Y%m%d"), created.strftime("%H%M%S")
     sr.SeriesDescription = series_description(findings, "SR")
     sr.ManufacturerModelName = DEVICE_NAME
     sr.SoftwareVersions = [m.label[:64] for m in (findings.fracture_model, findings.garden_model)]
-    add_result_context(sr, findings, _schemes(report))
+    add_result_context(sr, findings, _schemes(report), created, uid_root)
     return sr
+
+
+def _add_image_laterality(report: hd.sr.MeasurementReport, source: Dataset) -> None:
+    """TID 1602 row "Image Laterality" in the source's Image Library Entry, from (0020,0062)."""
+    laterality = codes.IMAGE_LATERALITIES.get(str(source.get("ImageLaterality", "")))
+    if laterality is None:
+        return
+    for library in report[0].ContentSequence:
+        if library.ConceptNameCodeSequence[0].CodeValue != "111028":  # Image Library
+            continue
+        for group in library.ContentSequence:
+            for entry in (item for item in group.ContentSequence if item.ValueType == "IMAGE"):
+                entry.ContentSequence.append(
+                    hd.sr.CodeContentItem(
+                        name=codes.IMAGE_LATERALITY,
+                        value=laterality,
+                        relationship_type=hd.sr.RelationshipTypeValues.HAS_ACQ_CONTEXT,
+                    )
+                )
+
+
+def _separate(content: Sequence[Dataset]) -> None:
+    """Every CONTAINER ``SEPARATE``: its items are separate statements, each shown with its name."""
+    for item in content:
+        if item.ValueType == "CONTAINER":
+            item.ContinuityOfContent = "SEPARATE"
+        _separate(item.get("ContentSequence", []))
 
 
 def _schemes(content: Sequence[Dataset] | Dataset) -> set[str]:

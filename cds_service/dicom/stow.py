@@ -1,9 +1,11 @@
 """Store the DICOM results (SR, SC) into the source study with STOW-RS (PS3.18), via dicomweb-client.
 
-Result UIDs are deterministic in (study, model versions, analysed instance): a re-analysis with
-the same models writes the same Series and SOP Instance UIDs, and an archive keeps one copy (Orthanc
-by default does not overwrite an instance it already has, ``OverwriteInstances: false``, and answers
-the STOW-RS request with success). A new model version gives new UIDs, so both results coexist.
+Result UIDs (:mod:`cds_service.dicom.uids`) are derived from (study, model versions, analysed
+instance, content): a re-analysis that says the same writes the same Series and SOP Instance UIDs,
+and an archive keeps one copy (Orthanc by default does not overwrite an instance it already has,
+``OverwriteInstances: false``, and answers the STOW-RS request with success). A new model version,
+or a result that says something else, gets new UIDs, so it is stored beside the old one instead of
+being silently dropped.
 
 What was stored is recorded as WADO-RS instance URLs (PS3.18 Section 10.4.1,
 ``{base}/studies/{study}/series/{series}/instances/{instance}``): the base the objects went to and
@@ -20,28 +22,26 @@ from dataclasses import dataclass
 
 import pydicom
 from dicomweb_client.api import DICOMClient
-from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage
 
+from cds_service.dicom.uids import result_instance_uid, result_series_uid
 from cds_service.errors import StudyUnavailableError
+
+__all__ = [
+    "RESULT_KINDS",
+    "StoredInstance",
+    "instance_url",
+    "result_instance_uid",
+    "result_series_uid",
+    "store_results",
+    "stored_instance",
+]
 
 log = logging.getLogger(__name__)
 
 
 #: SOP Class UID and series Modality of each kind of result object.
 RESULT_KINDS = {"sr": (Comprehensive3DSRStorage, "SR"), "sc": (SecondaryCaptureImageStorage, "OT")}
-
-
-def result_series_uid(study_uid: str, model_labels: str, sop_instance_uid: str, kind: str = "sr") -> str:
-    """The Series Instance UID of the ``kind`` results of ``model_labels`` on one analysed instance.
-
-    The SR and the SC need a series each (a series has one modality: SR vs OT), hence ``kind``.
-    """
-    return generate_uid(entropy_srcs=["hipcad-result-series", study_uid, model_labels, sop_instance_uid, kind])
-
-
-def result_instance_uid(series_uid: str, kind: str) -> str:
-    """The SOP Instance UID of one result object (``kind``: ``"sr"``, ``"sc"``) in a result series."""
-    return generate_uid(entropy_srcs=["hipcad-result-instance", series_uid, kind])
 
 
 def instance_url(base_url: str, study_uid: str, series_uid: str, sop_instance_uid: str) -> str:
@@ -77,7 +77,7 @@ def stored_instance(url: str) -> StoredInstance | None:
     """The result object behind a WADO-RS URL :func:`store_results` returned, or None for anything else.
 
     The kind is recovered from the UIDs (:func:`result_instance_uid` derives the instance from the
-    series and the kind), so a URL of an object this service did not write is not mistaken for one.
+    series and the kind), so a URL of an object of another series is not mistaken for one.
     """
     match = _INSTANCE_URL.fullmatch(url)
     if match is None:

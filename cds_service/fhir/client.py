@@ -4,6 +4,15 @@ Only allow-listed bases are contacted: the hook request chooses ``fhirServer``, 
 would let any caller make the service fetch arbitrary URLs (SSRF). The check is the shared
 :class:`cds_service.outbound.UrlPolicy`; redirects are never followed (a 3xx could leave the
 allow-list). The token is never logged.
+
+Every request this client sends is checked again, under this client's own base: references
+(``Endpoint/<id>``, FHIR R4 §2.4 "Resource References", relative to the service base) and a
+Bundle's ``next`` link are resolved against ``fhirServer`` and must stay under it, so the
+``fhirAuthorization`` token (CDS Hooks 2.0 §"FHIR Resource Access") goes to that FHIR server only.
+Resolution never removes dot segments as RFC 3986 §5.2.4 would (``Endpoint/../../x`` would become
+``/x`` on the same host, outside the base): the policy refuses them. What is sent is the policy's
+canonical URL, the one that was checked. A refusal is a :class:`PrefetchUnavailableError` (HTTP 412),
+the answer every other outbound refusal gets.
 """
 
 from __future__ import annotations
@@ -12,29 +21,57 @@ import asyncio
 import functools
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from cds_service.errors import PrefetchUnavailableError
-from cds_service.outbound import UrlPolicy
+from cds_service.outbound import DisallowedUrlError, UrlPolicy
 
 
 class FhirClient:
     """Search and read on one FHIR server with one access token."""
 
     def __init__(self, base_url: str, access_token: str | None, timeout_s: float = 5.0) -> None:
-        self.base_url = base_url.rstrip("/")
+        try:
+            self._policy = UrlPolicy([base_url])
+        except ValueError as exc:  # the reason only: the URL may carry identifiers
+            reason = str(exc).removeprefix("allow-listed base #0: ")
+            raise PrefetchUnavailableError(f"the FHIR server's address is refused ({reason})") from None
+        self.base_url = self._policy.bases[0].url
         self._headers = {"Accept": "application/fhir+json"}
         if access_token:  # an open FHIR server (e.g. a public sandbox) needs none
             self._headers["Authorization"] = f"Bearer {access_token}"
         self.timeout_s = timeout_s
 
+    def resolve(self, reference: str) -> str:
+        """The canonical absolute URL of ``reference`` (absolute or relative to the base) if it lies under the base.
+
+        Raises :class:`DisallowedUrlError` (traversal, another host or base, a host the HTTP client
+        would read differently…). The message never contains the URL.
+        """
+        if urlsplit(reference).scheme:
+            url = reference
+        elif reference.startswith("//"):  # a network-path reference: another host, same scheme
+            url = f"{urlsplit(self.base_url).scheme}:{reference}"
+        elif reference.startswith("/"):  # an absolute-path reference: same origin, any path
+            parts = urlsplit(self.base_url)
+            url = f"{parts.scheme}://{parts.netloc}{reference}"
+        else:
+            url = f"{self.base_url}/{reference}"
+        _, location, query = self._policy.locate(url)
+        return f"{location.url}?{query}" if query else location.url
+
     async def get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
         """GET ``path`` relative to the base (search or read); raises PrefetchUnavailableError."""
-        return await self.get_url(f"{self.base_url}/{path}", params)
+        return await self.get_url(path, params)
 
     async def get_url(self, url: str, params: dict[str, str] | None = None) -> dict[str, Any]:
-        """GET an absolute URL on this server (e.g. a Bundle's ``next`` link), within ``timeout_s`` in all."""
+        """GET a URL under the base (e.g. a Bundle's ``next`` link), within ``timeout_s`` in all."""
+        try:
+            url = self.resolve(url)
+        except DisallowedUrlError as exc:
+            raise PrefetchUnavailableError(f"FHIR request refused by the outbound URL policy ({exc})") from None
         try:
             # httpx's timeout bounds each network read, not the request: a server trickling its
             # answer would hold the hook for as long as it likes. ``asyncio.timeout`` bounds the whole.
@@ -45,6 +82,8 @@ class FhirClient:
                 response = await client.get(url, params=params, headers=self._headers)
         except TimeoutError as exc:
             raise PrefetchUnavailableError(f"FHIR server unreachable (no answer within {self.timeout_s:g} s)") from exc
+        except httpx.InvalidURL:  # the policy checks with httpx's parser: a disagreement is still a refusal
+            raise PrefetchUnavailableError("FHIR request refused by the outbound URL policy (invalid URL)") from None
         except httpx.HTTPError as exc:
             raise PrefetchUnavailableError(f"FHIR server unreachable ({type(exc).__name__})") from exc
         if response.status_code != 200:

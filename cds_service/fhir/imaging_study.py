@@ -31,6 +31,7 @@ class StudyRef:
     endpoint_address: str
     started: str | None
     subject: str | None = None  # the Patient id the ImagingStudy's ``subject`` names
+    based_on: tuple[str, ...] = ()  # ImagingStudy.basedOn references: the orders that produced the images
 
 
 def _uid(value: str | None) -> str | None:
@@ -163,5 +164,8 @@ def select_study(
                 endpoint_address=address,
                 started=study.get("started"),
                 subject=subject_id(study),
+                based_on=tuple(
+                    ref["reference"] for ref in study.get("basedOn") or [] if isinstance(ref.get("reference"), str)
+                ),
             )
     return None

@@ -1,8 +1,9 @@
 """Coded-value validation for what we emit: ``fhir.resources`` checks structure, not value sets.
 
 Checks the required bindings of FHIR R4 on the elements we fill (status codes, Device name type,
-Attachment content type), that every Coding names a code system we know, and that contained
-references resolve. A failure is a bug in our builders: :class:`InvalidResourceError`.
+Narrative status, Provenance entity role, Attachment content types), that every Coding names a code
+system we know, that contained references resolve and that contained resources carry no security
+label (R4 dom-5). A failure is a bug in our builders: :class:`InvalidResourceError`.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ DEVICE_NAME_TYPES = {
     "model-name",
     "other",
 }
+NARRATIVE_STATUS = {"generated", "extensions", "additional", "empty"}
+PROVENANCE_ENTITY_ROLES = {"derivation", "revision", "quotation", "source", "removal"}
 KNOWN_SYSTEMS = {
     codes.LOINC,
     codes.SNOMED,
@@ -74,9 +77,14 @@ KNOWN_SYSTEMS = {
     codes.MEDIA_TYPE,
     codes.ENDPOINT_CONNECTION_TYPE,
     codes.URI,
+    codes.AI_DEVICE_TYPE_SYSTEM,
+    codes.PROVENANCE_PARTICIPANT_TYPE,
+    codes.V3_DATA_OPERATION,
     "http://unitsofmeasure.org",
 }
 IMAGE_TYPES = {"image/png", "image/jpeg"}
+#: What a ``presentedForm`` may be: a rendering for people (R4 DiagnosticReport.presentedForm).
+DOCUMENT_TYPES = {"text/html", "application/pdf", "text/plain"}
 
 
 def _codings(value: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -103,9 +111,20 @@ def problems(resource: dict[str, Any]) -> list[str]:
         for name in item.get("deviceName", []):
             if name.get("type") not in DEVICE_NAME_TYPES:
                 found.append(f"Device.deviceName.type {name.get('type')!r} is not a DeviceNameType")
-        for attachment in [*item.get("presentedForm", []), *([item["content"]] if "content" in item else [])]:
+        for attachment in [item["content"]] if "content" in item else []:
             if attachment.get("contentType") not in IMAGE_TYPES:
                 found.append(f"{kind} attachment contentType {attachment.get('contentType')!r} is not an image type")
+        for attachment in item.get("presentedForm", []):
+            if attachment.get("contentType") not in DOCUMENT_TYPES:
+                found.append(f"{kind}.presentedForm contentType {attachment.get('contentType')!r} is not a document")
+        if "text" in item and item["text"].get("status") not in NARRATIVE_STATUS:
+            found.append(f"{kind}.text.status {item['text'].get('status')!r} is not a NarrativeStatus")
+        for entity in item.get("entity", []) if kind == "Provenance" else []:
+            if entity.get("role") not in PROVENANCE_ENTITY_ROLES:
+                found.append(f"Provenance.entity.role {entity.get('role')!r} is not a ProvenanceEntityRole")
+    for item in resource.get("contained", []):
+        if (item.get("meta") or {}).get("security"):
+            found.append(f"contained {item.get('resourceType')} has a security label (dom-5)")
     for path, coding in _codings(resource, resource.get("resourceType", "")):
         if coding["system"] not in KNOWN_SYSTEMS:
             found.append(f"{path}: unknown code system {coding['system']!r}")

@@ -48,13 +48,18 @@ from tritonclient.utils import InferenceServerException
 from cds_service.domain import HipInference, ModelInfo
 from cds_service.errors import InferenceError
 from cds_service.metrics import TRITON_ERRORS, TRITON_LATENCY, TRITON_RETRIES
-from cds_service.training.config import FRACTURE_CLASSES, GARDEN_CLASSES
+from cds_service.training.calibration import PUBLISHED_SPECIFICITY
+from cds_service.training.config import FRACTURE_CLASSES, FRACTURE_SITE_CLASSES, GARDEN_CLASSES
 
 log = logging.getLogger(__name__)
 
 FRACTURE_MODEL = "fracture"
 GARDEN_MODEL = "garden"
-EXPECTED_CLASSES: dict[str, tuple[str, ...]] = {FRACTURE_MODEL: FRACTURE_CLASSES, GARDEN_MODEL: GARDEN_CLASSES}
+#: The class lists each model may serve: the fracture model with or without the fracture site.
+ACCEPTED_CLASSES: dict[str, tuple[tuple[str, ...], ...]] = {
+    FRACTURE_MODEL: (FRACTURE_CLASSES, FRACTURE_SITE_CLASSES),
+    GARDEN_MODEL: (GARDEN_CLASSES,),
+}
 ENSEMBLE_OUTPUTS = ("fracture_logits", "fracture_cam", "garden_logits", "garden_cam")
 RETRYABLE_CODES = frozenset({"UNAVAILABLE"})
 CONTRACT_MISMATCH = "CONTRACT_MISMATCH"  # TRITON_ERRORS code for a model that is not what the service expects
@@ -70,8 +75,29 @@ def _optional_float(value: str) -> float | None:
         return None
 
 
+def high_specificity_threshold(params: dict[str, str]) -> float | None:
+    """The model's high-specificity operating point from its config ``parameters``.
+
+    The stored ``high_specificity_threshold`` (:func:`cds_service.training.calibration.specificity_threshold`);
+    for a model exported before it was stored, the stored Youden point (``youden_threshold``) stands in
+    only when its validation specificity (``youden_specificity``) reaches Seed A's 96.9 %
+    (:data:`~cds_service.training.calibration.PUBLISHED_SPECIFICITY`), else there is none (None), and
+    the card raises no ``critical`` (:func:`cds_service.cdshooks.cards.tier`).
+    """
+    stored = _optional_float(params.get("high_specificity_threshold", ""))
+    if stored is not None:
+        return stored
+    youden_specificity = _optional_float(params.get("youden_specificity", ""))
+    if youden_specificity is not None and youden_specificity >= PUBLISHED_SPECIFICITY:
+        return _optional_float(params.get("youden_threshold", ""))
+    return None
+
+
 def model_info_from_config(config: dict, version: str) -> ModelInfo:
-    """Build :class:`ModelInfo` from a model config as JSON (``get_model_config(as_json=True)``)."""
+    """Build :class:`ModelInfo` from a model config as JSON (``get_model_config(as_json=True)``).
+
+    Both operating points are read: ``operating_threshold`` and :func:`high_specificity_threshold`.
+    """
     params = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
     dims = [int(d) for d in config["input"][0]["dims"]]
     return ModelInfo(
@@ -88,6 +114,7 @@ def model_info_from_config(config: dict, version: str) -> ModelInfo:
         temperature=_optional_float(params.get("temperature", "")) or 1.0,
         calibration_prevalence=_optional_float(params.get("calibration_prevalence", "")),
         prevalence=_optional_float(params.get("prevalence", "")),
+        high_specificity_threshold=high_specificity_threshold(params),
     )
 
 
@@ -123,12 +150,12 @@ def _versions(metadata: dict) -> str:
     return str(max(versions, key=int))
 
 
-def check_classifier(name: str, metadata: dict, config: dict, classes: tuple[str, ...]) -> ModelInfo:
+def check_classifier(name: str, metadata: dict, config: dict, accepted: tuple[tuple[str, ...], ...]) -> ModelInfo:
     """Check one classifier (``fracture`` / ``garden``) against the contract; its :class:`ModelInfo`.
 
     ``metadata`` and ``config`` are Triton's answers as JSON. Expected: input ``image`` UINT8
-    ``[B, 1, S, S]``; outputs ``logits`` FP32 ``[B, C]`` and ``cam`` FP32 ``[B, C, h, w]`` with C =
-    ``len(classes)``; the ``class_names`` parameter equal to ``classes``; ``input_size`` (if set) = S.
+    ``[B, 1, S, S]``; the ``class_names`` parameter one of ``accepted``; outputs ``logits`` FP32
+    ``[B, C]`` and ``cam`` FP32 ``[B, C, h, w]`` with C its number of classes; ``input_size`` (if set) = S.
     """
     if metadata.get("name") != name or config.get("name") != name:
         raise ContractMismatch(name, "name", name, metadata.get("name") or config.get("name"))
@@ -139,7 +166,11 @@ def check_classifier(name: str, metadata: dict, config: dict, classes: tuple[str
         raise ContractMismatch(name, "image shape", "[-1, 1, S, S] (batch, 1 channel, square S > 0)", shape)
     size = shape[2]
     outputs = _tensors(name, metadata, "outputs", ("cam", "logits"))
-    count = len(classes)
+    info = model_info_from_config(config, version=_versions(metadata))
+    if info.class_names not in accepted:
+        expected = " or ".join(",".join(classes) for classes in accepted)
+        raise ContractMismatch(name, "class_names", expected, ",".join(info.class_names) or "(none)")
+    count = len(info.class_names)
     for tensor in outputs.values():
         _check_dtype(name, tensor, "FP32")
     if _shape(outputs["logits"]) != [-1, count]:
@@ -147,9 +178,6 @@ def check_classifier(name: str, metadata: dict, config: dict, classes: tuple[str
     cam = _shape(outputs["cam"])
     if len(cam) != 4 or cam[:2] != [-1, count] or min(cam[2:]) <= 0:
         raise ContractMismatch(name, "cam shape", f"[-1, {count}, h, w] (h, w > 0)", cam)
-    info = model_info_from_config(config, version=_versions(metadata))
-    if info.class_names != classes:
-        raise ContractMismatch(name, "class_names", ",".join(classes), ",".join(info.class_names) or "(none)")
     if info.input_size != size:
         raise ContractMismatch(name, "parameters.input_size", size, info.input_size)
     return info
@@ -351,7 +379,7 @@ class TritonInferenceClient:
         answers = dict(zip(names, await asyncio.gather(*(read(name) for name in names)), strict=True))
         try:
             models = {
-                name: check_classifier(name, *answers[name], EXPECTED_CLASSES[name])
+                name: check_classifier(name, *answers[name], ACCEPTED_CLASSES[name])
                 for name in (FRACTURE_MODEL, GARDEN_MODEL)
             }
             if models[GARDEN_MODEL].input_size != models[FRACTURE_MODEL].input_size:

@@ -6,8 +6,11 @@
   the ROC curve are unchanged.
 - :func:`sensitivity_threshold`: the operating threshold for a target sensitivity (Study A's 95.2 %),
   the highest cut-off that still reaches it, so specificity is as high as that sensitivity allows.
+- :func:`specificity_threshold`: the second, high-specificity operating point (Seed A's 96.9 %), the
+  lowest cut-off that still reaches it, so sensitivity is as high as that specificity allows. The
+  card raises a ``warning`` or ``critical`` only above it (:mod:`cds_service.cdshooks.cards`).
 
-Both work on calibrated probabilities: the threshold is compared with what the service computes
+All three work on calibrated probabilities: the threshold is compared with what the service computes
 (``softmax(logits / T)``, :func:`cds_service.findings.interpret`).
 """
 
@@ -18,6 +21,7 @@ import math
 import numpy as np
 
 PUBLISHED_SENSITIVITY = 0.952  # Study A, external test set
+PUBLISHED_SPECIFICITY = 0.969  # Seed A: the high-specificity operating point's target
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -72,4 +76,26 @@ def sensitivity_threshold(
     threshold = (cut + float(lower.max())) / 2 if lower.size else cut
     sensitivity = float((score[truth] >= threshold).mean())
     specificity = float((score[~truth] < threshold).mean()) if (~truth).any() else float("nan")
+    return threshold, sensitivity, specificity
+
+
+def specificity_threshold(
+    truth: np.ndarray, score: np.ndarray, target: float = PUBLISHED_SPECIFICITY
+) -> tuple[float, float, float]:
+    """The lowest threshold whose specificity is ≥ ``target``; returns (threshold, sensitivity, specificity).
+
+    The mirror of :func:`sensitivity_threshold`: the threshold sits midway between the deciding
+    negative score and the next higher score (just above it when none is higher), so a negative
+    scoring exactly the deciding score stays below it.
+    """
+    truth, score = np.asarray(truth, bool), np.asarray(score, np.float64)
+    negatives = np.sort(score[~truth])
+    if negatives.size == 0:
+        raise ValueError("no negative cases: a specificity target cannot be met")
+    needed = math.ceil(target * negatives.size - 1e-9)  # negatives that must score below the threshold
+    cut = float(negatives[max(needed, 1) - 1])
+    higher = score[score > cut]
+    threshold = (cut + float(higher.min())) / 2 if higher.size else float(np.nextafter(cut, np.inf))
+    specificity = float((score[~truth] < threshold).mean())
+    sensitivity = float((score[truth] >= threshold).mean()) if truth.any() else float("nan")
     return threshold, sensitivity, specificity

@@ -39,6 +39,8 @@ def _train(args: argparse.Namespace) -> int:
         garden_init=args.garden_init,
         fracture_init=args.fracture_init,
         prevalence=args.prevalence,
+        fracture_sites=args.fracture_sites,
+        generator=args.generator,
         seed=args.seed,
         **({"training_data": args.training_data} if args.data else {}),
     )
@@ -174,6 +176,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=defaults.prevalence,
         help="share of fractured hips the served p(fracture) is calibrated for, in (0, 1); "
         "0 = the validation split's own (no prior shift)",
+    )
+    train.add_argument(
+        "--fracture-sites",
+        action="store_true",
+        help="a site-aware fracture model: none / femoral_neck / trochanteric (the service then stages Garden "
+        "only for a femoral-neck call); default: fracture / no fracture",
+    )
+    train.add_argument(
+        "--generator",
+        type=int,
+        choices=(1, 2),
+        default=defaults.generator,
+        help="phantom generator: 1 the 2-D cartoon, 2 radiographs rendered from 3-D anatomy (default: %(default)s)",
     )
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--repository", default=repository, help="model repository to export into")

@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 FRACTURE_CLASSES = ("no_fracture", "fracture")
+#: A site-aware fracture model (``--fracture-sites``): no fracture, femoral-neck (Garden-stageable) or
+#: trochanteric (AO/OTA 31-A) fracture. p(fracture) is the sum of the two site classes; the service
+#: names the site and stages Garden only for a confident femoral-neck call (findings.fracture_site).
+FRACTURE_SITE_CLASSES = ("none", "femoral_neck", "trochanteric")
 GARDEN_CLASSES = ("garden_I", "garden_II", "garden_III", "garden_IV")
 
 
@@ -62,6 +66,12 @@ class TrainConfig:
     # is a property of the generator, not of a clinic, so the export shifts the calibrated log-odds to
     # this share (domain.prior_shift) and chooses the thresholds on that scale. 0 = the validation's own.
     prevalence: float = 0.0
+    # The fracture model's head: False = two classes (FRACTURE_CLASSES), True = the fracture site as well
+    # (FRACTURE_SITE_CLASSES): femoral-neck labels (Garden I–IV) → femoral_neck, AO 31-A → trochanteric.
+    fracture_sites: bool = False
+    # The phantom generator the crops are rendered with (dataset.GENERATORS): 1 the 2-D cartoon,
+    # 2 radiographs from 3-D anatomy. Caches are per generator (crop_cache).
+    generator: int = 1
     seed: int = 20261122
     threads: int = 2
     training_data: str = "synthetic-phantoms"  # anything else: describe the real data set

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +25,9 @@ from cds_service.training.phantoms import (
     SITES,
     TRAINING_SITES,
     HipTruth,
-    Phantom,
     draw_acquisition,
     random_confounders,
-    render,
+    renderer,
     to_dataset,
 )
 
@@ -118,19 +116,8 @@ class _Chunk:
 
 
 #: Phantom generator versions: 1 the 2-D cartoon (:mod:`phantoms.cartoon`), 2 radiographs rendered from
-#: 3-D anatomy (:mod:`phantoms.radiograph`). Caches and models name the version they were made with.
+#: 3-D anatomy (:mod:`phantoms.radiograph`); :func:`phantoms.renderer` gives each one's ``render``.
 GENERATORS = (1, 2)
-
-
-def renderer(version: int) -> Callable[..., Phantom]:
-    """The ``render`` function of phantom generator ``version`` (2 imports lazily: it needs the 3-D parts)."""
-    if version == 1:
-        return render
-    if version == 2:
-        from cds_service.training.phantoms import radiograph
-
-        return radiograph.render
-    raise ValueError(f"unknown phantom generator {version} (known: {GENERATORS})")
 
 
 def _chunk(job: _Chunk) -> CropSet:

@@ -4,7 +4,7 @@ The ONNX graph takes ``image`` (UINT8 [B, 1, S, S]) and returns ``logits`` (FP32
 ``cam`` (FP32 [B, C, h, w]), batch dimension dynamic. ``config.pbtxt`` is the production GPU
 Triton's (onnxruntime backend, TensorRT FP16 accelerator with an engine cache, dynamic batching,
 warm-up); the local CPU launcher derives its python-backend twin from it. Model metadata
-(class names, operating point, training data, disclaimer) travels in its ``parameters``.
+(class names, the two operating points, training data, disclaimer) travels in its ``parameters``.
 """
 
 from __future__ import annotations
@@ -39,6 +39,12 @@ class ExportMetadata:
     # served probabilities are for. None = not stored (no shift).
     calibration_prevalence: float | None = None
     prevalence: float | None = None
+    # The second operating point (calibration.specificity_threshold, Seed A's specificity) on the
+    # served scale, with its validation sensitivity and specificity; None = not stored, and the
+    # service falls back to the Youden point or to none (inference.client.model_info_from_config).
+    high_specificity_threshold: float | None = None
+    high_specificity_sensitivity: float | None = None
+    high_specificity_specificity: float | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     def parameters(self) -> dict[str, str]:
@@ -54,6 +60,9 @@ class ExportMetadata:
             "temperature": f"{self.temperature:.6f}",
             "calibration_prevalence": _optional(self.calibration_prevalence),
             "prevalence": _optional(self.prevalence),
+            "high_specificity_threshold": _optional(self.high_specificity_threshold),
+            "high_specificity_sensitivity": _optional(self.high_specificity_sensitivity),
+            "high_specificity_specificity": _optional(self.high_specificity_specificity),
         }
         values.update(self.extra)
         return values

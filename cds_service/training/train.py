@@ -21,8 +21,14 @@ from torch import nn
 
 from cds_service.domain import prior_shift
 from cds_service.findings import calibrate, softmax
-from cds_service.training.calibration import PUBLISHED_SENSITIVITY, fit_temperature, nll, sensitivity_threshold
-from cds_service.training.config import FRACTURE_CLASSES, GARDEN_CLASSES, TrainConfig
+from cds_service.training.calibration import (
+    PUBLISHED_SENSITIVITY,
+    fit_temperature,
+    nll,
+    sensitivity_threshold,
+    specificity_threshold,
+)
+from cds_service.training.config import FRACTURE_CLASSES, FRACTURE_SITE_CLASSES, GARDEN_CLASSES, TrainConfig
 from cds_service.training.dataset import CropSet, from_folder, generate
 from cds_service.training.evaluation.localisation import pointing_game
 from cds_service.training.export import SYNTHETIC_DISCLAIMER, ExportMetadata, export_model
@@ -112,7 +118,7 @@ def fit(
         np.ones(len(images), np.float32) if sample_weight is None else sample_weight.astype(np.float32)
     )
     generator = torch.Generator().manual_seed(config.seed)
-    guided = boxes is not None and classes == 2 and config.cam_box_weight > 0
+    guided = boxes is not None and classes in (2, 3) and config.cam_box_weight > 0
     history = []
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
     with Progress(*columns) as bar:
@@ -131,10 +137,10 @@ def fit(
                 if guided:
                     move = torch.tensor([dx, dy, dx, dy], dtype=torch.float32)
                     loss = loss + config.cam_box_weight * cam_box_loss(
-                        cam[:, 1],
+                        guided_map(cam, torch.from_numpy(targets[index]).long()),
                         torch.from_numpy(boxes[0][index]) + move,
                         torch.from_numpy(boxes[1][index]) + move,
-                        torch.from_numpy(targets[index] == 1),
+                        torch.from_numpy(targets[index] > 0),
                         images.shape[-1],
                     )
                 optimiser.zero_grad()
@@ -160,13 +166,45 @@ def fit(
             if val is not None:
                 probs, cams = predict(net, val[0])
                 record["val_accuracy"] = float((probs.argmax(1) == val[1]).mean())
-                if classes == 2:
-                    record["val_auc"] = roc_auc(val[1], probs[:, 1])
-                if classes == 2 and val_boxes is not None:
-                    record["val_localisation"] = pointing_game(cams[:, 1], val_boxes, val[0].shape[-1])
+                if classes in (2, 3):  # a fracture model (the Garden model has 4): p(fracture) = 1 − p(none)
+                    record["val_auc"] = roc_auc(val[1] > 0, 1 - probs[:, 0])
+                if classes in (2, 3) and val_boxes is not None:
+                    maps = guided_map(torch.from_numpy(cams), torch.from_numpy(probs.argmax(1))).numpy()
+                    record["val_localisation"] = pointing_game(maps, val_boxes, val[0].shape[-1])
+                if classes == 3:
+                    record["val_site_accuracy"] = site_accuracy(probs, val[1])
             history.append(record)
             bar.console.print(f"{title} epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items()))
     return net.eval(), history
+
+
+def guided_map(cam: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The fracture map the box guidance and the localisation read, per crop [B, h, w]: the map of the
+    crop's own fracture class (class 1 of a two-class model; the femoral-neck or trochanteric map of a
+    site-aware one), and for a crop without a fracture the sum of the fracture classes' maps."""
+    own = cam[torch.arange(len(cam)), targets.clamp(min=1)]
+    return torch.where((targets > 0)[:, None, None], own, cam[:, 1:].sum(1))
+
+
+def site_accuracy(probabilities: np.ndarray, targets: np.ndarray) -> float:
+    """Share of the fractured crops whose more probable site (femoral neck / trochanteric) is their own."""
+    fractured = targets > 0
+    if not fractured.any():
+        return float("nan")
+    return float((probabilities[fractured][:, 1:].argmax(1) + 1 == targets[fractured]).mean())
+
+
+def fracture_classes(config: TrainConfig) -> tuple[str, ...]:
+    """The fracture model's class names: FRACTURE_SITE_CLASSES with ``--fracture-sites``, else FRACTURE_CLASSES."""
+    return FRACTURE_SITE_CLASSES if config.fracture_sites else FRACTURE_CLASSES
+
+
+def fracture_targets(crops: CropSet, sites: bool) -> np.ndarray:
+    """The fracture model's targets: 0/1 (no fracture / fracture), or with ``sites`` 0 none, 1 femoral
+    neck (Garden I–IV), 2 trochanteric (AO/OTA 31-A) — FRACTURE_SITE_CLASSES's order."""
+    if not sites:
+        return crops.fractured.astype(int)
+    return np.where(crops.garden >= 0, 1, np.where(crops.fractured, 2, 0))
 
 
 def subtle_weights(crops: CropSet, weight: float) -> np.ndarray:
@@ -175,7 +213,7 @@ def subtle_weights(crops: CropSet, weight: float) -> np.ndarray:
     return np.where(subtle, weight, 1.0).astype(np.float32)
 
 
-def phantom_fingerprint(count: int, seed: int, size: int) -> str:
+def phantom_fingerprint(count: int, seed: int, size: int, generator: int = 1) -> str:
     """What determines a phantom crop set: its arguments and the source of every module that draws,
     encodes, decodes or splits it. A cached set is reused only while this is unchanged."""
     import hashlib
@@ -183,20 +221,23 @@ def phantom_fingerprint(count: int, seed: int, size: int) -> str:
     from cds_service.dicom import decode, preprocess
     from cds_service.training import dataset, phantoms
 
-    digest = hashlib.sha256(f"{count}/{seed}/{size}".encode())
-    for module in (phantoms, dataset, decode, preprocess):
-        digest.update(Path(module.__file__).read_bytes())
+    version = f"/v{generator}" if generator != 1 else ""  # generator 1's caches keep their fingerprint
+    digest = hashlib.sha256(f"{count}/{seed}/{size}{version}".encode())
+    # phantoms is a package: every module of it (renderers, physics, anatomy, site encoding) counts.
+    sources = sorted(Path(phantoms.__file__).parent.glob("*.py"))
+    for source in [*sources, *(Path(m.__file__) for m in (dataset, decode, preprocess))]:
+        digest.update(source.read_bytes())
     return digest.hexdigest()
 
 
-def _cached(path: Path, count: int, seed: int, size: int) -> CropSet:
+def _cached(path: Path, count: int, seed: int, size: int, generator: int = 1) -> CropSet:
     """Phantom crops from ``path`` when its fingerprint matches (hours of CPU saved), else generated and saved."""
     stamp = path.with_suffix(".fingerprint")
-    fingerprint = phantom_fingerprint(count, seed, size)
+    fingerprint = phantom_fingerprint(count, seed, size, generator)
     if path.exists() and stamp.exists() and stamp.read_text() == fingerprint:
         print(f"reusing {path} (same phantoms, size and code)")
         return CropSet.load(path)
-    crops = generate(count, seed, size)
+    crops = generate(count, seed, size, generator=generator)
     crops.save(path)
     stamp.write_text(fingerprint)
     return crops
@@ -209,8 +250,9 @@ def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | No
     work.mkdir(parents=True, exist_ok=True)
     size = config.input_size
     if data is None:
-        train = _cached(crop_cache(work, "train", size), config.train_studies, config.seed, size)
-        val = _cached(crop_cache(work, "val", size), config.val_studies, config.seed + 1, size)
+        generator = config.generator
+        train = _cached(crop_cache(work, "train", size, generator), config.train_studies, config.seed, size, generator)
+        val = _cached(crop_cache(work, "val", size, generator), config.val_studies, config.seed + 1, size, generator)
     else:
         crops = from_folder(data, size)
         is_val = crops.site == "val"
@@ -223,16 +265,25 @@ def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | No
     if config.fracture_epochs > 0:  # 0: the fracture model already in the repository is kept
         fracture, fracture_history = fit(
             train.images,
-            train.fractured.astype(int),
-            2,
+            fracture_targets(train, config.fracture_sites),
+            len(fracture_classes(config)),
             config,
             config.fracture_epochs,
             "fracture",
-            val=(val.images, val.fractured.astype(int)),
+            val=(val.images, fracture_targets(val, config.fracture_sites)),
             sample_weight=subtle_weights(train, config.subtle_weight),
             boxes=(train.boxes, train.femur),
             val_boxes=val.boxes,
-            init=_init("--fracture-init", config.fracture_init, "fracture", 2, config, repository, work, train.images),
+            init=_init(
+                "--fracture-init",
+                config.fracture_init,
+                "fracture",
+                len(fracture_classes(config)),
+                config,
+                repository,
+                work,
+                train.images,
+            ),
         )
         torch.save(fracture.state_dict(), work / "fracture.pt")  # a later failure keeps the long first half
     garden_history: list[dict] = []
@@ -264,11 +315,11 @@ def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | No
     return export_checkpoints(config, repository, work)
 
 
-def crop_cache(work: Path, split: str, size: int) -> Path:
-    """Where a split's crops are kept in ``work``: one file per input size, so a run at another size
-    (the progressive-resizing stage of ``scripts/dev train``) shares the work folder without
-    regenerating or overwriting the other size's crops."""
-    return work / f"{split}-{size}.npz"
+def crop_cache(work: Path, split: str, size: int, generator: int = 1) -> Path:
+    """Where a split's crops are kept in ``work``: one file per input size and phantom generator, so a
+    run at another size (the progressive-resizing stage of ``scripts/dev train``) or from the other
+    generator shares the work folder without regenerating or overwriting the other's crops."""
+    return work / (f"{split}-{size}.npz" if generator == 1 else f"{split}-{size}-v{generator}.npz")
 
 
 def _init(
@@ -330,7 +381,7 @@ def export_checkpoints(config: TrainConfig, repository: Path, work: Path) -> dic
     ``config.*_epochs`` is 0 is not exported: the one in ``repository`` (same input size, trained by
     an earlier run) is left as it is, so either model can be retrained alone.
     """
-    val = CropSet.load(crop_cache(work, "val", config.input_size))
+    val = CropSet.load(crop_cache(work, "val", config.input_size, config.generator))
     common = {
         "architecture": config.backbone,
         "input_size": config.input_size,
@@ -354,30 +405,37 @@ def export_checkpoints(config: TrainConfig, repository: Path, work: Path) -> dic
 
 def _export_fracture(config: TrainConfig, repository: Path, work: Path, val: CropSet, common: dict) -> dict:
     """Calibrate the fracture model, choose its operating points on ``val``, export it; its summary."""
-    fracture = CamNet(create_backbone(config.backbone, 2, config.output_stride))
+    classes = fracture_classes(config)
+    fracture = CamNet(create_backbone(config.backbone, len(classes), config.output_stride))
     fracture.load_state_dict(torch.load(work / "fracture.pt", weights_only=True))
     logits, _ = predict_logits(fracture.eval(), val.images)
-    temperature = fit_temperature(logits, val.fractured.astype(int))
+    targets = fracture_targets(val, config.fracture_sites)
+    temperature = fit_temperature(logits, targets)
     calibration_prevalence = float(val.fractured.mean())
     prevalence = config.prevalence or calibration_prevalence
     # The thresholds are chosen on the served scale (temperature, then the prior shift), so the
     # service compares like with like; the shift is monotone, so sensitivity and specificity are the same.
     shift = prior_shift(prevalence, calibration_prevalence)
-    p_val = calibrate(logits, temperature, shift)[:, 1]
+    probabilities = calibrate(logits, temperature, shift, list(range(1, len(classes))))
+    p_val = 1 - probabilities[:, 0]  # p(fracture): every class but "no fracture"/"none"
     threshold, sensitivity, specificity = sensitivity_threshold(val.fractured, p_val)
     youden, youden_sensitivity, youden_specificity = youden_threshold(val.fractured, p_val)
+    high, high_sensitivity, high_specificity = specificity_threshold(val.fractured, p_val)
     export_model(
         fracture.eval(),
         repository,
         "fracture",
         ExportMetadata(
-            FRACTURE_CLASSES,
+            classes,
             operating_threshold=threshold,
             sensitivity=sensitivity,
             specificity=specificity,
             temperature=temperature,
             calibration_prevalence=calibration_prevalence,
             prevalence=prevalence,
+            high_specificity_threshold=high,
+            high_specificity_sensitivity=high_sensitivity,
+            high_specificity_specificity=high_specificity,
             extra={
                 "train_config": json.dumps(asdict(config)),
                 "operating_point": f"sensitivity >= {PUBLISHED_SENSITIVITY} on validation",
@@ -398,9 +456,13 @@ def _export_fracture(config: TrainConfig, repository: Path, work: Path, val: Cro
         "youden_threshold": youden,
         "youden_sensitivity": youden_sensitivity,
         "youden_specificity": youden_specificity,
+        "high_specificity_threshold": high,
+        "high_specificity_sensitivity": high_sensitivity,
+        "high_specificity_specificity": high_specificity,
         "val_auc": roc_auc(val.fractured, p_val),
-        "val_nll_before": nll(logits, val.fractured.astype(int)),
-        "val_nll_after": nll(logits, val.fractured.astype(int), temperature),
+        "val_nll_before": nll(logits, targets),
+        "val_nll_after": nll(logits, targets, temperature),
+        **({"val_site_accuracy": site_accuracy(probabilities, targets)} if config.fracture_sites else {}),
     }
 
 

@@ -24,6 +24,8 @@ import numpy as np
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 
+from cds_service.cdshooks.cards import Tier, percent, tier
+from cds_service.domain import FEMORAL_NECK, TROCHANTERIC
 from cds_service.explain.heatmap import COLORMAP, heat_levels, png_bytes
 from cds_service.findings import GARDEN_STAGES, HipFinding, StudyFindings
 from cds_service.settings import Settings
@@ -117,25 +119,38 @@ def heat_png(analysis: Analysis) -> bytes:
 
 
 def _pct(p: float) -> str:
-    return f"{100 * p:.0f}\u00a0%"  # no-break space: "64 %" never wraps
+    return percent(p).replace(" ", "\u00a0")  # bounded as on the card; no-break space: "64 %" never wraps
 
 
 _SIDE_NAMES = {"R": "Right", "L": "Left"}
+_SITE_NAMES = {FEMORAL_NECK: "Femoral neck", TROCHANTERIC: "Trochanteric (no Garden stage)"}
 
 
-def _hip_section(index: int, hip: HipFinding) -> str:
+_VERDICTS = {
+    "critical": "Suspected fracture",
+    "warning": "Suspected fracture",
+    "low-suspicion": "Low suspicion of a fracture: review the image",
+    "none": "No fracture suspected",
+}
+
+
+def _hip_section(index: int, hip: HipFinding, hip_tier: Tier) -> str:
     e = html.escape
     side = _SIDE_NAMES.get(hip.laterality or "", "Side unknown")
     mark = hip.laterality or "?"
     position = "image left" if index == 0 else "image right"
-    verdict = "Possible fracture" if hip.fractured else "No fracture found"
+    verdict = _VERDICTS[hip_tier]
     rows = [f"<tr><th scope='row'>Fracture probability</th><td>{_pct(hip.fracture_probability)}</td></tr>"]
     if hip.fractured:
+        site = _SITE_NAMES.get(hip.site, "Uncertain: no Garden stage")
+        rows.append(f"<tr><th scope='row'>Site</th><td>{e(site)}</td></tr>")
+    if hip.garden_applies:  # Garden stages femoral-neck fractures only, conditional on one
         stage = hip.garden_stage
         displacement = "displaced (Garden III–IV)" if hip.displaced else "undisplaced (Garden I–II)"
         garden = ", ".join(f"{s}: {_pct(p)}" for s, p in zip(GARDEN_STAGES, hip.garden_probabilities, strict=True))
         rows += [
-            f"<tr><th scope='row'>Garden stage</th><td><strong>{e(stage)}</strong> — {e(displacement)}</td></tr>",
+            f"<tr><th scope='row'>Garden stage, if a femoral-neck fracture</th>"
+            f"<td><strong>{e(stage)}</strong> — {e(displacement)}</td></tr>",
             f"<tr><th scope='row'>P(displaced)</th><td>{_pct(hip.displaced_probability)}</td></tr>",
             f"<tr><th scope='row'>Garden I–IV</th><td>{e(garden)}</td></tr>",
         ]
@@ -181,7 +196,7 @@ def render_page(analysis: Analysis, token: str) -> str:
         f"{'image left' if i == 0 else 'image right'} = {_SIDE_NAMES.get(h.laterality or '', 'unknown side').lower()}"
         for i, h in enumerate(findings.hips)
     )
-    hips = "".join(_hip_section(i, hip) for i, hip in enumerate(findings.hips))
+    hips = "".join(_hip_section(i, hip, tier(hip, findings)) for i, hip in enumerate(findings.hips))
     base = e(token)
     return f"""<!doctype html>
 <html lang="en">

@@ -1,30 +1,219 @@
+"""Card wording and tiers (cds_service.cdshooks.cards): two operating points, sites, bounded percentages,
+failure cards without internal detail, the PACS sentence only for a PACS."""
+
+import dataclasses
 import json
 
-from cds_service.cdshooks.cards import finding_card, problem_card, summary_and_indicator
-from cds_service.cdshooks.models import to_json
+import numpy as np
+import pytest
+
+from cds_service.cdshooks.cards import (
+    UNAVAILABLE_REASONS,
+    card_shown,
+    detail_markdown,
+    finding_card,
+    problem_card,
+    stored_in_pacs,
+    summary_and_indicator,
+    unavailable_card,
+)
+from cds_service.cdshooks.models import Card, to_json
+from cds_service.domain import FEMORAL_NECK, TROCHANTERIC, UNCERTAIN_SITE, Analysis, HipFinding, StudyFindings
+from cds_service.explain.heatmap import ChartImage, png_bytes
+from cds_service.fhir.report import ReportContext
+from cds_service.pipeline import AnalysisPipeline
+from cds_service.settings import Settings
 from tests.findings_factory import findings
 
+DISPLACED = (0.02, 0.04, 0.64, 0.30)
+UNDISPLACED = (0.6, 0.3, 0.05, 0.05)
+OPERATING, HIGH = 0.04, 0.16  # the shipped fracture model's points: sensitivity 95 %, then specificity ≥ 96.9 %
 
-def test_displaced_fracture_is_critical_and_named_by_side():
-    summary, indicator = summary_and_indicator(findings())
+
+def study(
+    right: float = 0.94,
+    site: str = FEMORAL_NECK,
+    garden: tuple[float, float, float, float] = DISPLACED,
+    left: float = 0.01,
+    high: float | None = HIGH,
+    temperature: float = 0.78,
+    training_data: str = "synthetic-phantoms",
+) -> StudyFindings:
+    """Findings as a calibrated, site-aware model with both operating points would give them."""
+    base = findings(training_data=training_data)
+    fracture = dataclasses.replace(
+        base.fracture_model,
+        operating_threshold=OPERATING,
+        high_specificity_threshold=high,
+        temperature=temperature,
+        calibration_prevalence=0.45 if temperature != 1.0 else None,
+    )
+    garden_model = dataclasses.replace(base.garden_model, temperature=temperature)
+    hips = [
+        HipFinding("R", right, right >= OPERATING, garden, site),
+        HipFinding("L", left, left >= OPERATING, (0.25, 0.25, 0.25, 0.25), site),
+    ]
+    return dataclasses.replace(base, hips=hips, fracture_model=fracture, garden_model=garden_model)
+
+
+# Tiers ----------------------------------------------------------------------------------------------
+def test_a_displaced_neck_fracture_above_the_high_specificity_point_is_critical():
+    summary, indicator = summary_and_indicator(study())
     assert indicator == "critical"
-    assert "right" in summary and "Garden III–IV" in summary and "94 %" in summary
-    assert len(summary) < 140
+    assert summary == "AI: suspected displaced right femoral neck fracture (Garden III–IV), p ≈ 94 %"
 
 
-def test_undisplaced_fracture_is_a_warning():
-    summary, indicator = summary_and_indicator(findings(garden=(0.6, 0.3, 0.05, 0.05)))
+def test_an_undisplaced_neck_fracture_is_a_warning():
+    summary, indicator = summary_and_indicator(study(garden=UNDISPLACED))
     assert indicator == "warning" and "Garden I–II" in summary
 
 
-def test_no_fracture_is_info():
-    summary, indicator = summary_and_indicator(findings(right=0.1))
-    assert indicator == "info" and "no hip fracture" in summary
+@pytest.mark.parametrize(
+    ("site", "named"), [(TROCHANTERIC, "trochanteric fracture"), (UNCERTAIN_SITE, "site uncertain")]
+)
+def test_a_fracture_not_at_the_femoral_neck_gets_no_garden_stage(site, named):
+    """Today's two-class models give every hip an uncertain site: a warning, no Garden stage anywhere."""
+    found = study(site=site)
+    summary, indicator = summary_and_indicator(found)
+    detail = detail_markdown(found)
+    assert indicator == "warning" and named in summary and "Garden" not in summary
+    assert "64 %" not in detail and "displaced" not in detail.lower()  # no Garden figures, no displacement
+    assert "| right | 94 % | suspected fracture |" in detail and "no Garden stage" in detail
 
 
-def test_untrained_models_say_so_in_the_summary():
-    summary, _ = summary_and_indicator(findings(training_data="untrained"))
-    assert summary.startswith("UNTRAINED model")
+def test_garden_percentages_are_labelled_conditional_on_a_neck_fracture():
+    detail = detail_markdown(study())
+    assert "Garden I / II / III / IV, if a femoral-neck fracture" in detail
+    assert "| right | 94 % | suspected fracture | femoral neck | 2 % / 4 % / 64 % / 30 % (displaced 94 %) |" in detail
+    assert "| left | 1 % | not suspected | – | – |" in detail  # no Garden figures for a hip with no fracture
+
+
+def test_a_probability_between_the_two_points_is_a_low_suspicion_info_card():
+    found = study(right=0.06, site=UNCERTAIN_SITE)
+    summary, indicator = summary_and_indicator(found)
+    assert indicator == "info"
+    assert summary == "AI: low suspicion of a right hip fracture (p ≈ 6 %) — review the image"
+    assert "| right | 6 % | low suspicion |" in detail_markdown(found)
+    assert card_shown(found) and not card_shown(found, low_suspicion_cards=False)
+
+
+def test_below_the_operating_point_is_no_suspicion():
+    found = study(right=0.03)
+    assert summary_and_indicator(found) == ("AI: no hip fracture suspected (highest p ≈ 3 %)", "info")
+    assert card_shown(found, low_suspicion_cards=False) and not card_shown(found, negative_card=False)
+
+
+def test_without_a_high_specificity_point_a_fracture_is_a_warning_and_the_card_says_so():
+    found = study(right=0.06, high=None)
+    assert summary_and_indicator(found)[1] == "warning"
+    assert summary_and_indicator(study(high=None))[1] == "warning"  # a displaced neck fracture too: never critical
+    assert "stores no high-specificity operating point" in detail_markdown(found)
+
+
+def test_the_detail_states_both_operating_points():
+    detail = detail_markdown(study())
+    assert "fracture suspected at p ≥ 4.0 % (validation sensitivity 95 %, specificity 97 %)" in detail
+    assert "only at p ≥ 16.0 % (the high-specificity operating point)" in detail
+
+
+@pytest.mark.parametrize(("training_data", "temperature"), [("untrained", 1.0), ("synthetic-phantoms", 1.0)])
+def test_an_untrained_or_uncalibrated_model_is_never_critical(training_data, temperature):
+    found = study(right=0.999, training_data=training_data, temperature=temperature)
+    summary, indicator = summary_and_indicator(found)
+    assert indicator == "warning" and "displaced right femoral neck fracture" in summary
+    assert "not calibrated" in detail_markdown(found)
+    assert summary.startswith("UNTRAINED model") == (training_data == "untrained")
+
+
+def test_certainties_are_bounded():
+    found = study(right=0.999, left=0.001)
+    summary, _ = summary_and_indicator(found)
+    assert summary.endswith("p > 99 %")
+    detail = detail_markdown(found)
+    assert "| right | > 99 % |" in detail and "| left | < 1 % |" in detail
+    assert "100 %" not in summary + detail and " 0 %" not in detail
+
+
+def test_the_other_hip_is_mentioned_by_its_own_tier():
+    both = study(left=0.95)
+    assert summary_and_indicator(both)[0].endswith("; also other side")
+    low = study(left=0.06)
+    assert summary_and_indicator(low)[0].endswith("; other side: low suspicion")
+
+
+# Failure cards ----------------------------------------------------------------------------------------
+TRITON_DOWN = (
+    "Triton metadata for model 'hip_analysis' failed with UNAVAILABLE after 5 attempts in 1.6 s at "
+    "127.0.0.1:47199: failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:47199: "
+    "Failed to connect to remote host: Connection refused"
+)
+
+
+@pytest.mark.parametrize("code", sorted(UNAVAILABLE_REASONS))
+def test_a_failure_card_gives_its_reason_code_and_what_to_do(code):
+    card = unavailable_card(code, "http://x")
+    assert card.indicator == "info" and "unavailable" in card.summary
+    assert f"`{code}`" in card.detail and "Review the images yourself" in card.detail
+
+
+def test_free_text_never_reaches_a_failure_card():
+    card = to_json(unavailable_card(TRITON_DOWN, "http://x"))
+    text = json.dumps(card)
+    for leaked in ("127.0.0.1", "47199", "UNAVAILABLE", "Triton", "hip_analysis", "Connection refused"):
+        assert leaked not in text
+    assert "`internal-error`" in card["detail"]
+    assert "`internal-error`" in unavailable_card("internal error", "http://x").detail  # app.py's last resort
+
+
+def test_the_service_errors_carry_the_card_codes():
+    from cds_service.errors import InferenceError, StudyUnavailableError, UnusableImageError
+
+    for error in (InferenceError, StudyUnavailableError, UnusableImageError):
+        assert error.reason_code in UNAVAILABLE_REASONS and error.reason_code != "internal-error"
+
+
+# The PACS sentence ----------------------------------------------------------------------------------
+FOLDER_URL = "file:///var/dicom/studies/1.2/series/1.3/instances/1.4"
+PACS_URL = "http://orthanc:8042/dicom-web/studies/1.2/series/1.3/instances/1.4"
+
+
+def test_only_a_stow_to_a_pacs_counts_as_in_the_pacs():
+    assert stored_in_pacs([PACS_URL]) and stored_in_pacs([FOLDER_URL, PACS_URL.replace("http", "https", 1)])
+    assert not stored_in_pacs([FOLDER_URL]) and not stored_in_pacs([])
+
+
+def _pipeline(tmp_path, **changes: object) -> AnalysisPipeline:
+    settings = Settings(feedback_db=tmp_path / "store.sqlite3", dicom_folder=tmp_path, **changes)
+    return AnalysisPipeline.from_settings(settings)  # the Triton client connects only on first use
+
+
+def _analysis(found: StudyFindings, stored: tuple[str, ...] = ()) -> Analysis:
+    grey = np.full((64, 64), 128, np.uint8)
+    chart = ChartImage(png_bytes(grey), "image/png", (64, 64))
+    return Analysis(found, chart, grey.shape, [], grey, np.zeros_like(grey), stored)
+
+
+def _card(pipeline: AnalysisPipeline, analysis: Analysis) -> Card | None:
+    """The hook's report stage, then its card stage (as ``AnalysisPipeline._answer`` runs them)."""
+    report = pipeline.report(analysis, ReportContext("p1", "study-1", effective="2026-11-23T09:15:00Z"))
+    return pipeline.card(analysis, report)
+
+
+@pytest.mark.parametrize(("stored", "sentence"), [((FOLDER_URL,), False), ((PACS_URL,), True), ((), False)])
+def test_the_pipeline_says_in_the_pacs_only_after_a_stow_to_a_pacs(tmp_path, stored, sentence):
+    card = _card(_pipeline(tmp_path), _analysis(study(), stored))
+    assert card is not None and ("also in the PACS" in card.detail) == sentence
+
+
+def test_the_pipeline_drops_a_low_suspicion_card_when_the_site_switches_them_off(tmp_path):
+    low = _analysis(study(right=0.06))
+    assert _card(_pipeline(tmp_path), low).indicator == "info"
+    switched_off = _pipeline(tmp_path, low_suspicion_cards=False)
+    assert _card(switched_off, low) is None
+    assert _card(switched_off, _analysis(study())).indicator == "critical"
+
+
+# The card as JSON ----------------------------------------------------------------------------------------
 
 
 def test_card_json_has_no_nulls_and_the_spec_fields():
@@ -86,4 +275,4 @@ def test_a_finding_card_on_a_full_size_phantom_stays_small(dicom_store):
     print(f"overlay PNG {len(overlay)} B at {display.shape[::-1]}; chart image {len(embedded)} B; card {len(card)} B")
     assert len(embedded) <= 150_000 and max(media["width"], media["height"]) <= 1024
     assert len(card.encode()) <= 200_000
-    assert card.count(media["content"]["data"]) == 1 and "presentedForm" not in card
+    assert card.count(media["content"]["data"]) == 1  # the image once (presentedForm is the text report)

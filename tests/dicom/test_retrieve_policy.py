@@ -1,4 +1,7 @@
-"""DicomRetriever under the outbound URL policy: no escape from the folder store, bounded clients, no redirects."""
+"""DicomRetriever under the outbound URL policy: no escape from the folder store, bounded clients, no redirects.
+
+The folder store serves no file behind a symlink out of it, and finds files added after it was opened.
+"""
 
 from __future__ import annotations
 
@@ -102,6 +105,64 @@ def test_a_symlink_out_of_the_store_is_refused(layout):
     with pytest.raises(StudyUnavailableError, match="outside the local folder"):
         fetch(retriever, f"{store.as_uri()}/link", other_ds)
     assert retriever.client_count == 0
+
+
+@pytest.mark.parametrize("link", ["file", "folder"])
+@pytest.mark.parametrize("full", [True, False])
+def test_an_instance_behind_a_symlink_out_of_the_store_is_not_served(layout, link, full):
+    store, ds, other, other_ds = layout
+    outside = next(other.iterdir())
+    if link == "file":
+        (store / "evil.dcm").symlink_to(outside)
+    else:
+        (store / "evil").symlink_to(other, target_is_directory=True)
+    retriever = DicomRetriever([store.as_uri()], local_folder=store)
+    with pytest.raises(StudyUnavailableError) as refused:
+        fetch(retriever, store.as_uri(), other_ds, full=full)
+    assert str(other) not in str(refused.value) and other_ds.StudyInstanceUID not in str(refused.value)
+    assert fetch(retriever, store.as_uri(), ds, full=full).SOPInstanceUID == ds.SOPInstanceUID  # the store still serves
+    retriever.close()
+
+
+def test_a_file_swapped_for_a_symlink_after_indexing_is_refused(layout):
+    store, ds, other, _ = layout
+    retriever = DicomRetriever([store.as_uri()], local_folder=store)
+    assert fetch(retriever, store.as_uri(), ds, full=True).SOPInstanceUID == ds.SOPInstanceUID  # indexed
+    inside = store / f"{ds.SOPInstanceUID}.dcm"
+    copy = other / "copy.dcm"
+    copy.write_bytes(inside.read_bytes())  # same UIDs, outside the store
+    inside.unlink()
+    inside.symlink_to(copy)
+    with pytest.raises(StudyUnavailableError, match="link out of the folder store"):
+        fetch(retriever, store.as_uri(), ds, full=True)
+    retriever.close()
+
+
+@pytest.mark.parametrize("full", [True, False])
+def test_a_file_added_after_the_store_was_opened_is_found(layout, full):
+    store, ds, _, _ = layout
+    retriever = DicomRetriever([store.as_uri()], local_folder=store)
+    assert fetch(retriever, store.as_uri(), ds).SOPInstanceUID == ds.SOPInstanceUID  # the index is built
+    arrived = write_instance(store / "later")
+    assert fetch(retriever, store.as_uri(), arrived, full=full).SOPInstanceUID == arrived.SOPInstanceUID
+    retriever.close()
+
+
+def test_misses_refresh_the_index_at_most_once_per_interval(layout):
+    store, ds, _, _ = layout
+    retriever = DicomRetriever([store.as_uri()], local_folder=store, index_refresh_s=1.0)
+    assert fetch(retriever, store.as_uri(), ds).SOPInstanceUID == ds.SOPInstanceUID
+    first = write_instance(store / "first")
+    assert fetch(retriever, store.as_uri(), first).SOPInstanceUID == first.SOPInstanceUID  # a miss: refreshed
+    second = write_instance(store / "second")
+    started = time.monotonic()
+    for _ in range(20):  # misses within the interval: no re-scan, so the new file is not seen yet
+        with pytest.raises(StudyUnavailableError, match="no instances"):
+            fetch(retriever, store.as_uri(), second, full=True)
+    assert time.monotonic() - started < 1.0, "the misses took the whole interval: the test proves nothing"
+    time.sleep(1.0)
+    assert fetch(retriever, store.as_uri(), second).SOPInstanceUID == second.SOPInstanceUID
+    retriever.close()
 
 
 def test_equivalent_spellings_share_one_client_and_one_thread(layout):

@@ -11,8 +11,7 @@ import pytest
 import requests
 from dicomweb_client import DICOMwebClient
 
-from cds_service.dicom.sc import build_heatmap_sc
-from cds_service.dicom.sr import build_measurement_report, model_labels
+from cds_service.dicom.results import result_objects
 from cds_service.dicom.stow import (
     instance_url,
     result_instance_uid,
@@ -20,18 +19,23 @@ from cds_service.dicom.stow import (
     store_results,
     stored_instance,
 )
+from cds_service.explain.heatmap import HipHeatmap
 from cds_service.training.phantoms import write_sample_study
 from tests.findings_factory import findings
 
 
-def test_result_uids_are_deterministic_per_model_version():
-    one = result_series_uid("1.2.3", "fracture@1+garden@1", "1.2.3.4")
-    assert one == result_series_uid("1.2.3", "fracture@1+garden@1", "1.2.3.4")
-    assert one != result_series_uid("1.2.3", "fracture@2+garden@1", "1.2.3.4")
-    assert one != result_series_uid("1.2.3", "fracture@1+garden@1", "1.2.3.5")
-    assert one != result_series_uid("1.2.3", "fracture@1+garden@1", "1.2.3.4", kind="sc")
+def test_result_uids_are_deterministic_per_model_version_and_content():
+    one = result_series_uid("1.2.3", "fracture@1+garden@1", "1.2.3.4", content="a")
+    assert one == result_series_uid("1.2.3", "fracture@1+garden@1", "1.2.3.4", content="a")
+    assert one != result_series_uid("1.2.3", "fracture@2+garden@1", "1.2.3.4", content="a")
+    assert one != result_series_uid("1.2.3", "fracture@1+garden@1", "1.2.3.5", content="a")
+    assert one != result_series_uid("1.2.3", "fracture@1+garden@1", "1.2.3.4", kind="sc", content="a")
+    assert one != result_series_uid("1.2.3", "fracture@1+garden@1", "1.2.3.4", content="b")
     assert result_instance_uid(one, "sr") != result_instance_uid(one, "sc")
-    assert len(one) <= 64 and pydicom.uid.UID(one).is_valid
+    assert one.startswith("2.25.") and len(one) <= 64 and pydicom.uid.UID(one).is_valid
+    rooted = result_series_uid("1.2.3", "fracture@1+garden@1", "1.2.3.4", root="1.3.6.1.4.1.99999")
+    assert rooted.startswith("1.3.6.1.4.1.99999.") and len(rooted) == 64 and pydicom.uid.UID(rooted).is_valid
+    assert pydicom.uid.UID(result_instance_uid(rooted, "sc")).is_valid and len(result_instance_uid(rooted, "sc")) <= 64
 
 
 def test_a_stored_result_is_recognised_by_its_wado_rs_url():
@@ -56,28 +60,23 @@ def _client(orthanc) -> DICOMwebClient:
     return DICOMwebClient(orthanc.dicomweb_url, session=session)
 
 
-def _results(source: pydicom.Dataset) -> list[pydicom.Dataset]:
-    result = findings()
-    sr_series, sc_series = (
-        result_series_uid(source.StudyInstanceUID, model_labels(result), source.SOPInstanceUID, kind)
-        for kind in ("sr", "sc")
-    )
-    sr = build_measurement_report(
-        source, result, series_instance_uid=sr_series, sop_instance_uid=result_instance_uid(sr_series, "sr")
-    )
-    rgb = np.repeat(source.pixel_array[::8, ::8, None].astype(np.uint8), 3, axis=2)
-    sc = build_heatmap_sc(
-        source,
-        rgb,
-        series_instance_uid=sc_series,
-        sop_instance_uid=result_instance_uid(sc_series, "sc"),
-        findings=result,
-    )
-    return [sr, sc]
+def _hips(source: pydicom.Dataset, right_heat: float = 1.0) -> list[HipHeatmap]:
+    rows, cols = int(source.Rows), int(source.Columns)
+    cam = np.full((8, 8), right_heat, np.float32)
+    return [
+        HipHeatmap("R", cam, False, (0, 0, cols // 2, rows)),
+        HipHeatmap("L", cam * 0.3, True, (cols // 2, 0, cols, rows)),
+    ]
+
+
+def _results(source: pydicom.Dataset, right: float = 0.94) -> list[pydicom.Dataset]:
+    """The SR and SC of one analysis, as the analyser makes them (UIDs derived from the content)."""
+    return result_objects(source, findings(right=right), _hips(source, right), uid_root="")
 
 
 def test_stow_into_the_source_study_then_read_back(orthanc_server, tmp_path: Path):
-    path = write_sample_study(tmp_path, seed=7)
+    # A study of its own: the session's Orthanc also holds results other tests stored for sample 7.
+    path = write_sample_study(tmp_path, seed=17)
     source = pydicom.dcmread(path)
     orthanc_server.upload(path.read_bytes())
     client = _client(orthanc_server)
@@ -103,7 +102,7 @@ def test_stow_into_the_source_study_then_read_back(orthanc_server, tmp_path: Pat
     assert sc_back.BurnedInAnnotation == "YES"
     assert sc_back.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
 
-    # Re-analysis with the same models: same UIDs, Orthanc keeps one copy of each.
+    # Re-analysis saying the same: same UIDs, Orthanc keeps one copy of each.
     again = store_results(orthanc_server.dicomweb_url, _results(source), client)
     assert sorted(again) == sorted(stored)
     instances = client.search_for_instances(study_instance_uid=source.StudyInstanceUID)
@@ -115,6 +114,18 @@ def test_stow_into_the_source_study_then_read_back(orthanc_server, tmp_path: Pat
             f"{orthanc_server.base_url}/tools/lookup", content=uid, auth=orthanc_server.auth, timeout=10
         ).json()
         assert len(found) == 1
+
+    # Re-analysis saying something else: new UIDs, stored beside the first result (not dropped).
+    changed = _results(source, right=0.81)
+    assert not {d.SOPInstanceUID for d in changed} & set(stored_uids)
+    newer = store_results(orthanc_server.dicomweb_url, changed, client)
+    assert not set(newer) & set(stored)
+    sr_changed = client.retrieve_instance(
+        source.StudyInstanceUID, changed[0].SeriesInstanceUID, changed[0].SOPInstanceUID
+    )
+    assert sr_changed.SOPInstanceUID == changed[0].SOPInstanceUID
+    instances = client.search_for_instances(study_instance_uid=source.StudyInstanceUID)
+    assert len(instances) == 5  # the source, the first SR and SC, the new SR and SC
 
 
 def test_store_refuses_a_client_outside_the_allowed_base(orthanc_server):

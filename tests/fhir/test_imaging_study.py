@@ -81,3 +81,10 @@ def test_the_ap_pelvis_series_and_instance_are_chosen():
     study["series"] = [lateral, ap]
     chosen = select_study(study_bundle)
     assert chosen.series_instance_uid == ap["uid"] and chosen.sop_instance_uid == "1.2.3.21"
+
+
+def test_the_studys_own_orders_are_kept_for_the_reports_based_on():
+    orders = bundle()
+    orders["entry"][0]["resource"]["basedOn"] = [{"reference": "ServiceRequest/done-1"}, {"display": "no reference"}]
+    assert select_study(orders).based_on == ("ServiceRequest/done-1",)
+    assert select_study(bundle()).based_on == ()

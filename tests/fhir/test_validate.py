@@ -27,6 +27,9 @@ def test_what_we_emit_has_no_binding_problems():
             ),
             "not an image type",
         ),
+        (lambda r: r["presentedForm"][0].update(contentType="image/png"), "presentedForm contentType"),
+        (lambda r: r["text"].update(status="done"), "NarrativeStatus"),
+        (lambda r: r["contained"][1].update(meta={"security": r["meta"]["security"]}), "dom-5"),
     ],
 )
 def test_binding_violations_are_caught(change, message):
@@ -34,3 +37,8 @@ def test_binding_violations_are_caught(change, message):
     change(resource)
     with pytest.raises(InvalidResourceError, match=message):
         check_bindings(resource)
+
+
+def test_a_provenance_entity_role_is_checked():
+    provenance = {"resourceType": "Provenance", "entity": [{"role": "input", "what": {"reference": "ImagingStudy/1"}}]}
+    assert problems(provenance) == ["Provenance.entity.role 'input' is not a ProvenanceEntityRole"]

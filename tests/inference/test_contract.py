@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from cds_service.errors import InferenceError
-from cds_service.inference.client import ContractMismatch, check_classifier, check_ensemble
-from cds_service.training.config import FRACTURE_CLASSES, GARDEN_CLASSES
+from cds_service.inference.client import ACCEPTED_CLASSES, ContractMismatch, check_classifier, check_ensemble
+from cds_service.training.config import FRACTURE_CLASSES, FRACTURE_SITE_CLASSES, GARDEN_CLASSES
 
 
 def classifier(name: str, classes: tuple[str, ...], size: int = 192, cam: int = 6) -> tuple[dict, dict]:
@@ -71,13 +71,26 @@ def ensemble() -> tuple[dict, dict]:
 
 
 def test_a_model_that_keeps_the_contract_gives_its_info_and_version():
-    info = check_classifier("fracture", *classifier("fracture", FRACTURE_CLASSES), FRACTURE_CLASSES)
+    info = check_classifier("fracture", *classifier("fracture", FRACTURE_CLASSES), (FRACTURE_CLASSES,))
     assert info.label == "fracture@3" and info.class_names == FRACTURE_CLASSES and info.input_size == 192
     assert info.operating_threshold == pytest.approx(0.4)
     assert info.prevalence == pytest.approx(0.25) and info.calibration_prevalence == pytest.approx(0.45)
     assert info.prior_shift == pytest.approx(math.log(1 / 3) - math.log(0.45 / 0.55))
-    garden = check_classifier("garden", *classifier("garden", GARDEN_CLASSES), GARDEN_CLASSES)
+    garden = check_classifier("garden", *classifier("garden", GARDEN_CLASSES), (GARDEN_CLASSES,))
     assert garden.prevalence is None and garden.prior_shift == 0.0  # empty parameter: no shift
+
+
+def test_the_fracture_model_may_also_name_the_fracture_site():
+    """A site-aware fracture model (none / femoral neck / trochanteric) keeps the contract, with its own
+    three-class shapes; the Garden model may not change its classes."""
+    info = check_classifier("fracture", *classifier("fracture", FRACTURE_SITE_CLASSES), ACCEPTED_CLASSES["fracture"])
+    assert info.class_names == FRACTURE_SITE_CLASSES
+    metadata, config = classifier("fracture", FRACTURE_SITE_CLASSES)
+    metadata["outputs"][0].update(shape=["-1", "2"])  # three class names, two logits
+    with pytest.raises(ContractMismatch, match="logits shape"):
+        check_classifier("fracture", metadata, config, ACCEPTED_CLASSES["fracture"])
+    with pytest.raises(ContractMismatch, match="class_names"):
+        check_classifier("garden", *classifier("garden", FRACTURE_SITE_CLASSES), ACCEPTED_CLASSES["garden"])
 
 
 @pytest.mark.parametrize(
@@ -103,7 +116,7 @@ def test_a_contract_mismatch_names_model_field_expected_and_found(change, field,
     metadata, config = classifier("fracture", FRACTURE_CLASSES)
     change(metadata, config)
     with pytest.raises(ContractMismatch) as caught:
-        check_classifier("fracture", metadata, config, FRACTURE_CLASSES)
+        check_classifier("fracture", metadata, config, (FRACTURE_CLASSES,))
     message = str(caught.value)
     assert isinstance(caught.value, InferenceError)
     assert "'fracture'" in message and field in message and expected in message and found in message
@@ -111,7 +124,7 @@ def test_a_contract_mismatch_names_model_field_expected_and_found(change, field,
 
 def test_the_ensemble_must_route_both_models_to_the_expected_outputs():
     models = {
-        name: check_classifier(name, *classifier(name, classes), classes)
+        name: check_classifier(name, *classifier(name, classes), (classes,))
         for name, classes in (("fracture", FRACTURE_CLASSES), ("garden", GARDEN_CLASSES))
     }
     cams = {"fracture": [-1, 2, 6, 6], "garden": [-1, 4, 6, 6]}

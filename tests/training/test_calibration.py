@@ -1,11 +1,17 @@
-"""Temperature scaling and the sensitivity operating point (cds_service.training.calibration)."""
+"""Temperature scaling and the two operating points (cds_service.training.calibration)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cds_service.training.calibration import fit_temperature, nll, sensitivity_threshold
+from cds_service.training.calibration import (
+    PUBLISHED_SPECIFICITY,
+    fit_temperature,
+    nll,
+    sensitivity_threshold,
+    specificity_threshold,
+)
 
 
 def _sample(temperature: float, n: int = 20000, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -49,3 +55,35 @@ def test_sensitivity_threshold_is_the_highest_that_reaches_the_target():
 def test_sensitivity_threshold_needs_positives():
     with pytest.raises(ValueError):
         sensitivity_threshold(np.zeros(4, bool), np.linspace(0, 1, 4))
+
+
+def test_specificity_threshold_is_the_lowest_that_reaches_the_target():
+    truth = np.array([0] * 20 + [1] * 10, bool)
+    negatives = np.linspace(0.01, 0.60, 20)  # the 19th negative scores ≈ 0.569, the 20th 0.60
+    positives = np.array([0.3, 0.4, 0.5, 0.58, 0.65, 0.7, 0.8, 0.9, 0.95, 0.99])
+    score = np.r_[negatives, positives]
+    threshold, sensitivity, specificity = specificity_threshold(truth, score, target=0.95)
+    # 95 % of 20 = 19 negatives below: just above the 19th, midway to the next higher score (0.58)
+    assert negatives[18] < threshold < 0.58
+    assert specificity == pytest.approx(0.95)
+    assert sensitivity == pytest.approx(0.7)  # positives 0.3, 0.4 and 0.5 lie below the cut
+    lower = np.nextafter(negatives[18], 0)  # any lower threshold calls the 19th negative positive
+    assert (score[~truth] < lower).mean() < 0.95
+    strict, _, strict_specificity = specificity_threshold(truth, score, target=1.0)
+    assert 0.60 < strict < 0.65 and strict_specificity == 1.0
+
+
+def test_specificity_threshold_above_every_score_still_excludes_the_top_negative():
+    truth = np.array([1, 0, 0], bool)
+    threshold, sensitivity, specificity = specificity_threshold(truth, np.array([0.2, 0.1, 0.9]), target=1.0)
+    assert threshold > 0.9 and specificity == 1.0 and sensitivity == 0.0
+
+
+def test_specificity_threshold_defaults_to_seed_a_and_needs_negatives():
+    rng = np.random.default_rng(5)
+    truth = rng.random(4000) < 0.3
+    score = np.clip(rng.normal(np.where(truth, 0.7, 0.3), 0.15), 0, 1)
+    _, _, specificity = specificity_threshold(truth, score)
+    assert PUBLISHED_SPECIFICITY <= specificity < PUBLISHED_SPECIFICITY + 0.005
+    with pytest.raises(ValueError):
+        specificity_threshold(np.ones(4, bool), np.linspace(0, 1, 4))

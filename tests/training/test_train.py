@@ -225,3 +225,32 @@ def test_a_fresh_work_folder_continues_the_served_models(tmp_path):
         assert model_versions(repo, name) == [2]
     with pytest.raises(ValueError, match="takes 96 px crops, this run 128"):
         train_all(dataclasses.replace(config, input_size=128), repo, tmp_path / "larger")
+
+
+def test_a_site_aware_fracture_model_trains_exports_and_is_read_as_the_service_reads_it(tmp_path):
+    """--fracture-sites: three classes (none / femoral neck / trochanteric) end to end: the export keeps
+    the contract the service accepts, calibrates p(fracture) = 1 − p(none), and the service's reader
+    derives p(fracture), the fracture map and a site from it."""
+    import numpy as np
+
+    from cds_service.findings import fracture_site, site_aware
+    from cds_service.inference.client import ACCEPTED_CLASSES
+    from cds_service.training.config import FRACTURE_SITE_CLASSES
+    from cds_service.training.dataset import CropSet
+    from cds_service.training.evaluation.onnx_model import OnnxModel
+
+    config = dataclasses.replace(TINY, fracture_sites=True, garden_epochs=0)
+    summary = train_all(config, tmp_path / "repo", tmp_path / "work")
+    parameters = _parameters(tmp_path / "repo", "fracture")
+    assert tuple(parameters["class_names"].split(",")) == FRACTURE_SITE_CLASSES
+    assert FRACTURE_SITE_CLASSES in ACCEPTED_CLASSES["fracture"]
+    assert float(parameters["sensitivity"]) >= 0.952  # chosen on p(fracture) = 1 − p(none)
+    assert 0.0 <= summary["fracture"]["val_site_accuracy"] <= 1.0
+    model = OnnxModel.load(tmp_path / "repo", "fracture")
+    assert site_aware(model.info)
+    images = CropSet.load(tmp_path / "work" / "val-96.npz").images
+    p, maps = model.fracture(images)
+    probs, _ = model.run(images)
+    np.testing.assert_allclose(p, 1 - probs[:, 0], atol=1e-9)
+    assert maps.shape[0] == len(images) and maps.ndim == 3
+    assert {fracture_site(row, model.info) for row in probs} <= {"femoral_neck", "trochanteric", "uncertain"}

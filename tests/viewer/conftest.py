@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +46,12 @@ def make_analysis(display: np.ndarray, **findings_kw: object) -> Analysis:
     heat = heat_canvas(heatmaps, (rows, cols), display.shape)
     chart = render_chart_image(display, heat, heatmaps, (rows, cols))
     return Analysis(findings(**findings_kw), chart, (rows, cols), heatmaps, display, heat_levels(heat))
+
+
+def with_site(analysis: Analysis, site: str) -> Analysis:
+    """``analysis`` with every hip's fracture site set to ``site`` (a site-aware model's output)."""
+    hips = [dataclasses.replace(hip, site=site) for hip in analysis.findings.hips]
+    return dataclasses.replace(analysis, findings=dataclasses.replace(analysis.findings, hips=hips))
 
 
 @pytest.fixture(scope="session")

@@ -13,12 +13,14 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from cds_service.domain import FEMORAL_NECK, TROCHANTERIC
 from cds_service.explain.heatmap import COLORMAP
+from cds_service.settings import Settings
 from cds_service.viewer import build_router, sign, smart_app_context
 from cds_service.viewer.routes import heat_rgba, viewer_secret
 from tests.conftest import require
 from tests.test_end_to_end import hook_request, post
-from tests.viewer.conftest import link, make_analysis, make_store, stored_key, token
+from tests.viewer.conftest import SECRET, link, make_analysis, make_store, stored_key, token, with_site
 
 
 def path_of(url: str) -> str:
@@ -51,8 +53,9 @@ def test_page_shows_findings_controls_and_disclaimer(viewer_client, viewer_setti
     assert '<label for="opacity">' in page and '<label class="toggle" for="toggle">' in page
     assert "Right hip" in page and "Left hip" in page
     assert "94\u00a0%" in page and "3\u00a0%" in page
-    assert "<strong>III</strong> — displaced (Garden III–IV)" in page
-    assert page.count("Garden stage") == 1  # only the fractured hip is staged
+    assert "Suspected fracture" in page and "No fracture suspected" in page
+    assert "Uncertain: no Garden stage" in page  # today's two-class models: no site, so no stage
+    assert "Garden stage," not in page and "Garden I–IV" not in page and "P(displaced)" not in page
     assert "fracture@1" in page and "garden@1" in page
     assert 'name="viewport"' in page and "alt=" in page
     assert "http" not in page.replace("http-equiv", "")  # no external assets, no absolute URLs
@@ -197,3 +200,28 @@ def test_real_pipeline_result_is_viewable(service, ehr_keys, dicom_store, viewer
     assert heat.shape == (*analysis.display.shape, 4)
     # Visible exactly where the heat reaches the floor (the shipped untrained models may give none).
     assert np.array_equal(heat[..., 3] > 0, analysis.heat.astype(np.float32) / 255 >= 0.2)
+
+
+def test_a_femoral_neck_fracture_is_staged_as_conditional(viewer_client, viewer_settings, store, analysis):
+    page = viewer_client.get(path_of(link(viewer_settings, store, with_site(analysis, FEMORAL_NECK)))).text
+    assert "Femoral neck" in page and "<strong>III</strong> — displaced (Garden III–IV)" in page
+    assert page.count("Garden stage, if a femoral-neck fracture") == 1  # only the fractured hip is staged
+
+
+def test_a_trochanteric_fracture_gets_no_garden_stage(viewer_client, viewer_settings, store, analysis):
+    page = viewer_client.get(path_of(link(viewer_settings, store, with_site(analysis, TROCHANTERIC)))).text
+    assert "Trochanteric (no Garden stage)" in page
+    assert "Garden stage," not in page and "Garden I–IV" not in page and "P(displaced)" not in page
+
+
+def test_certainties_are_bounded(viewer_client, viewer_settings, store, phantom_display):
+    page = viewer_client.get(path_of(link(viewer_settings, store, make_analysis(phantom_display, right=0.999)))).text
+    assert ">\u00a099\u00a0%" in page and "100\u00a0%" not in page
+
+
+def test_links_live_24_hours_by_default(tmp_path, analysis):
+    settings = Settings(viewer_secret=SECRET)
+    assert settings.viewer_link_ttl_s == settings.result_ttl_s == 24 * 3600
+    signed = token(settings, make_store(tmp_path), analysis, now=1_000_000.0)
+    payload = base64.urlsafe_b64decode(signed.split(".")[0] + "==").decode()
+    assert payload.endswith(f".{1_000_000 + 24 * 3600}")

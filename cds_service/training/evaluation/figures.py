@@ -78,11 +78,10 @@ def plot_heatmaps(data: CropSet, fracture: OnnxModel, path: Path, group: str) ->
     plt = pyplot()
     picks = [int(np.flatnonzero(data.label == k)[0]) for k in range(1, len(LABELS)) if (data.label == k).any()]
     picks += [int(i) for i in np.flatnonzero(data.label == 0)[:2]]
-    probs, cams = fracture.run(data.images[picks])
+    probs, cams = fracture.fracture(data.images[picks])
     size = data.images.shape[-1]
     fig, axes = plt.subplots(3, 3, figsize=(9, 9.6), dpi=100)
-    index = fracture.fracture_index
-    for ax, i, prob, cam in zip(axes.flat, picks, probs[:, index], cams[:, index], strict=False):
+    for ax, i, prob, cam in zip(axes.flat, picks, probs, cams, strict=False):
         heat = upsample(cam, size)
         ax.imshow(data.images[i], cmap="gray", vmin=0, vmax=255)
         ax.imshow(heat / heat.max() if heat.max() > 0 else heat, cmap="jet", alpha=0.35, vmin=0, vmax=1)

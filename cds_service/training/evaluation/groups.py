@@ -128,8 +128,7 @@ def false_negatives(results: list[GroupResult], threshold: float) -> dict[str, l
 def evaluate_group(name: str, data: CropSet, fracture: OnnxModel, garden: OnnxModel, resamples: int) -> GroupResult:
     """The metrics of one group of crops (the report section is :func:`.markdown.group_section`)."""
     threshold = fracture.info.operating_threshold
-    probs, cams = fracture.run(data.images)
-    score = probs[:, fracture.fracture_index]
+    score, maps = fracture.fracture(data.images)
     truth, studies = data.fractured, data.study
     report = binary_report(truth, score, threshold, resamples=resamples, clusters=studies)
     ece = bootstrap(expected_calibration_error, truth, score, resamples=resamples, clusters=studies)
@@ -137,7 +136,7 @@ def evaluate_group(name: str, data: CropSet, fracture: OnnxModel, garden: OnnxMo
         LABELS[k]: wilson(int((score[data.label == k] >= threshold).sum()), int((data.label == k).sum()))
         for k in range(1, len(LABELS))
     }
-    located = localisation(cams[:, fracture.fracture_index], data, resamples)
+    located = localisation(maps, data, resamples)
 
     neck = data.garden >= 0
     g_probs, _ = garden.run(data.images[neck])

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cds_service.domain import ModelInfo
-from cds_service.findings import calibrated_probabilities, positive_index
+from cds_service.findings import calibrated_probabilities, fracture_cam, fracture_probability
 from cds_service.inference.client import model_info_from_config
 from cds_service.inference.triton_server import latest_model_file, read_model_config
 
@@ -42,10 +42,11 @@ class OnnxModel:
         session = ort.InferenceSession(str(latest_model_file(repository, name)), providers=["CPUExecutionProvider"])
         return cls(name, session, params, info)
 
-    @property
-    def fracture_index(self) -> int:
-        """Index of the ``fracture`` class (as :func:`cds_service.findings.interpret` finds it)."""
-        return positive_index(self.info)
+    def fracture(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated p(fracture) [N] and the fracture maps [N, h, w], derived from the class outputs as the
+        service derives them (:func:`~cds_service.findings.fracture_probability`, ``fracture_cam``)."""
+        probs, cams = self.run(images)
+        return fracture_probability(probs, self.info), fracture_cam(cams, probs, self.info)
 
     def parameter(self, key: str) -> float | None:
         """A numeric config parameter, or None when it is absent or empty (older models)."""
@@ -69,4 +70,4 @@ class OnnxModel:
 
     def p_fracture(self, images: np.ndarray) -> np.ndarray:
         """Calibrated p(fracture) per crop."""
-        return self.run(images)[0][:, self.fracture_index]
+        return fracture_probability(self.run(images)[0], self.info)

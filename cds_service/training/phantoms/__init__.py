@@ -14,7 +14,9 @@ photometric interpretation, processing curve and lossless compression (RLE, JPEG
 (the demo runs without torch).
 
 The package: :mod:`.truth` (labels and per-hip truth), :mod:`.sites` (site profiles), :mod:`.cartoon`
-(the version-1 2-D renderer), :mod:`.writer` (DICOM encoding, sample study, labelled sets).
+(the version-1 2-D renderer), :mod:`.writer` (DICOM encoding, sample study, labelled sets); version 2
+renders from 3-D anatomy (:mod:`.volume`, :mod:`.patient`, the pelvis, femur and soft-tissue parts)
+through :mod:`.physics` in :mod:`.radiograph` (``writer.renderer(2)``).
 """
 
 from cds_service.training.phantoms.cartoon import WORK, random_confounders, render
@@ -29,6 +31,7 @@ from cds_service.training.phantoms.sites import (
 from cds_service.training.phantoms.truth import GARDEN, LABELS, HipTruth, Phantom
 from cds_service.training.phantoms.writer import (
     UID_PREFIX,
+    renderer,
     sample_labels,
     to_dataset,
     write_phantom_set,
@@ -50,6 +53,7 @@ __all__ = [
     "draw_acquisition",
     "random_confounders",
     "render",
+    "renderer",
     "sample_labels",
     "to_dataset",
     "write_phantom_set",

@@ -30,8 +30,15 @@ class HipTruth:
 
 @dataclass(frozen=True)
 class Phantom:
-    """One rendered radiograph: intensity in [0, 1] (1 = bright bone) at working resolution."""
+    """One rendered radiograph: intensity in [0, 1] (1 = bright bone) at working resolution.
+
+    ``noise_applied``: the renderer modelled the detector's noise itself (the physics renderer), so
+    the site encoding adds none; ``femur_masks``: (right, left) projected proximal-femur regions at
+    working resolution, where the renderer knows them.
+    """
 
     image: np.ndarray
     hips: tuple[HipTruth, ...]  # (right, left) in work-resolution pixels
     confounders: tuple[str, ...]
+    noise_applied: bool = False
+    femur_masks: tuple[np.ndarray, ...] | None = None

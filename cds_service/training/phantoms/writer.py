@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -43,8 +44,9 @@ def to_dataset(
     image = np.asarray(
         Image.fromarray(phantom.image, mode="F").resize((site.columns, site.rows), Image.Resampling.BILINEAR)
     )
-    rng = np.random.default_rng([seed, index, 99])
-    image = np.clip(image + rng.normal(0, site.noise, image.shape).astype(np.float32), 0, 1)
+    if not phantom.noise_applied:  # a physics phantom carries its detector's quantum noise already
+        rng = np.random.default_rng([seed, index, 99])
+        image = np.clip(image + rng.normal(0, site.noise, image.shape).astype(np.float32), 0, 1)
     if site.sharpen:
         sigma = max(1.0, site.columns / 400)
         image = np.clip(image + site.sharpen * (image - _blur(image, sigma)), 0, 1)
@@ -140,12 +142,31 @@ def _dx_modules(ds: pydicom.Dataset, site: SiteProfile, stored: np.ndarray) -> N
     ds.AcquisitionContextSequence = []
 
 
+def renderer(version: int = 1) -> Callable[..., Phantom]:
+    """The renderer of a phantom generator version (caches are keyed by it): 1 the 2-D cartoon the
+    shipped models were trained on (:mod:`.cartoon`), 2 the radiograph from 3-D anatomy through the
+    physics of the exposure (:mod:`.radiograph`, imported only when asked for)."""
+    if version == 1:
+        return render
+    if version == 2:
+        from cds_service.training.phantoms import radiograph
+
+        return radiograph.render
+    raise ValueError(f"unknown phantom generator version {version}")
+
+
 def write_sample_study(
-    folder: Path, seed: int = 7, right: str = "garden_III", left: str = "none", site: str = "site-c"
+    folder: Path,
+    seed: int = 7,
+    right: str = "garden_III",
+    left: str = "none",
+    site: str = "site-c",
+    *,
+    version: int = 1,
 ) -> Path:
     """Write one bilateral AP pelvis study (one instance) into ``folder``; returns its path."""
     rng = np.random.default_rng(seed)
-    phantom = render(rng, right, left)
+    phantom = renderer(version)(rng, right, left)
     # Acquired "today", so the sample passes the service's look-back window whenever the demo runs.
     ds, _ = to_dataset(phantom, SITES[site], seed, study_date=date.today().strftime("%Y%m%d"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -154,9 +175,13 @@ def write_sample_study(
     return path
 
 
-def write_phantom_set(folder: Path, count: int, seed: int, sites: tuple[str, ...] = TRAINING_SITES) -> Path:
+def write_phantom_set(
+    folder: Path, count: int, seed: int, sites: tuple[str, ...] = TRAINING_SITES, *, version: int = 1
+) -> Path:
     """Write ``count`` phantom studies and ``labels.csv`` (one row per hip) into ``folder``."""
     from rich.progress import track
+
+    draw = renderer(version)
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -167,7 +192,7 @@ def write_phantom_set(folder: Path, count: int, seed: int, sites: tuple[str, ...
             right, left = sample_labels(rng)
             confounders = random_confounders(rng, right, left)
             site = SITES[sites[index % len(sites)]]
-            ds, hips = to_dataset(render(rng, right, left, confounders), site, seed, index)
+            ds, hips = to_dataset(draw(rng, right, left, confounders), site, seed, index)
             name = f"phantom-{seed}-{index:05d}.dcm"
             ds.save_as(folder / name, enforce_file_format=True)
             for hip in hips:
