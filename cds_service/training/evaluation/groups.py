@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cds_service.domain import FEMORAL_NECK, TROCHANTERIC, UNCERTAIN_SITE
+from cds_service.findings import fracture_cam, fracture_probability, fracture_site, site_aware
 from cds_service.training.dataset import CropSet, generate
 from cds_service.training.evaluation.localisation import iou_ceiling, localisation
 from cds_service.training.evaluation.onnx_model import OnnxModel
@@ -14,6 +16,7 @@ from cds_service.training.metrics import (
     binary_report,
     bootstrap,
     expected_calibration_error,
+    proportion,
     reliability_bins,
     roc_curve,
     sensitivity_specificity,
@@ -95,12 +98,40 @@ class GroupResult:
 
 
 def stored_thresholds(fracture: OnnxModel) -> dict[str, float]:
-    """The fracture model's stored thresholds: "operating" and, when stored, "youden"."""
+    """The fracture model's stored thresholds: "operating" and, when stored, "youden" and
+    "high_specificity" (the card's second point, as the service reads it: the Youden point stands in
+    when its validation specificity reaches Seed A's; ``inference.client.high_specificity_threshold``)."""
     thresholds = {"operating": fracture.info.operating_threshold}
     youden = fracture.parameter("youden_threshold")
     if youden is not None:
         thresholds["youden"] = youden
+    if fracture.info.high_specificity_threshold is not None:
+        thresholds["high_specificity"] = fracture.info.high_specificity_threshold
     return thresholds
+
+
+def site_metrics(data: CropSet, probabilities: np.ndarray, score: np.ndarray, fracture: OnnxModel) -> dict:
+    """Fracture site and Garden as the card would show them.
+
+    ``fracture_site_accuracy``: of the true fractures called at the operating point, the share whose named
+    site is right (femoral neck for Garden I–IV, trochanteric for AO 31-A; ``uncertain`` counts as not
+    right, and its share is reported apart). The Garden model is then judged on the hips the card stages
+    (called and named femoral neck), where a hip that is not a femoral-neck fracture counts as wrong.
+    A two-class model names no site: the card stages no hip, and these figures are n/a.
+    """
+    info = fracture.info
+    if not site_aware(info):
+        return {"site_aware": False}
+    sites = np.array([fracture_site(row, info) for row in probabilities])
+    called = score >= info.operating_threshold
+    true_site = np.where(data.garden >= 0, FEMORAL_NECK, np.where(data.fractured, TROCHANTERIC, "none"))
+    hit = data.fractured & called
+    return {
+        "site_aware": True,
+        "fracture_site_accuracy": list(wilson(int((sites[hit] == true_site[hit]).sum()), int(hit.sum()))),
+        "fracture_site_uncertain": list(wilson(int((sites[hit] == UNCERTAIN_SITE).sum()), int(hit.sum()))),
+        "staged": called & (sites == FEMORAL_NECK),
+    }
 
 
 def operating_points(
@@ -128,7 +159,9 @@ def false_negatives(results: list[GroupResult], threshold: float) -> dict[str, l
 def evaluate_group(name: str, data: CropSet, fracture: OnnxModel, garden: OnnxModel, resamples: int) -> GroupResult:
     """The metrics of one group of crops (the report section is :func:`.markdown.group_section`)."""
     threshold = fracture.info.operating_threshold
-    score, maps = fracture.fracture(data.images)
+    probabilities, cams = fracture.run(data.images)
+    score, maps = fracture_probability(probabilities, fracture.info), fracture_cam(cams, probabilities, fracture.info)
+    sited = site_metrics(data, probabilities, score, fracture)
     truth, studies = data.fractured, data.study
     report = binary_report(truth, score, threshold, resamples=resamples, clusters=studies)
     ece = bootstrap(expected_calibration_error, truth, score, resamples=resamples, clusters=studies)
@@ -141,6 +174,15 @@ def evaluate_group(name: str, data: CropSet, fracture: OnnxModel, garden: OnnxMo
     neck = data.garden >= 0
     g_probs, _ = garden.run(data.images[neck])
     g_pred, g_truth = g_probs.argmax(1), data.garden[neck]
+    as_shown: dict = {}
+    if sited["site_aware"]:  # Garden on what the card stages: a staged hip that is no neck fracture is wrong
+        staged = sited.pop("staged")
+        shown, _ = garden.run(data.images[staged])
+        right = shown.argmax(1) == data.garden[staged]  # garden −1 (not a neck fracture) never matches
+        as_shown = {
+            "garden_as_shown_accuracy": list(proportion(right, data.study[staged])),
+            "garden_as_shown_not_neck": int((data.garden[staged] < 0).sum()),
+        }
 
     fpr, tpr, _ = roc_curve(truth, score)
     confidence, frequency, counts = reliability_bins(truth, score, CALIBRATION_BINS)
@@ -167,6 +209,8 @@ def evaluate_group(name: str, data: CropSet, fracture: OnnxModel, garden: OnnxMo
             k: list(v) for k, v in located["localisation_fracture_by_subtype"].items()
         },
         "localisation_top5_iou_ceiling": iou_ceiling(data.boxes[truth], data.images.shape[-1]),
+        **sited,
+        **as_shown,
         "garden_4class_accuracy": list(wilson(int((g_pred == g_truth).sum()), int(neck.sum()))),
         "garden_displaced_accuracy": list(wilson(int(((g_pred >= 2) == (g_truth >= 2)).sum()), int(neck.sum()))),
         # Recall per stage: "Garden I sensitivity" of the staging (a Garden I fracture staged I).

@@ -68,6 +68,10 @@ def operating_table(points: dict[str, dict]) -> str:
     rows = {
         "operating": ("stored operating point (`operating_threshold`)", "95.2 % / 96.9 % (Study A)"),
         "youden": ("Youden point (`youden_threshold`)", "–"),
+        "high_specificity": (
+            "high-specificity point (the card's `warning`/`critical` tiers; below it `info`)",
+            "specificity ≥ 96.9 % (Study A)",
+        ),
     }
     lines = ["| operating point | threshold | sensitivity (95 % CI) | specificity (95 % CI) | published |"]
     lines.append("|---|---|---|---|---|")
@@ -76,6 +80,22 @@ def operating_table(points: dict[str, dict]) -> str:
         sensitivity, specificity = fmt(point["sensitivity"]), fmt(point["specificity"])
         lines.append(f"| {label} | {point['threshold']:.3f} | {sensitivity} | {specificity} | {published} |")
     return "\n".join(lines)
+
+
+def site_rows(metrics: dict) -> str:
+    """Table rows for the fracture site and Garden as the card shows it (n/a for a two-class model)."""
+    if not metrics.get("site_aware"):
+        na = "n/a: the fracture model names no site, so the card stages no hip"
+        return (
+            f"| fracture-site accuracy (called fractures) | {na} | – (target ≥ 95 %) |\n| Garden as shown | {na} | – |"
+        )
+    return (
+        f"| fracture-site accuracy (called fractures; neck vs trochanteric) | {fmt(metrics['fracture_site_accuracy'])}"
+        " | – (target ≥ 95 %) |\n"
+        f"| site named uncertain (called fractures) | {fmt(metrics['fracture_site_uncertain'])} | – |\n"
+        f"| Garden 4-class accuracy as the card shows it (hips called femoral-neck fractures; "
+        f"{metrics['garden_as_shown_not_neck']} of them are not) | {fmt(metrics['garden_as_shown_accuracy'])} | – |"
+    )
 
 
 def group_section(result: GroupResult) -> str:
@@ -116,6 +136,7 @@ def group_section(result: GroupResult) -> str:
 | Garden 4-class accuracy (femoral-neck fractures, n = {necks}) | {garden4} | 93.34 % (Study B, CV) |
 | Garden I staged as I (recall of stage I) | {fmt(metrics["garden_stage_recall"]["I"])} | – (target ≥ 80 %) |
 | Garden I–II vs III–IV accuracy | {fmt(metrics["garden_displaced_accuracy"])} | – |
+{site_rows(metrics)}
 
 {operating_table(metrics["operating_points"])}
 
