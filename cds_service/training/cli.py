@@ -11,6 +11,12 @@ from cds_service.settings import REPO_ROOT
 def _phantoms(args: argparse.Namespace) -> int:
     from cds_service.training.phantoms import SITES, TRAINING_SITES, write_phantom_set
 
+    if args.contact_sheet:
+        from cds_service.training.phantoms.contact_sheet import write_pictures
+
+        for path in write_pictures(Path(args.contact_sheet), args.seed):
+            print(f"wrote {path}")
+        return 0
     sites = tuple(args.sites.split(",")) if args.sites else TRAINING_SITES
     unknown = [site for site in sites if site not in SITES]
     if unknown:
@@ -115,6 +121,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     phantoms.add_argument("--count", type=int, default=100, help="number of studies (default: %(default)s)")
     phantoms.add_argument("--seed", type=int, default=1)
     phantoms.add_argument("--sites", default="", help="comma-separated site profiles (default: the training sites)")
+    phantoms.add_argument(
+        "--contact-sheet",
+        default="",
+        metavar="PATH",
+        help="instead of a data set, write the version-2 contact sheet (PNG) to PATH and the cartoon-versus-"
+        "version-2 picture beside it (PATH with contact_sheet → cartoon_vs_v2); uses --seed",
+    )
     phantoms.set_defaults(func=_phantoms)
 
     train = subparsers.add_parser("train", help="train the fracture and Garden models and export them [train extra]")

@@ -44,10 +44,21 @@ class CropSet:
     # int [N]: the study each crop comes from (its two hips share one), for study-clustered intervals.
     # Sets made before it was kept: consecutive pairs, as generate and from_folder write them.
     study: np.ndarray = None  # type: ignore[assignment]
+    # uint8 [N, S/4, S/4]: the proximal femur's own projected region (head to below the lesser
+    # trochanter, both trochanters) in crop coordinates at a quarter of the crop's size, where the
+    # renderer knows it (generator 2); empty [0, …] otherwise. Localisation and the heat-map guidance
+    # read it instead of the femur box.
+    femur_mask: np.ndarray = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.study is None:
             self.study = np.arange(len(self.label)) // 2
+        if self.femur_mask is None:
+            self.femur_mask = np.zeros((0, 1, 1), np.uint8)
+
+    @property
+    def has_femur_masks(self) -> bool:
+        return len(self.femur_mask) == len(self.label) and self.femur_mask.shape[1] > 1
 
     @property
     def fractured(self) -> np.ndarray:
@@ -62,8 +73,15 @@ class CropSet:
         return len(self.label)
 
     def subset(self, mask: np.ndarray) -> CropSet:
+        masks = self.femur_mask[mask] if self.has_femur_masks else None
         return CropSet(
-            self.images[mask], self.label[mask], self.boxes[mask], self.site[mask], self.femur[mask], self.study[mask]
+            self.images[mask],
+            self.label[mask],
+            self.boxes[mask],
+            self.site[mask],
+            self.femur[mask],
+            self.study[mask],
+            masks,
         )
 
     def save(self, path: Path) -> None:
@@ -86,6 +104,46 @@ def crop_box(box: tuple[int, int, int, int], crop: HipCrop, size: int) -> np.nda
     if crop.mirrored:
         bx0, bx1 = (x1 - x0) - bx1, (x1 - x0) - bx0
     return np.array([bx0 * sx, (box[1] - y0) * sy, bx1 * sx, (box[3] - y0) * sy], dtype=np.float32).clip(0, size)
+
+
+#: The share of generator-2 training and test studies with one fracture mimic drawn on a hip without a
+#: fracture (a skin fold, bowel gas, physeal scar, herniation pit or osteophyte): real films are full of
+#: lines that are not fractures, and a model that never saw one calls every line a fracture.
+MIMIC_SHARE = 0.35
+
+
+def all_mimics() -> tuple[str, ...]:
+    """Every mimic kind generator 2 draws (bone mimics, then soft-tissue ones)."""
+    from cds_service.training.phantoms.mimics import BONE_MIMICS
+    from cds_service.training.phantoms.soft_tissue import SOFT_TISSUE_MIMICS
+
+    return (*BONE_MIMICS, *SOFT_TISSUE_MIMICS)
+
+
+def random_mimics(rng: np.random.Generator, right: str, left: str) -> tuple[str, ...]:
+    """At most one mimic per study, on a hip without a fracture ("kind:R"/"kind:L"), in MIMIC_SHARE of them."""
+    if rng.random() >= MIMIC_SHARE:
+        return ()
+    sides = [side for side, label in (("R", right), ("L", left)) if label == "none"]
+    kinds = all_mimics()
+    return (f"{kinds[int(rng.integers(len(kinds)))]}:{sides[int(rng.integers(len(sides)))]}",)
+
+
+def crop_mask(mask: np.ndarray, crop: HipCrop, stored: tuple[int, int], size: int) -> np.ndarray:
+    """A working-resolution mask in a crop's coordinates at ``size`` px: the crop's box (stored-image
+    pixels of a ``stored`` (rows, columns) image) mapped back to the mask, mirrored like the crop."""
+    from PIL import Image
+
+    sy, sx = mask.shape[0] / stored[0], mask.shape[1] / stored[1]
+    x0, y0, x1, y1 = crop.box
+    part = mask[
+        int(y0 * sy) : max(int(y0 * sy) + 1, int(round(y1 * sy))),
+        int(x0 * sx) : max(int(x0 * sx) + 1, int(round(x1 * sx))),
+    ]
+    if crop.mirrored:
+        part = part[:, ::-1]
+    image = Image.fromarray(part.astype(np.uint8) * 255).resize((size, size), Image.Resampling.BILINEAR)
+    return (np.asarray(image) >= 128).astype(np.uint8)
 
 
 def _labels(rng: np.random.Generator, p_fracture: float) -> tuple[str, str]:
@@ -113,6 +171,7 @@ class _Chunk:
     only: tuple[str, ...] | None
     generator: int = 1
     mimics: tuple[str, ...] = ()
+    random_mimics: bool = True
 
 
 #: Phantom generator versions: 1 the 2-D cartoon (:mod:`phantoms.cartoon`), 2 radiographs rendered from
@@ -122,7 +181,7 @@ GENERATORS = (1, 2)
 
 def _chunk(job: _Chunk) -> CropSet:
     seed, sites, size, scale, vary = job.seed, job.sites, job.size, job.scale, job.vary
-    images, labels, boxes, site_names, femurs, studies = [], [], [], [], [], []
+    images, labels, boxes, site_names, femurs, studies, masks = [], [], [], [], [], [], []
     draw = renderer(job.generator)
     for index in range(job.start, job.start + job.count):
         rng = np.random.default_rng([seed, index])
@@ -130,7 +189,10 @@ def _chunk(job: _Chunk) -> CropSet:
         if job.only is not None and right not in job.only and left not in job.only:
             continue  # rendering is the cost; every study's draws are its own, so skipping changes no other
         confounders = random_confounders(rng, right, left)
-        extra = {"mimics": job.mimics} if job.mimics else {}
+        mimics = job.mimics
+        if job.generator >= 2 and not mimics and job.random_mimics:
+            mimics = random_mimics(rng, right, left)
+        extra = {"mimics": mimics} if mimics else {}
         phantom = draw(rng, right, left, confounders, job.swap_marker, job.fracture_lines, **extra)
         base = SITES[sites[index % len(sites)]]
         if vary:
@@ -143,6 +205,7 @@ def _chunk(job: _Chunk) -> CropSet:
         )
         ds, hips = to_dataset(phantom, site, seed, index)
         truth: dict[str, HipTruth] = {hip.side: hip for hip in hips}
+        worked = dict(zip(("R", "L"), phantom.femur_masks, strict=True)) if phantom.femur_masks else {}
         for crop in split_hips(decode_dataset(ds), size):
             hip = truth[crop.laterality or "R"]
             images.append(crop.pixels)
@@ -151,14 +214,29 @@ def _chunk(job: _Chunk) -> CropSet:
             site_names.append(site.name)
             femurs.append(crop_box(hip.femur_box, crop, size) if hip.femur_box else np.full(4, np.nan, np.float32))
             studies.append(index)
+            if worked:
+                masks.append(crop_mask(worked[crop.laterality or "R"], crop, (site.rows, site.columns), size // 4))
     if not images:  # ``only`` matched no study of this chunk
         empty = np.zeros((0, 4), np.float32)
         return CropSet(
             np.zeros((0, size, size), np.uint8), np.zeros(0, int), empty, np.zeros(0, str), empty, np.zeros(0, int)
         )
     return CropSet(
-        np.stack(images), np.array(labels), np.stack(boxes), np.array(site_names), np.stack(femurs), np.array(studies)
+        np.stack(images),
+        np.array(labels),
+        np.stack(boxes),
+        np.array(site_names),
+        np.stack(femurs),
+        np.array(studies),
+        np.stack(masks) if masks else None,
     )
+
+
+def _masks(parts: list[CropSet]) -> np.ndarray | None:
+    """The parts' femur masks joined, or None unless every part has them."""
+    if parts and all(p.has_femur_masks for p in parts):
+        return np.concatenate([p.femur_mask for p in parts])
+    return None
 
 
 def generate(
@@ -177,6 +255,7 @@ def generate(
     only: tuple[str, ...] | None = None,
     generator: int = 1,
     mimics: tuple[str, ...] = (),
+    random_mimics: bool = True,
 ) -> CropSet:
     """``count`` phantom studies → 2·count hip crops, deterministic by ``seed`` whatever ``workers`` is.
 
@@ -187,7 +266,8 @@ def generate(
     ``only`` keeps only the studies with a hip of one of these labels (both are for measuring how
     visible a line is: the same studies with and without it; :mod:`evaluation.visibility`).
     ``generator`` picks the phantom generator (:data:`GENERATORS`); ``mimics`` (generator 2) draws
-    these fracture mimics on every study (a mimic never changes a label).
+    these fracture mimics on every study (a mimic never changes a label); otherwise generator 2 draws
+    one random mimic in :data:`MIMIC_SHARE` of the studies unless ``random_mimics`` is False.
     """
     from rich.progress import Progress
 
@@ -208,6 +288,7 @@ def generate(
             only,
             generator,
             mimics,
+            random_mimics,
         )
         for start in range(0, count, chunk)
     ]
@@ -226,6 +307,7 @@ def generate(
         np.concatenate([p.site for p in parts]),
         np.concatenate([p.femur for p in parts]),
         np.concatenate([p.study for p in parts]),
+        _masks([p for p in parts if len(p)]),
     )
 
 

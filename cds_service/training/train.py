@@ -345,12 +345,15 @@ def _init(
     served = latest_model_file(repository, name)
     if not served.exists():
         raise FileNotFoundError(f"{flag} repository: no {name} model at {served}")
-    stored_size = served_model_info(repository, name).input_size  # the service's reader of config.pbtxt
+    served_info = served_model_info(repository, name)  # the service's reader of config.pbtxt
+    stored_size = served_info.input_size
     if stored_size != config.input_size:
         raise ValueError(
             f"{flag} repository: the served {name} model takes {stored_size} px crops, this run {config.input_size}"
         )
-    net = CamNet(create_backbone(config.backbone, classes, config.output_stride))
+    # Rebuilt with the served model's own classes: a run with other classes (a two-class model continued
+    # as a site-aware one) takes its features and starts a new classifier (model.load_features).
+    net = CamNet(create_backbone(config.backbone, len(served_info.class_names) or classes, config.output_stride))
     sample = images[:: max(1, len(images) // 512)][:512]
     path = work / f"{name}-from-repository.pt"
     torch.save(state_dict_from_onnx(net, served, sample), path)

@@ -58,3 +58,29 @@ def test_localisation_by_subtype_counts_each_subtype_on_its_own():
     assert sorted(by_subtype) == ["ao_A3", "garden_I"]
     assert by_subtype["garden_I"][0] == 1.0 and by_subtype["ao_A3"][0] == 0.0
     assert result["localisation_fracture"][0] == 0.5
+
+
+def test_the_femur_region_is_the_bones_own_mask_so_heat_on_the_trochanter_is_on_the_femur():
+    """The box built from the greater trochanter's centre left its lateral half outside: heat there
+    counted as "off the femur" (issue 27). With the bone's own mask (trochanter included) it is on it."""
+    count = 6
+    femur_box = np.tile(
+        np.array([40.0, 40.0, 100.0, 128.0], np.float32), (count, 1)
+    )  # head to shaft, not the trochanter
+    mask = np.zeros((count, SIZE // 4, SIZE // 4), np.uint8)
+    mask[:, 10:32, 10:25] = 1  # the proximal femur, x 40–100 px …
+    mask[:, 8:14, 2:10] = 1  # … and the greater trochanter lateral to the box (x 8–40, y 32–56)
+    hot = np.zeros((count, CELLS, CELLS), np.float32)
+    hot[:, 2, 1] = 1.0  # cell centre (24, 40): on the trochanter, outside the box
+    normal = dict(
+        images=np.zeros((count, SIZE, SIZE), np.uint8),
+        label=np.zeros(count, int),
+        boxes=np.full((count, 4), np.nan, np.float32),
+        site=np.array(["a"] * count),
+        femur=femur_box,
+    )
+    by_box = localisation(hot, CropSet(**normal), resamples=50)
+    by_mask = localisation(hot, CropSet(**normal, femur_mask=mask), resamples=50)
+    assert by_box["localisation_femur_region"] == "box" and by_mask["localisation_femur_region"] == "mask"
+    assert by_box["localisation_non_fracture"][0] == 1.0  # the artefact: counted as off the femur
+    assert by_mask["localisation_non_fracture"][0] == 0.0  # on the trochanter, i.e. on the femur

@@ -49,6 +49,7 @@ class PhantomGroup:
         progress: bool = True,
         fracture_lines: bool = True,
         only: tuple[str, ...] | None = None,
+        generator: int = 1,
     ) -> CropSet:
         """The group's test set for the evaluation's ``seed``: half the studies with one fractured hip,
         losslessly compressed as the site stores them. Internal sites draw each study's acquisition
@@ -68,6 +69,7 @@ class PhantomGroup:
             vary=not self.external,
             fracture_lines=fracture_lines,
             only=only,
+            generator=generator,
         )
 
 
@@ -205,6 +207,7 @@ def evaluate_group(name: str, data: CropSet, fracture: OnnxModel, garden: OnnxMo
             label: float(np.median(score[data.label == k])) for k, label in enumerate(LABELS) if (data.label == k).any()
         },
         **{k: list(v) for k, v in located.items() if isinstance(v, tuple)},
+        "localisation_femur_region": located["localisation_femur_region"],
         "localisation_fracture_by_subtype": {
             k: list(v) for k, v in located["localisation_fracture_by_subtype"].items()
         },

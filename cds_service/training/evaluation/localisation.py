@@ -35,6 +35,14 @@ def inside(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     )
 
 
+def inside_masks(points: np.ndarray, masks: np.ndarray, size: int) -> np.ndarray:
+    """Whether each (x, y) point of a ``size``-px crop falls on its mask (masks [N, m, m], any m)."""
+    scale = masks.shape[-1] / size
+    cols = np.clip((points[:, 0] * scale).astype(int), 0, masks.shape[-1] - 1)
+    rows = np.clip((points[:, 1] * scale).astype(int), 0, masks.shape[-2] - 1)
+    return masks[np.arange(len(points)), rows, cols].astype(bool)
+
+
 def pointing_game(cams: np.ndarray, boxes: np.ndarray, size: int) -> float:
     """Share of the crops with a box (rows of NaN skipped) whose map (``cams`` [N, h, w], over a
     ``size``-px crop) has its hottest point in that box: Study A's criterion on fractures."""
@@ -49,7 +57,10 @@ def localisation(cams: np.ndarray, data: CropSet, resamples: int) -> dict:
     """Study A's pointing game on fractures and non-fractures, and the top-k % IoU on fractures."""
     size = data.images.shape[-1]
     positive = data.fractured & ~np.isnan(data.boxes[:, 0])
-    negative = ~data.fractured & ~np.isnan(data.femur[:, 0])
+    # Non-fractures: off the proximal femur — its own projected region where the renderer gave it
+    # (trochanters included), else the femur box.
+    masked = data.has_femur_masks
+    negative = ~data.fractured & (np.ones(len(data), bool) if masked else ~np.isnan(data.femur[:, 0]))
     points, ious = [], []
     for cam, box, fractured in zip(cams, data.boxes, positive, strict=True):
         heat = upsample(cam, size)  # once per crop: the hottest point and, on fractures, the top-k % IoU
@@ -78,8 +89,15 @@ def localisation(cams: np.ndarray, data: CropSet, resamples: int) -> dict:
         },
         # Both hips of a normal study are normal: their calls are not independent (study-clustered).
         "localisation_non_fracture": proportion(
-            ~inside(xy[negative], data.femur[negative]), data.study[negative], resamples
+            ~(
+                inside_masks(xy[negative], data.femur_mask[negative], size)
+                if masked
+                else inside(xy[negative], data.femur[negative])
+            ),
+            data.study[negative],
+            resamples,
         ),
+        "localisation_femur_region": "mask" if masked else "box",
         "localisation_top5_iou_mean": mean_iou,
         "localisation_top5_iou_hit": wilson(int((iou >= IOU_HIT).sum()), len(iou)),
         "localisation_distance_median_px": median_distance,

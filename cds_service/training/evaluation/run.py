@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cds_service.training.dataset import CropSet, from_folder, generate
+from cds_service.training.dataset import CropSet, all_mimics, from_folder, generate
 from cds_service.training.evaluation.controls import shortcut_controls
 from cds_service.training.evaluation.figures import (
     plot_false_negatives,
@@ -26,31 +26,44 @@ from cds_service.training.evaluation.groups import (
 from cds_service.training.evaluation.markdown import (
     controls_section,
     data_header,
+    mimic_section,
     phantom_header,
     planted_section,
     report_page,
     skipped_controls,
 )
+from cds_service.training.evaluation.mimics import mimic_metrics, mimic_sets
 from cds_service.training.evaluation.onnx_model import OnnxModel
 from cds_service.training.evaluation.planted import PLANTED_STUDIES, planted_shortcut, site_dependence
 from cds_service.training.evaluation.visibility import VISIBILITY_LABELS, line_visibility
 from cds_service.training.phantoms import TRAINING_SITES
 
 
-def _phantom_groups(studies: int, seed: int, size: int) -> dict[str, CropSet]:
-    return {group.name: group.crops(studies, seed, size) for group in PHANTOM_GROUPS}
+def model_generator(fracture: OnnxModel) -> int:
+    """The phantom generator the fracture model was trained on (its stored ``train_config``; 1 before
+    generator 2 existed): the evaluation renders its phantoms with the same one."""
+    try:
+        return int(json.loads(fracture.parameters.get("train_config") or "{}").get("generator", 1))
+    except (ValueError, TypeError):
+        return 1
+
+
+def _phantom_groups(studies: int, seed: int, size: int, generator: int) -> dict[str, CropSet]:
+    return {group.name: group.crops(studies, seed, size, generator=generator) for group in PHANTOM_GROUPS}
 
 
 def _phantom_controls(
-    results: list[GroupResult], studies: int, seed: int, fracture: OnnxModel, resamples: int
+    results: list[GroupResult], studies: int, seed: int, fracture: OnnxModel, resamples: int, generator: int
 ) -> dict[str, dict]:
     """The shortcut controls on each external phantom group (the baseline trained once, on seed + 2)."""
     size = fracture.info.input_size
-    baseline_train = generate(max(studies // 2, 30), seed + 2, size, TRAINING_SITES, p_fracture=0.5, progress=False)
+    baseline_train = generate(
+        max(studies // 2, 30), seed + 2, size, TRAINING_SITES, p_fracture=0.5, progress=False, generator=generator
+    )
     controls = {}
     for result, group in zip(results, PHANTOM_GROUPS, strict=True):
         if group.external:
-            swapped = group.crops(studies, seed, size, swap_marker=True)
+            swapped = group.crops(studies, seed, size, swap_marker=True, generator=generator)
             controls[result.name] = shortcut_controls(result, swapped, baseline_train, fracture, resamples)
     return controls
 
@@ -75,23 +88,34 @@ def evaluate(
     size = fracture.info.input_size
     threshold = fracture.info.operating_threshold
     output.mkdir(parents=True, exist_ok=True)
-    groups = _phantom_groups(studies, seed, size) if data is None else {dataset_name(data): from_folder(data, size)}
+    generator = model_generator(fracture)
+    groups = (
+        _phantom_groups(studies, seed, size, generator)
+        if data is None
+        else {dataset_name(data): from_folder(data, size)}
+    )
     results = [evaluate_group(name, crops, fracture, garden, resamples) for name, crops in groups.items()]
     metrics: dict = {result.name: result.metrics for result in results}
 
     if data is None:
         external = [result for result, group in zip(results, PHANTOM_GROUPS, strict=True) if group.external]
         for result, group in zip(results, PHANTOM_GROUPS, strict=True):
-            line_free = group.crops(studies, seed, size, progress=False, fracture_lines=False, only=VISIBILITY_LABELS)
+            line_free = group.crops(
+                studies, seed, size, progress=False, fracture_lines=False, only=VISIBILITY_LABELS, generator=generator
+            )
             result.metrics["line_visibility"] = line_visibility(result.data, line_free, result.score, threshold)
         plot_line_visibility(results, output / "line_visibility.png", threshold)
-        metrics["controls"] = _phantom_controls(results, studies, seed, fracture, resamples)
+        metrics["controls"] = _phantom_controls(results, studies, seed, fracture, resamples, generator)
         metrics["site_dependence"] = {r.name: site_dependence(r.score, r.data, resamples) for r in results}
         metrics["planted_shortcut"] = planted_shortcut(seed + 5, PLANTED_STUDIES, resamples)
         header = phantom_header(fracture, garden, studies, seed, resamples, fast)
         controls = controls_section(metrics["controls"]) + planted_section(
             metrics["site_dependence"], metrics["planted_shortcut"]
         )
+        if generator >= 2:  # the cartoon draws no mimics
+            mimic_studies = max(5, studies // (4 * len(all_mimics())))
+            metrics["mimics"] = mimic_metrics(mimic_sets(mimic_studies, seed, size), fracture, resamples)
+            controls += mimic_section(metrics["mimics"], stored_thresholds(fracture))
         source, missed_in = "synthetic phantoms", "the external sites"
     else:
         external = results
