@@ -40,8 +40,9 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
  && chown -R 10001:10001 /var/lib/hipcad
 WORKDIR /var/lib/hipcad
 USER 10001:10001
-EXPOSE 8080
-# Kubernetes probes /healthz (liveness) and /readyz (readiness), k8s/base/cds-service.yaml.
+# 8080: hooks, viewer, probes; 9090: /metrics when HIPCAD_METRICS_PORT=9090 (as k8s/base sets it).
+EXPOSE 8080 9090
+# Kubernetes probes /startupz (start-up), /healthz (liveness) and /readyz (readiness), k8s/base/cds-service.yaml.
 # checkov:skip=CKV_DOCKER_2: no HEALTHCHECK: the image runs on Kubernetes, whose probes replace it
 ENTRYPOINT ["cds-service"]
 CMD ["serve"]

@@ -21,15 +21,17 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from cds_service.dicom.decode import DecodedImage, decode_dataset
+from cds_service.dicom.decode import DecodedImage
 from cds_service.dicom.preprocess import HipCrop, display_image, split_hips
 from cds_service.dicom.results import result_objects
 from cds_service.dicom.retrieve import DicomRetriever
-from cds_service.domain import Analysis, HipInference, StudyFindings
+from cds_service.dicom.worker import decode_in_worker
+from cds_service.domain import Analysis, HipInference, StudyFindings, StudyIdentity
 from cds_service.errors import StudyUnavailableError
 from cds_service.explain.heatmap import (
     ChartImage,
     HipHeatmap,
+    encode_radiograph,
     heat_canvas,
     heat_levels,
     normalise_cam,
@@ -107,7 +109,7 @@ class Analyser:
     def decode(self, dataset: Any) -> DecodedImage:
         with tracer().start_as_current_span("decode") as span, timed(STAGE_LATENCY, stage="decode"):
             span.set_attribute("dicom.transfer_syntax_uid", str(dataset.file_meta.get("TransferSyntaxUID", "")))
-            image = decode_dataset(dataset, self.settings.max_image_pixels)
+            image = decode_in_worker(dataset, self.settings)
             span.set_attribute("dicom.rows", image.grey.shape[0])
             span.set_attribute("dicom.columns", image.grey.shape[1])
             return image
@@ -210,7 +212,18 @@ class Analyser:
         probabilities = [hip.fracture_probability for hip in findings.hips]
         heatmaps, display, heat, chart = await on_image_thread(self.explain, image, crops, maps, probabilities)
         stored = await self.store_results(results_to or study.endpoint_address, dataset, findings, heatmaps)
-        return Analysis(findings, chart, image.grey.shape, heatmaps, display, heat, stored)
+        radiograph = await on_image_thread(encode_radiograph, image.grey)  # the viewer's source-resolution image
+        return Analysis(
+            findings,
+            chart,
+            image.grey.shape,
+            heatmaps,
+            display,
+            heat,
+            stored,
+            radiograph,
+            StudyIdentity.from_dataset(dataset),
+        )
 
 
 def check_uids(dataset: Any, study: StudyRef) -> str:

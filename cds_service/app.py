@@ -9,27 +9,34 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cds_service import __version__
 from cds_service.cdshooks.cards import unavailable_card
 from cds_service.cdshooks.discovery import load_services
 from cds_service.cdshooks.feedback import FeedbackRatesCollector, FeedbackStore, parse_feedback
-from cds_service.cdshooks.jwt import SANDBOX_ISSUER, SANDBOX_JWKS, JwtVerifier, TrustedIssuer
+from cds_service.cdshooks.jwt import SANDBOX_ISSUER, SANDBOX_JWKS, JwksCache, JwtVerifier, TrustedIssuer
 from cds_service.cdshooks.models import CdsResponse, to_json
+from cds_service.cdshooks.profiles import audiences
 from cds_service.cdshooks.requests import parse_hook_request
 from cds_service.dicom.listener import StorageListener
 from cds_service.errors import (
+    ISSUE_CODES,
     AuthenticationError,
     BadRequestError,
     PayloadTooLargeError,
     PrefetchUnavailableError,
     log_unexpected,
+    operation_outcome_json,
 )
-from cds_service.metrics import STORE_ERRORS, exposition
+from cds_service.metrics import STORE_ERRORS, exposition_async, serve_cached, start_metrics_server
 from cds_service.pipeline import AnalysisPipeline
+from cds_service.probes import DependencyMonitor, Probes
 from cds_service.settings import Settings, get_settings
+from cds_service.smart import build_router as build_smart_router
 from cds_service.store import AsyncStore, open_store
 from cds_service.telemetry import setup_tracing
 from cds_service.viewer import build_router, viewer_link
@@ -40,11 +47,9 @@ log = logging.getLogger(__name__)
 
 def operation_outcome(status: int, code: str, diagnostics: str) -> JSONResponse:
     """A FHIR OperationOutcome error body (CDS Hooks recommends one for 4xx answers)."""
-    body = {
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": "error", "code": code, "diagnostics": diagnostics}],
-    }
-    return JSONResponse(body, status_code=status, media_type="application/fhir+json")
+    return JSONResponse(
+        operation_outcome_json(status, diagnostics, code), status_code=status, media_type="application/fhir+json"
+    )
 
 
 def trusted_issuers(settings: Settings) -> list[TrustedIssuer]:
@@ -109,10 +114,18 @@ def create_app(
     setup_tracing(console=settings.otel_console, otlp_endpoint=settings.otlp_endpoint)
     services = load_services()
     store = store or getattr(pipeline, "store", None) or open_store(settings)
-    verifier = JwtVerifier(trusted_issuers(settings), leeway_s=settings.jwt_leeway_s)
+    verifier = JwtVerifier(
+        trusted_issuers(settings),
+        leeway_s=settings.jwt_leeway_s,
+        jwks=JwksCache(min_refresh_s=settings.jwks_refresh_s, max_age_s=settings.jwks_max_age_s),
+        jti_strict=settings.jti_strict,
+    )
     verifier.replays.remember = store.sql.remember_jti
     feedback = FeedbackStore(store.sql)
-    FeedbackRatesCollector.serve(feedback)
+    rates = FeedbackRatesCollector()
+    rates.store = feedback
+    serve_cached("feedback_rates", rates)  # /metrics never waits for the database
+    probes = Probes(max_loop_lag_s=settings.ready_max_loop_lag_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -127,7 +140,16 @@ def create_app(
             )
         listener = start_listener(settings, app.state.pipeline) if settings.dicom_listener_port else None
         app.state.listener = listener
+        stop_metrics = start_metrics_server(settings.host, settings.metrics_port) if settings.metrics_port else None
+        checks = {"store": DependencyMonitor.in_thread(store.sql.ping, "store")}
+        inference = getattr(app.state.pipeline, "inference", None)  # a pipeline stand-in may have none
+        if inference is not None:
+            checks["triton"] = inference.ready
+        await probes.start(DependencyMonitor(checks, interval_s=settings.dependency_check_interval_s))
         yield
+        await probes.stop()
+        if stop_metrics is not None:
+            stop_metrics()
         if listener is not None:
             listener.stop()
         if grpc_server is not None:
@@ -144,7 +166,9 @@ def create_app(
     )
     app.state.feedback = feedback
     app.state.store = store
+    app.state.probes = probes
     app.include_router(build_router(settings, store))
+    app.include_router(build_smart_router(settings, store))
     if settings.cors_allow_origins:
         if "*" in settings.cors_allow_origins:
             log.warning("CORS allows any origin: acceptable for development only")
@@ -160,7 +184,7 @@ def create_app(
         """Verify the JWT; the caller (``iss``, and ``|tenant`` when given) for result keys, "" when not required."""
         if not settings.jwt_required:
             return ""
-        audience = settings.base_url() + request.url.path
+        audience = audiences(settings, request.url.path)  # the URL invoked (and what the EHR profile accepts)
         try:
             claims = await verifier.verify(request.headers.get("authorization"), audience)
         except AuthenticationError:
@@ -194,10 +218,30 @@ def create_app(
         """HTTP 200 with one honest card: what an unexpected error in the hook route answers."""
         return JSONResponse(to_json(CdsResponse(cards=[unavailable_card("internal error", settings.base_url())])))
 
+    # Every non-2xx answer of the CDS Hooks API carries an OperationOutcome (CDS Hooks 3.0 ballot); the
+    # status codes and headers 2.0 clients read are unchanged. The viewer's own pages stay HTML.
     @app.exception_handler(AuthenticationError)
     async def _unauthorised(_: Request, exc: AuthenticationError) -> Response:
-        log.warning("401: %s", exc)
-        return Response(status_code=401)
+        log.warning("401: %s", exc)  # the reason is for the operator; the client learns nothing about it
+        response = operation_outcome(401, "login", "authentication failed: a valid CDS Hooks JWT is required")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        """Unknown routes (404), wrong methods (405)… as OperationOutcomes, keeping their headers (Allow)."""
+        response = operation_outcome(exc.status_code, ISSUE_CODES.get(exc.status_code, "processing"), str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        return operation_outcome(400, "invalid", f"invalid request ({len(exc.errors())} problems)")
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> Response:
+        log_unexpected(log, "answering a request", exc)
+        return operation_outcome(500, "exception", "internal error")
 
     @app.exception_handler(BadRequestError)
     async def _bad_request(_: Request, exc: BadRequestError) -> Response:
@@ -214,23 +258,31 @@ def create_app(
         log.info("412: %s", exc)
         return operation_outcome(412, "not-found", str(exc))
 
+    # Probes (cds_service/probes.py): no I/O, whatever PostgreSQL or Triton do.
     @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        """Liveness: the process answers (restart it when this fails)."""
-        return {"status": "ok"}
+    async def healthz() -> JSONResponse:
+        """Liveness: the process answers (restart it when this fails); dependencies as last checked."""
+        status, body = probes.liveness()
+        return JSONResponse(body, status_code=status)
+
+    @app.get("/startupz")
+    async def startupz() -> JSONResponse:
+        """Start-up: the app has started; Kubernetes' other probes wait for it."""
+        status, body = probes.startup()
+        return JSONResponse(body, status_code=status)
 
     @app.get("/readyz")
-    async def readyz(request: Request) -> JSONResponse:
-        """Readiness: Triton's models are ready and the store answers (take the pod out of the Service otherwise)."""
-        triton = await request.app.state.pipeline.inference.ready()
-        database = await store.ping()
-        body = {"status": "ready" if triton and database else "not-ready", "triton": triton, "store": database}
-        return JSONResponse(body, status_code=200 if triton and database else 503)
+    async def readyz() -> JSONResponse:
+        """Readiness: this replica can serve (a shared dependency down degrades answers, not readiness)."""
+        status, body = probes.readiness()
+        return JSONResponse(body, status_code=status)
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        body, content_type = await asyncio.to_thread(exposition)  # the feedback rates query the store
-        return Response(body, media_type=content_type)
+    if not settings.metrics_port:  # else /metrics is served on its own port, off the public one
+
+        @app.get("/metrics")
+        async def metrics() -> Response:
+            body, content_type = await exposition_async()
+            return Response(body, media_type=content_type)
 
     @app.get("/cds-services")
     async def discovery(request: Request) -> dict:

@@ -8,46 +8,77 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cds_service.settings import Settings, get_settings
 from cds_service.training.cli import register as register_training
+
+if TYPE_CHECKING:
+    from cds_service.store import AsyncStore
 
 #: Modules of the optional ``[train]`` extra; a command that needs them says how to install them.
 TRAIN_EXTRA = frozenset({"torch", "torchvision", "timm", "pytorch_grad_cam", "onnx", "onnxruntime", "matplotlib"})
 
 
-def _run_service(settings: Settings) -> None:
+log = logging.getLogger("cds_service.cli")
+
+
+def _logged(command: str, settings: Settings, run: Callable[[], int]) -> int:
+    """Run a long-lived command with JSON log lines from its first instant; a crash is one logged line
+    (type and frames, never the message: it may quote data), exit status 1, never a bare traceback."""
+    from cds_service.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        return run()
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        log.critical("%s failed", command, exc_info=exc)
+        return 1
+
+
+def _open_store(settings: Settings) -> AsyncStore:
+    """The store, migrated; an unreachable database is waited for (backoff, one log line per attempt)."""
+    from cds_service.store import open_store
+    from cds_service.store.migrate import upgrade_when_reachable
+
+    store = open_store(settings, migrate=False)
+    upgrade_when_reachable(store.sql.engine, max_delay_s=settings.database_retry_max_s)
+    return store
+
+
+def _run_service(settings: Settings) -> int:
     """uvicorn with JSON log lines (trace/span ids, no patient data; access lines: route shapes only)."""
     import uvicorn
 
-    from cds_service.logs import RequestTimer, configure_logging, uvicorn_log_config
+    from cds_service.logs import RequestTimer, uvicorn_log_config
 
     level, fmt = settings.log_level, settings.log_format
-    configure_logging(level, fmt)  # before importing the app: libraries log at import time too
-    from cds_service.app import create_app
+    from cds_service.app import create_app  # after configure_logging: libraries log at import time too
 
     uvicorn.run(
-        RequestTimer(create_app(settings)),
+        RequestTimer(create_app(settings, store=_open_store(settings))),
         host=settings.host,
         port=settings.port,
         log_level=level.lower(),
         log_config=uvicorn_log_config(level, fmt),
     )
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
-    _run_service(get_settings())
-    return 0
+    settings = get_settings()
+    return _logged("serve", settings, lambda: _run_service(settings))
 
 
 def _listen(args: argparse.Namespace) -> int:
     """``serve`` with the DICOM listener on (analysis on arrival); the HTTP service answers the hooks."""
     settings = get_settings()
-    _run_service(
-        settings.model_copy(update={"dicom_listener_port": args.port or settings.dicom_listener_port or 11112})
-    )
-    return 0
+    settings = settings.model_copy(update={"dicom_listener_port": args.port or settings.dicom_listener_port or 11112})
+    return _logged("listen", settings, lambda: _run_service(settings))
 
 
 def _triton(args: argparse.Namespace) -> int:
@@ -98,17 +129,27 @@ def _send_hook(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from cds_service.store import database_url
-    from cds_service.store.migrate import current, upgrade
-    from cds_service.store.sql import engine_for
-
+    """Migrate, waiting for an unreachable database (an init container must not crash-loop through an
+    outage); ``--give-up-after`` bounds the wait."""
     settings = get_settings()
-    engine = engine_for(database_url(settings))
-    before = current(engine)
-    upgrade(engine, args.revision)
-    print(f"{engine.dialect.name} store: revision {before or 'none'} → {current(engine)}")
-    engine.dispose()
-    return 0
+
+    def run() -> int:
+        from cds_service.store import database_url  # after the logging set-up: alembic logs on import
+        from cds_service.store.migrate import current, upgrade_when_reachable
+        from cds_service.store.sql import engine_for
+
+        engine = engine_for(database_url(settings))
+        upgrade_when_reachable(
+            engine,
+            args.revision,
+            max_delay_s=settings.database_retry_max_s,
+            give_up_after_s=args.give_up_after or None,
+        )
+        log.info("%s store: schema at revision %s", engine.dialect.name, current(engine))
+        engine.dispose()
+        return 0
+
+    return _logged("migrate", settings, run)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -136,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
         "migrate", help="bring the store (HIPCAD_DATABASE_URL, else the SQLite file) to the shipped schema"
     )
     migrate.add_argument("--revision", default="head", help="target revision (default: %(default)s)")
+    migrate.add_argument(
+        "--give-up-after",
+        type=float,
+        default=0,
+        help="seconds to wait for an unreachable database before failing (default: 0 = wait forever)",
+    )
     migrate.set_defaults(func=_migrate)
 
     send = sub.add_parser("send-hook", help="sign and send a hook request file, as an EHR would")

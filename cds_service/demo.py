@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import io
 import json
 import threading
 import time
@@ -77,9 +76,10 @@ def print_cards(console: Console, response: dict) -> None:
 def write_outputs(output: Path, request: dict, response: dict) -> list[Path]:
     """Write the request, the CDS response, the DiagnosticReport, its chart image and the heat map.
 
-    ``heatmap.png`` is the full display-size view a clinician opens from the card's link (the
-    radiograph with the heat layer over it, fetched from the running service's viewer); the
-    DiagnosticReport carries one small chart image (``heatmap-report.jpg``).
+    ``heatmap.png`` is the view a clinician opens from the card's link, as one image: the radiograph
+    at source resolution with the heat layer over it and each hip labelled R/L by the laterality the
+    service used (the viewer's ``overlay.png``); the DiagnosticReport carries one small chart image
+    (``heatmap-report.jpg``).
     """
     output.mkdir(parents=True, exist_ok=True)
     written = []
@@ -114,19 +114,12 @@ def write_outputs(output: Path, request: dict, response: dict) -> list[Path]:
 
 
 def viewer_overlay_png(viewer_url: str) -> bytes:
-    """The viewer's radiograph with its heat layer composited over it, as one PNG."""
+    """The viewer's labelled overlay (radiograph + heat layer + R/L labels, source resolution) as PNG."""
     import httpx
-    from PIL import Image
 
-    layers = []
-    for name in ("radiograph.png", "heat.png"):
-        answer = httpx.get(f"{viewer_url}/{name}", timeout=30)
-        answer.raise_for_status()
-        layers.append(Image.open(io.BytesIO(answer.content)).convert("RGBA"))
-    composite = Image.alpha_composite(*layers).convert("RGB")
-    buffer = io.BytesIO()
-    composite.save(buffer, format="PNG")
-    return buffer.getvalue()
+    answer = httpx.get(f"{viewer_url}/overlay.png", timeout=30)
+    answer.raise_for_status()
+    return answer.content
 
 
 def run_demo(settings: Settings, output: Path, seed: int = 7) -> int:

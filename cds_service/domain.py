@@ -150,6 +150,30 @@ class StudyFindings:
 
 
 @dataclass(frozen=True)
+class StudyIdentity:
+    """What identifies the analysed study to the clinician on the viewer page (patient data: never logged).
+
+    From the instance's General Study module (DICOM PS3.3 C.7.2.1): Study Date (0008,0020, DA
+    ``YYYYMMDD``), Study Time (0008,0030, TM), Study Description (0008,1030) and Accession Number
+    (0008,0050). Empty strings where the header has none.
+    """
+
+    date: str = ""
+    time: str = ""
+    description: str = ""
+    accession: str = ""
+
+    @classmethod
+    def from_dataset(cls, dataset: object) -> StudyIdentity:
+        """The identity read from a pydicom ``Dataset`` (any object with those attributes)."""
+
+        def text(keyword: str) -> str:
+            return str(getattr(dataset, keyword, "") or "").strip()[:256]
+
+        return cls(text("StudyDate"), text("StudyTime"), text("StudyDescription"), text("AccessionNumber"))
+
+
+@dataclass(frozen=True)
 class Analysis:
     """Output of fetch → explain for one instance: what the result store holds."""
 
@@ -160,6 +184,10 @@ class Analysis:
     display: np.ndarray  # uint8 radiograph at display size (viewer)
     heat: np.ndarray  # uint8 heat levels (⌊255 · heat⌋, explain.heatmap.heat_levels) at display size (viewer)
     stored_in_pacs: tuple[str, ...] = ()  # WADO-RS URLs of the SR and SC stored beside the images
+    # The radiograph at source resolution for the viewer (JPEG, explain.heatmap.encode_radiograph); None
+    # for results stored before it was kept (the viewer then shows ``display``).
+    radiograph: ChartImage | None = None
+    study: StudyIdentity | None = None  # the study's date, description and accession (viewer page)
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,39 @@ class InferenceError(CdsServiceError):
     reason_code = "models-unavailable"
 
 
+#: FHIR ``IssueType`` code (http://hl7.org/fhir/valueset-issue-type.html) of each HTTP error status.
+ISSUE_CODES = {
+    400: "invalid",
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    405: "not-supported",
+    408: "timeout",
+    412: "not-found",
+    413: "too-long",
+    415: "not-supported",
+    422: "invalid",
+    429: "throttled",
+    431: "too-long",
+    500: "exception",
+    503: "transient",
+}
+
+
+def operation_outcome_json(status: int, diagnostics: str, code: str | None = None) -> dict[str, object]:
+    """The FHIR OperationOutcome of a non-2xx answer (CDS Hooks 3.0 ballot § Returning OperationOutcome:
+    services SHOULD answer errors with one; a 2.0 client reads the HTTP status and ignores the body).
+
+    ``code`` defaults to :data:`ISSUE_CODES` for ``status``; ``diagnostics`` must already be free of
+    patient data and tokens (see the module docstring).
+    """
+    issue_code = code or ISSUE_CODES.get(status, "exception" if status >= 500 else "processing")
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": issue_code, "diagnostics": diagnostics}],
+    }
+
+
 def log_unexpected(log: logging.Logger, what: str, exc: BaseException) -> None:
     """Log an unexpected exception in full — type and every frame — but not its message.
 

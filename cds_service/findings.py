@@ -93,9 +93,7 @@ def fracture_cam(cams: np.ndarray, probabilities: np.ndarray, info: ModelInfo) -
     return np.einsum("nk,nkhw->nhw", weights.astype(np.float32), cams[:, columns])
 
 
-def calibrate(
-    logits: np.ndarray, temperature: float, shift: float = 0.0, positive: int | list[int] = 1
-) -> np.ndarray:
+def calibrate(logits: np.ndarray, temperature: float, shift: float = 0.0, positive: int | list[int] = 1) -> np.ndarray:
     """``softmax(logits / temperature)`` with ``shift`` log-odds added to the ``positive`` column(s) first
     (all fracture columns of a site-aware model: the odds of fracture against none move by ``shift``,
     the sites' ratio stays)."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cds_service.analyser import Analyser, UidMismatchError
-from cds_service.cdshooks import cards, relevance
+from cds_service.cdshooks import cards, profiles, relevance
 from cds_service.cdshooks.models import Card, CdsResponse, HookRequest
 from cds_service.dicom.retrieve import DicomRetriever, DicomwebCredentials
 from cds_service.domain import Analysis, ResultKey
@@ -170,7 +170,9 @@ class AnalysisPipeline:
                 selection_behavior=self.settings.selection_behavior,
                 in_pacs=cards.stored_in_pacs(analysis.stored_in_pacs),
                 provenance=provenance,
+                link_type=self.settings.card_link,
             )
+            card = profiles.shape_card(card, self.settings)  # HIPCAD_EHR_PROFILE
             span.set_attribute("cds.indicator", card.indicator)
             return card
 
@@ -240,6 +242,8 @@ class AnalysisPipeline:
             outcome("store-not-allowed")
             return HookOutcome(CdsResponse(cards=[self._unavailable("image-store-not-allowed")]))
         if orders is None:  # patient-view: start the work, show a card only once it is ready
+            if profiles.profile_for(self.settings).patient_view_waits:
+                return await self._patient_view_waiting(request, study, key, deadline - loop.time(), outcome)
             analysis = await self.scheduler.cached_or_start(study, key)
             if analysis is None:
                 outcome("started")
@@ -260,16 +264,36 @@ class AnalysisPipeline:
             return HookOutcome(CdsResponse(cards=[self._unavailable(exc.reason_code)]))
         return await self._answer(request, study, key, analysis, orders)
 
+    async def _patient_view_waiting(
+        self, request: HookRequest, study: StudyRef, key: ResultKey, timeout_s: float, outcome: _Outcome
+    ) -> HookOutcome:
+        """patient-view for an EHR that calls no order hook (the ``oracle`` profile): the finding card on
+        the first call when the analysis fits the hook deadline; otherwise no card (nothing to nag about
+        on chart open) while the analysis goes on for the next call."""
+        try:
+            analysis = await self.scheduler.analysis_for(study, key, max(timeout_s, 0.0))
+        except TimeoutError:
+            outcome("started")
+            return HookOutcome(CdsResponse())
+        except (UidMismatchError, StudyUnavailableError, UnusableImageError, InferenceError) as exc:
+            outcome(type(exc).__name__)
+            log.warning("patient-view, no card: %s", type(exc).__name__)
+            return HookOutcome(CdsResponse())
+        return await self._answer(request, study, key, analysis, [])
+
     def _in_progress(self) -> Card:
-        return cards.problem_card(
+        card = cards.problem_card(
             "AI hip fracture analysis in progress; results will show on the next check",
             "The radiograph is still being analysed. Sign or reopen the order to see the result.",
             self.settings.base_url(),
         )
+        return profiles.shape_card(card, self.settings, "status")
 
     def _unavailable(self, reason_code: str) -> Card:
         """The failure card: a short reason code only; the full reason was logged by the caller."""
-        return cards.unavailable_card(reason_code, self.settings.base_url())
+        return profiles.shape_card(
+            cards.unavailable_card(reason_code, self.settings.base_url()), self.settings, "status"
+        )
 
     async def _answer(
         self, request: HookRequest, study: StudyRef, key: ResultKey, analysis: Analysis, orders: list[dict[str, Any]]

@@ -22,7 +22,7 @@ from typing import Any
 
 from cds_service.analyser import Analyser, check_uids
 from cds_service.domain import ARRIVAL, Analysis, ResultKey
-from cds_service.errors import StudyUnavailableError
+from cds_service.errors import InferenceError, StudyUnavailableError
 from cds_service.fhir.imaging_study import StudyRef
 from cds_service.metrics import ANALYSES, ANALYSES_IN_FLIGHT, CACHE, LEASE_WAITS, STAGE_LATENCY, STORE_ERRORS, timed
 from cds_service.settings import Settings
@@ -32,6 +32,9 @@ from cds_service.telemetry import tracer
 log = logging.getLogger(__name__)
 
 ANSWERED_BY_ARRIVAL_ENTRIES = 1024
+
+#: How long a key waits for Triton's model versions when a last known contract can stand in, seconds.
+CONTRACT_WAIT_S = 1.0
 
 
 class AnalysisScheduler:
@@ -47,6 +50,8 @@ class AnalysisScheduler:
         self._arrivals = asyncio.Semaphore(max(1, settings.arrival_concurrency))
         self.lease_s = settings.analysis_lease_s
         self.poll_s = 0.05
+        self._label: str | None = None  # the model versions last read from Triton
+        self._label_read: asyncio.Task[str] | None = None
 
     def pending(self) -> int:
         """Analyses running in this process plus background store writes (benchmarks, diagnostics)."""
@@ -66,13 +71,49 @@ class AnalysisScheduler:
         if store is None:
             return None
         return ResultKey(
-            store,
-            study.study_instance_uid,
-            study.sop_instance_uid or "",
-            patient,
-            caller,
-            await self.analyser.models_label(),
+            store, study.study_instance_uid, study.sop_instance_uid or "", patient, caller, await self.models_label()
         )
+
+    async def models_label(self) -> str:
+        """The served model versions (the result key's label): Triton's, or the last known contract.
+
+        With a contract known (held here, or kept in the store by any replica), Triton gets
+        ``CONTRACT_WAIT_S`` to answer; when it is down or restarting the last known label keys the
+        lookup, so stored results are still answered (a miss then fails at inference, honestly). The
+        read goes on in the background and updates the contract once Triton answers.
+        """
+        if self._label_read is None or self._label_read.done():
+            self._label_read = asyncio.create_task(self._read_label())
+            self._label_read.add_done_callback(_label_failed)
+        known = self._label or await self._stored_label()
+        if known is None:
+            return await asyncio.shield(self._label_read)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._label_read), CONTRACT_WAIT_S)
+        except (TimeoutError, InferenceError) as exc:
+            log.warning(
+                "Triton's model versions unavailable (%s): the last known contract keys results", type(exc).__name__
+            )
+            return known
+
+    async def _read_label(self) -> str:
+        label = await self.analyser.models_label()
+        if label != self._label:
+            self._label = label
+            try:
+                await self.store.put_model_contract(self.settings.triton_model, label)
+            except Exception as exc:  # kept here; the next change is stored
+                STORE_ERRORS.labels(operation="model_contract").inc()
+                log.warning("model contract not stored: %s", type(exc).__name__)
+        return label
+
+    async def _stored_label(self) -> str | None:
+        try:
+            return await self.store.model_contract(self.settings.triton_model)
+        except Exception as exc:
+            STORE_ERRORS.labels(operation="model_contract").inc()
+            log.warning("model contract unavailable: %s", type(exc).__name__)
+            return None
 
     async def lookup(self, key: ResultKey, count: bool = True) -> Analysis | None:
         """The stored result for ``key``, or one analysed on arrival for the same store, UIDs and models.
@@ -194,6 +235,16 @@ class AnalysisScheduler:
             log.warning("result store unavailable (lease): %s", type(exc).__name__)
             return True
 
+    async def _heartbeat(self, key: ResultKey) -> None:
+        """Renew the lease every quarter of its length while the analysis runs: a replica that dies
+        mid-analysis blocks the study for at most ``lease_s`` on the others."""
+        while True:
+            await asyncio.sleep(self.lease_s / 4)
+            try:
+                await self.store.claim(key, self.lease_s)
+            except Exception:
+                STORE_ERRORS.labels(operation="heartbeat").inc()  # the next beat tries again
+
     async def _leased(self, study: StudyRef, key: ResultKey, results_to: str | None, dataset: Any) -> Analysis:
         """Analyse under the key's lease; when another replica holds it, wait for its stored result."""
         while not await self._claim(key):
@@ -205,6 +256,7 @@ class AnalysisScheduler:
                         return found
                     if await self.store.lease_holder(key) is None:  # failed or lapsed without a result: take over
                         break
+        heartbeat = asyncio.create_task(self._heartbeat(key))
         try:
             analysis = await self.analyser.analyse(study, dataset, results_to)
             try:
@@ -215,6 +267,7 @@ class AnalysisScheduler:
                 log.warning("result not stored (kept in this process only): %s", type(exc).__name__)
             return analysis
         finally:
+            heartbeat.cancel()
             try:
                 await self.store.release(key)
             except Exception:
@@ -250,7 +303,7 @@ class AnalysisScheduler:
                         study.sop_instance_uid or "",
                         ARRIVAL,
                         ARRIVAL,
-                        await self.analyser.models_label(),
+                        await self.models_label(),
                     )
                     source = self.settings.dicom_listener_source or None  # results go back where the images live
                     # The image is in hand: kept in the folder store for later hooks, not read back from it.
@@ -268,3 +321,9 @@ def _finished(task: asyncio.Task[Any]) -> None:
         # Every analysis task ends here, awaited by a hook or not: one line per failed analysis (the
         # waiting hooks log their own outcome). Retrieving the exception keeps asyncio quiet.
         log.warning("analysis failed: %s", type(exc).__name__)
+
+
+def _label_failed(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        # Retrieved here, so a read no hook waited for (a known contract stood in) is still logged once.
+        log.warning("model versions not read from Triton: %s", type(exc).__name__)

@@ -41,6 +41,18 @@ class Settings(BaseSettings):
     public_base_url: str = Field(
         "", description="External base URL of the service (JWT `aud`, links); default http://host:port."
     )
+    metrics_port: int = Field(
+        0, description="Port of a separate Prometheus `/metrics` listener (same address); 0 = `/metrics` on `port`."
+    )
+    ready_max_loop_lag_s: float = Field(
+        2.0, description="`/readyz` answers 503 (overloaded) while the event loop runs this late, seconds."
+    )
+    dependency_check_interval_s: float = Field(
+        5.0, description="How often PostgreSQL and Triton are checked in the background (probes, metrics), seconds."
+    )
+    database_retry_max_s: float = Field(
+        30.0, description="`serve`/`migrate` retry an unreachable database with backoff up to this delay, seconds."
+    )
     grpc_port: int = Field(0, description="Port of the hipcad.v1 gRPC API (AnalyzeStudy); 0 = off.")
     grpc_host: str = Field(
         "127.0.0.1", description="Address the gRPC API listens on (loopback unless set; callers need a JWT)."
@@ -63,6 +75,18 @@ class Settings(BaseSettings):
         default_factory=list,
         description="More trusted issuers (JSON list of {iss, jwks_url | public_key_file, jku_allowed, tenants}).",
     )
+    jti_strict: bool = Field(
+        True,
+        description="Refuse (401) a JWT whose `jti` cannot be checked in the shared store (database down); "
+        "false = accept on this replica's memory alone (a replay on another replica goes unseen).",
+    )
+    jwks_refresh_s: float = Field(
+        10.0,
+        description="Least time between two fetches of one JWKS URL (an unknown `kid` refetches at most this often).",
+    )
+    jwks_max_age_s: float = Field(
+        3600.0, description="A fetched JWKS is refetched after this long (keys the EHR retired stop being accepted)."
+    )
     dev_trust_cds_hooks_sandbox: bool = Field(
         False, description="DEVELOPMENT ONLY: trust the public CDS Hooks sandbox issuer (its private key is public)."
     )
@@ -79,8 +103,20 @@ class Settings(BaseSettings):
         description="Shared store for several replicas, e.g. `postgresql+psycopg://user:pass@host/db` "
         "(then HIPCAD_VIEWER_SECRET is required); empty = the SQLite file HIPCAD_FEEDBACK_DB.",
     )
+    database_timeout_s: float = Field(
+        1.0,
+        description="Bound of one database call (connect, statement, and the wait on a frozen server), seconds; "
+        "past it, writes go to the outbox and replay once the database answers.",
+    )
+    outbox_dir: Path | None = Field(
+        None,
+        description="Folder of this host's outbox files (writes kept while the database is unreachable); "
+        "empty = `outbox/` beside HIPCAD_FEEDBACK_DB. Keep it on a volume that outlives the container.",
+    )
     analysis_lease_s: float = Field(
-        60.0, description="How long a replica's claim on an image it analyses lasts before others may take over."
+        5.0,
+        description="How long a replica's claim on an image it analyses lasts without a heartbeat (renewed every "
+        "quarter of it) before others may take over.",
     )
 
     # Relevance
@@ -91,6 +127,16 @@ class Settings(BaseSettings):
 
     selection_behavior: Literal["at-most-one", "any"] = Field(
         "at-most-one", description="Card `selectionBehavior` for suggestions (`any` suits some EHRs)."
+    )
+    ehr_profile: Literal["generic", "epic", "oracle"] = Field(
+        "generic",
+        description="What the cards, links and JWT checks are shaped for: `generic` (CDS Hooks 2.0), `epic` or "
+        "`oracle` (Oracle Health); see docs/ehr-integration.md.",
+    )
+    registered_link_urls: list[str] = Field(
+        default_factory=list,
+        description="Oracle profile: card links allowed (registered with the EHR; JSON list); "
+        "empty = the static SMART launch URL `<base>/smart/launch`.",
     )
 
     # Images
@@ -128,6 +174,24 @@ class Settings(BaseSettings):
     )
     max_image_pixels: int = Field(
         60_000_000, description="Largest image (rows × columns × frames) decoded; bigger ones are refused unread."
+    )
+    decode_workers: int = Field(
+        2,
+        ge=0,
+        description="Worker processes decoding pixel data, each limited by HIPCAD_DECODE_MEMORY_MB and "
+        "HIPCAD_DECODE_TIMEOUT_S; 0 = decode in the service process (no limits: development only).",
+    )
+    decode_memory_mb: int = Field(
+        1536,
+        ge=384,
+        description="Address-space limit of one decode worker, MB (RLIMIT_AS); must cover the largest image "
+        "HIPCAD_MAX_IMAGE_PIXELS allows (~15 bytes per pixel + ~250 MB).",
+    )
+    decode_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Time limit of one image's decoding, seconds (lossless JPEG 2000 decodes at ~7 Mpixel/s on one "
+        "core). The hook still answers within HIPCAD_HOOK_DEADLINE_S: a longer analysis goes on in the background.",
     )
 
     # Analysis on arrival (DICOM Storage SCP)
@@ -188,9 +252,44 @@ class Settings(BaseSettings):
         description="Lifetime of a viewer link, seconds (as long as a card typically stays in the chart; "
         "capped by HIPCAD_RESULT_TTL_S).",
     )
+    viewer_renew_grace_s: int = Field(
+        86400,
+        ge=0,
+        description="How long after it expired a genuine viewer link can still be renewed from the card "
+        "(the expired page's 'Get a fresh link'), seconds, while the result is kept; 0 = never renewed.",
+    )
     result_ttl_s: int = Field(
         86400, description="How long analysed results are kept for the viewer (and reused by hooks), seconds."
     )
+
+    # The viewer as a SMART App Launch 2.0 app (cds_service/smart)
+    card_link: Literal["smart", "absolute"] = Field(
+        "absolute",
+        description="The card's viewer link: `smart` (a SMART launch of `<base>/smart/launch` with the result in "
+        "`appContext`) or `absolute` (the signed, short-lived viewer URL).",
+    )
+    smart_client_id: str = Field("hipcad-viewer", description="The app's `client_id` registered with the EHR.")
+    smart_client_secret: str = Field(
+        "", description="Confidential symmetric client (`client_secret_basic`); empty with no key = public client."
+    )
+    smart_private_key_file: Path | None = Field(
+        None, description="PEM private key (RSA or EC) of a confidential asymmetric client (`private_key_jwt`)."
+    )
+    smart_key_id: str = Field("", description="`kid` of that key in the JWKS registered with the EHR.")
+    smart_redirect_uri: str = Field("", description="The registered `redirect_uri`; empty = `<base>/smart/callback`.")
+    smart_scope: str = Field(
+        "launch openid fhirUser patient/ImagingStudy.rs patient/DiagnosticReport.rs",
+        description="Scopes requested in an EHR launch (`launch` becomes `launch/patient` in a standalone launch).",
+    )
+    smart_standalone_iss: str = Field(
+        "", description="FHIR base a standalone launch (`/smart/launch` without `iss`) starts from; empty = none."
+    )
+    smart_auth_allowed_bases: list[str] = Field(
+        default_factory=list,
+        description="Authorization servers (token endpoints) on another origin than their allow-listed FHIR "
+        "server (JSON list); the FHIR server's own origin is always allowed.",
+    )
+    smart_session_ttl_s: int = Field(3600, description="Lifetime of a SMART session (token kept server-side), s.")
 
     # Observability
     log_format: Literal["json", "text"] = Field(

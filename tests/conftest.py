@@ -108,13 +108,14 @@ def service_settings_with_triton(service_settings: Settings, triton: TritonServe
     return service_settings.model_copy(update={"triton_url": triton.grpc_url})
 
 
-@pytest.fixture
-def make_service(service_settings_with_triton: Settings) -> Iterator[Callable[..., TestClient]]:
-    """Factory: the app with some settings changed (``make_service(hook_deadline_s=0.001)``)."""
+@contextmanager
+def app_clients(settings_for: Callable[..., Settings]) -> Iterator[Callable[..., TestClient]]:
+    """Factory: the in-process app started with ``settings_for(*args, **kwargs)``; every app it
+    started is shut down on exit."""
     clients: list[TestClient] = []
 
-    def make(**changes: object) -> TestClient:
-        settings = service_settings_with_triton.model_copy(update=changes)
+    def make(*args: Any, **kwargs: Any) -> TestClient:
+        settings = settings_for(*args, **kwargs)
         client = TestClient(create_app(settings), base_url=settings.base_url())
         client.__enter__()
         clients.append(client)
@@ -123,6 +124,13 @@ def make_service(service_settings_with_triton: Settings) -> Iterator[Callable[..
     yield make
     for client in clients:
         client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def make_service(service_settings_with_triton: Settings) -> Iterator[Callable[..., TestClient]]:
+    """Factory: the app with some settings changed (``make_service(hook_deadline_s=0.001)``)."""
+    with app_clients(lambda **changes: service_settings_with_triton.model_copy(update=changes)) as make:
+        yield make
 
 
 @pytest.fixture

@@ -86,10 +86,11 @@ def test_irrelevant_order_gets_no_cards(service, ehr_keys):
     assert response.json() == {"cards": []}
 
 
-def test_missing_jwt_is_a_bare_401(service, dicom_store):
+def test_missing_jwt_is_a_401_that_says_nothing_about_why(service, dicom_store):
     response = service.post(SERVICE_PATH, json=hook_request(dicom_store))
-    assert response.status_code == 401
-    assert response.content == b""
+    assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+    (issue,) = response.json()["issue"]  # an OperationOutcome (CDS Hooks 3.0 ballot), the reason only in the log
+    assert issue["code"] == "login" and "bearer" not in issue["diagnostics"].lower()
 
 
 def test_malformed_json_is_a_400_operation_outcome(service, ehr_keys):

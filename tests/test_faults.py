@@ -1,4 +1,5 @@
-"""Faults survived, on the real servers: Triton killed under load, Orthanc down, a FHIR server slow or failing.
+"""Faults survived, on the real servers: Triton killed under load, Orthanc down, a FHIR server slow or failing,
+PostgreSQL stopped or frozen, a replica killed while it holds an analysis lease.
 
 * Triton: a dedicated real Triton and a real ``cds-service serve`` process; Triton is SIGKILLed while
   several hooks for new studies are in flight, then started again on the same ports.
@@ -6,6 +7,9 @@
   credentials is ``features/pacs_down.feature``).
 * FHIR: :class:`~tests.servers.fhir_stand_in.SlowFhirStandIn`, since a real FHIR server cannot be
   made to fail on cue; nothing is prefetched, so the service must search it.
+* PostgreSQL: a dedicated real PostgreSQL shared by two real replicas, stopped or frozen (SIGSTOP)
+  under hook and feedback traffic; afterwards every card is in the ``card`` table, every feedback
+  joins its card, every viewer link opens on both replicas (the outbox, ``cds_service.store.durable``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -24,6 +29,7 @@ import pydicom
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import func, select
 
 from cds_service.app import create_app
 from cds_service.cdshooks.conformance import check_response
@@ -31,12 +37,18 @@ from cds_service.cdshooks.jwt import sign_request_jwt
 from cds_service.ehr import imaging_study_bundle, load_example, with_studies
 from cds_service.inference.triton_server import TritonServer
 from cds_service.settings import Settings
+from cds_service.store import schema
+from cds_service.store.sql import SqlStore, engine_for
 from cds_service.training.phantoms import write_sample_study
+from tests.cdshooks.test_conformance import feedback_body
 from tests.conftest import require, started_triton
 from tests.servers.fhir_stand_in import SlowFhirStandIn
 from tests.servers.orthanc import OrthancServer
+from tests.servers.postgres import PostgresServer
+from tests.servers.postgres import available as postgres_available
 from tests.test_end_to_end import post
-from tests.test_replicas import PATH, Replica, start_replica
+from tests.test_outbox import frozen, thaw
+from tests.test_replicas import PATH, PUBLIC, Replica, replica_env, start_replica
 
 MARGIN_S = 1.0  # loopback, a loaded 2-core machine: what an answer may take beyond its deadline
 
@@ -108,8 +120,6 @@ def test_triton_killed_under_load_every_hook_answered_and_the_service_recovers_b
         wait_for(lambda: inferences(own_triton) >= 1, 60, "Triton never ran an inference")
         os.killpg(own_triton.process.pid, signal.SIGKILL)  # the python-backend stubs too
         own_triton.process.wait(10)
-        ready = httpx.get(service.url + "/readyz", timeout=10)
-        assert ready.status_code == 503 and ready.json()["triton"] is False
         assert httpx.get(service.url + "/healthz", timeout=10).status_code == 200  # alive: no restart loop
         answers = hooks.answers(pending)
         assert any(not is_finding(body) for body in answers.values()), "nothing was in flight when Triton died"
@@ -127,7 +137,13 @@ def test_triton_killed_under_load_every_hook_answered_and_the_service_recovers_b
 
         # Triton back on the same ports: ready again without touching the service.
         own_triton.start(timeout_s=120)
-        wait_for(lambda: httpx.get(service.url + "/readyz", timeout=5).status_code == 200, 30, "/readyz stays 503")
+        # Readiness never left 200 (a dependency down degrades answers, not readiness); the dependency
+        # monitor sees Triton again.
+        wait_for(
+            lambda: "triton" not in httpx.get(service.url + "/readyz", timeout=5).json()["degraded"],
+            30,
+            "/readyz still lists Triton as degraded",
+        )
         for seed in requests:  # the stored results are cache hits; the failed and refused studies are analysed now
             body = hooks.one(seed)
             assert is_finding(body), (seed, body)
@@ -347,3 +363,235 @@ def test_a_fhir_search_of_many_slow_requests_is_bounded_by_the_hook_deadline(fhi
     assert "within the hook deadline" in answered_412(response)
     assert DEADLINE_S * 0.9 < elapsed < DEADLINE_S + MARGIN_S, elapsed
     assert 1 < len(fhir.hits) < 7  # it got part of the way, then gave up
+
+
+# PostgreSQL stopped or frozen, Triton killed, a lease holder killed: two replicas, one PostgreSQL --------
+OUTAGE_DEADLINE_S = 8.0
+LEASE_BOUND_S = 10.0  # a study whose lease holder died answers on another replica within this
+
+
+@dataclass
+class SharedCluster:
+    """Replicas sharing one PostgreSQL of this module's own; they are sent signed hooks and feedback."""
+
+    postgres: PostgresServer
+    folder: Path
+    private_key: bytes
+    env: dict[str, str]
+    logs: Path
+    replicas: list[Replica] = field(default_factory=list)
+
+    def start(self, name: str, **env: str) -> Replica:
+        replica = start_replica(name, {**self.env, **env}, self.logs / f"{name}.log")
+        self.replicas.append(replica)
+        return replica
+
+    def token(self, path: str = PATH) -> str:
+        return sign_request_jwt(self.private_key, "hipcad-demo-ehr", PUBLIC + path)
+
+    def hook(self, replica: Replica, seed: int) -> tuple[dict, float]:
+        """One order-select hook for the phantom ``seed`` (a fresh hookInstance and JWT): its body, its latency."""
+        request = study_request(self.folder / f"sample-{seed}.dcm", self.folder.as_uri())
+        started = time.perf_counter()
+        response = replica.post(PATH, request, self.token())
+        elapsed = time.perf_counter() - started
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert check_response(body) == [], body
+        return body, elapsed
+
+    def feedback(self, replica: Replica, card: dict) -> httpx.Response:
+        path = PATH + "/feedback"
+        if card.get("suggestions"):
+            body = feedback_body(card["uuid"], card["suggestions"][0]["uuid"])
+        else:
+            body = {"feedback": [{"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": STAMP}]}
+        return replica.post(path, body, self.token(path))
+
+    def sql(self) -> SqlStore:
+        return SqlStore(engine_for(self.postgres.url))
+
+    def drained(self) -> bool:
+        """Every live replica's outbox is empty (its metric), so the database holds everything."""
+        live = [r for r in self.replicas if r.process.process and r.process.process.poll() is None]
+        return all(sample(metrics(r), "hipcad_store_outbox_entries") == 0 for r in live)
+
+
+STAMP = "2026-11-22T10:00:00+00:00"
+
+
+@pytest.fixture(scope="module")
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL of this module's own: the tests stop and freeze it."""
+    require(postgres_available(), "PostgreSQL is not installed (run .ci/install-servers.sh)")
+    server = PostgresServer()
+    server.start()
+    yield server
+    thaw(server)
+    server.stop()
+    server.remove()
+
+
+def shared_cluster(postgres: PostgresServer, triton: TritonServer, ehr_keys, folder: Path, logs: Path) -> SharedCluster:
+    env = replica_env(postgres.url, ehr_keys[1], folder, triton.grpc_url, logs, hook_deadline_s=OUTAGE_DEADLINE_S)
+    return SharedCluster(postgres, folder, ehr_keys[0], env, logs)
+
+
+@pytest.fixture(scope="module")
+def outage_cluster(
+    own_postgres: PostgresServer, triton: TritonServer, ehr_keys, tmp_path_factory
+) -> Iterator[SharedCluster]:
+    folder = tmp_path_factory.mktemp("outage-images")
+    for seed in range(501, 512):  # before the replicas index the folder
+        write_study(folder, seed)
+    cluster = shared_cluster(own_postgres, triton, ehr_keys, folder, tmp_path_factory.mktemp("outage-logs"))
+    try:
+        cluster.start("outage-1")
+        cluster.start("outage-2")
+        yield cluster
+    finally:
+        for replica in cluster.replicas:
+            replica.process.stop()
+
+
+def count(sql: SqlStore, table) -> int:
+    with sql.engine.connect() as db:
+        return int(db.execute(select(func.count()).select_from(table)).scalar())
+
+
+@pytest.mark.triton
+@pytest.mark.slow
+def test_postgresql_stopped_under_hook_and_feedback_traffic_loses_no_card_feedback_result_or_link(
+    outage_cluster: SharedCluster,
+):
+    first, second = outage_cluster.replicas[:2]
+    sql = outage_cluster.sql()
+    body, _ = outage_cluster.hook(first, 501)  # stored before the outage
+    assert is_finding(body), body
+    results_before = count(sql, schema.result)
+    cards: list[dict] = []
+    outage_cluster.postgres.stop()
+    try:
+        for replica, seed in ((first, 501), (first, 502), (second, 503), (second, 501), (first, 504), (second, 502)):
+            body, elapsed = outage_cluster.hook(replica, seed)
+            assert is_finding(body) and elapsed < OUTAGE_DEADLINE_S + MARGIN_S, (seed, elapsed, body)
+            cards.append(body["cards"][0])
+        for n, card in enumerate(cards):  # each card's feedback sent to the replica that did not issue it
+            response = outage_cluster.feedback(second if n % 2 == 0 else first, card)
+            assert response.status_code == 200, response.text  # kept in the outbox: nothing to retry
+        assert sample(metrics(first), "hipcad_store_outbox_entries") > 0
+    finally:
+        outage_cluster.postgres.start()
+    wait_for(outage_cluster.drained, 30, "the outboxes were not replayed")
+
+    uuids = [card["uuid"] for card in cards]
+    with sql.engine.connect() as db:
+        stored = set(db.execute(select(schema.card.c.uuid).where(schema.card.c.uuid.in_(uuids))).scalars())
+        joined = set(
+            db.execute(
+                select(schema.feedback.c.card)
+                .select_from(schema.feedback.join(schema.card, schema.card.c.uuid == schema.feedback.c.card))
+                .where(schema.card.c.uuid.in_(uuids))
+            ).scalars()
+        )
+    assert stored == set(uuids), "cards issued during the outage are missing from the card table"
+    assert joined == set(uuids), "feedback given during the outage is not joined with its card"
+    assert count(sql, schema.result) >= results_before + 3  # 502, 503, 504 were analysed during the outage
+    for card in cards:
+        (link,) = [link for link in card["links"] if link["type"] == "absolute"]
+        for replica in (first, second):  # issued by either replica: opens on both after the replay
+            page = httpx.get(replica.url + link["url"].removeprefix(PUBLIC), timeout=30)
+            assert page.status_code == 200, (replica.name, page.status_code)
+    sql.close()
+
+
+@pytest.mark.triton
+@pytest.mark.slow
+def test_postgresql_frozen_every_hook_answers_within_its_deadline_and_nothing_is_lost(
+    outage_cluster: SharedCluster,
+):
+    first, second = outage_cluster.replicas[:2]
+    outage_cluster.hook(first, 505)  # stored before the freeze
+    latencies: dict[tuple[str, int], float] = {}
+    cards: list[dict] = []
+    with frozen(outage_cluster.postgres):
+        for replica, seed in ((first, 505), (second, 505), (first, 506), (second, 507), (first, 506)):
+            body, elapsed = outage_cluster.hook(replica, seed)
+            latencies[(replica.name, seed)] = elapsed
+            cards.extend(body["cards"])
+    assert max(latencies.values()) < OUTAGE_DEADLINE_S + MARGIN_S, latencies
+    wait_for(outage_cluster.drained, 30, "the outboxes were not replayed after the thaw")
+    sql = outage_cluster.sql()
+    with sql.engine.connect() as db:
+        uuids = [card["uuid"] for card in cards]
+        stored = set(db.execute(select(schema.card.c.uuid).where(schema.card.c.uuid.in_(uuids))).scalars())
+    assert stored == set(uuids)
+    sql.close()
+    print("frozen PostgreSQL, hook latency (s):", {f"{k[0]}/{k[1]}": round(v, 2) for k, v in latencies.items()})
+
+
+@pytest.mark.triton
+@pytest.mark.slow
+def test_a_replica_killed_while_holding_a_lease_blocks_the_study_at_most_ten_seconds(
+    outage_cluster: SharedCluster,
+):
+    survivor = outage_cluster.replicas[1]
+    sql = outage_cluster.sql()
+    for seed in (508, 509, 510):  # the holder must die mid-analysis: retried if it finished first
+        doomed = outage_cluster.start(f"doomed-{seed}")
+        results = count(sql, schema.result)
+        pool = ThreadPoolExecutor(1)
+        pool.submit(outage_cluster.hook, doomed, seed)
+        pid = doomed.process.process.pid
+        wait_for(lambda pid=pid: leases_held(sql, pid) > 0, 60, "the doomed replica never took a lease")
+        doomed.process.stop()  # SIGKILL while it holds the lease
+        killed_at = time.perf_counter()
+        pool.shutdown(wait=False)
+        if leases_held(sql, pid) and count(sql, schema.result) == results:
+            break
+    else:
+        pytest.fail("the doomed replica finished every analysis before it could be killed")
+    body, _ = outage_cluster.hook(survivor, seed)
+    blocked = time.perf_counter() - killed_at
+    assert is_finding(body) and blocked < LEASE_BOUND_S, (blocked, body)
+    sql.close()
+    print(f"lease holder killed: the other replica answered {blocked:.1f} s after the kill")
+
+
+def leases_held(sql: SqlStore, pid: int) -> int:
+    """Live leases whose owner is the process ``pid`` (owners are ``host:pid:suffix``)."""
+    with sql.engine.connect() as db:
+        return int(
+            db.execute(
+                select(func.count())
+                .select_from(schema.lease)
+                .where(schema.lease.c.owner.like(f"%:{pid}:%"), schema.lease.c.expires_at > time.time())
+            ).scalar()
+        )
+
+
+@pytest.mark.triton
+@pytest.mark.slow
+def test_triton_killed_stored_studies_are_still_answered_with_findings(
+    own_triton: TritonServer, own_postgres: PostgresServer, ehr_keys, tmp_path: Path
+):
+    folder = tmp_path / "images"
+    for seed in (521, 522):
+        write_study(folder, seed)
+    cluster = shared_cluster(own_postgres, own_triton, ehr_keys, folder, tmp_path)
+    try:
+        analysed, fresh = cluster.start("triton-a"), cluster.start("triton-b")
+        body, _ = cluster.hook(analysed, 521)
+        assert is_finding(body), body
+        os.killpg(own_triton.process.pid, signal.SIGKILL)
+        own_triton.process.wait(10)
+        for replica in (analysed, fresh):  # "fresh" never read the models: the contract kept in the store
+            body, elapsed = cluster.hook(replica, 521)
+            assert is_finding(body) and elapsed < OUTAGE_DEADLINE_S + MARGIN_S, (replica.name, elapsed, body)
+        body, _ = cluster.hook(fresh, 522)  # not stored: honestly unavailable
+        assert is_honest(body), body
+    finally:
+        for replica in cluster.replicas:
+            replica.process.stop()
+        if own_triton.process is None or own_triton.process.poll() is not None:
+            own_triton.start(timeout_s=120)

@@ -142,7 +142,7 @@ def test_connection_survives_bad_requests(live):
         assert connection.sock is sock, "the server closed the connection"
     connection.request("GET", "/healthz")
     response = connection.getresponse()
-    assert response.status == 200 and json.loads(response.read()) == {"status": "ok"}
+    assert response.status == 200 and json.loads(response.read())["status"] == "ok"
     assert connection.sock is sock
     connection.close()
 

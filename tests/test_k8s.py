@@ -28,7 +28,7 @@ K8S_VENV = ROOT / ".venv-k8s" / "bin"
 # Oldest and newest Kubernetes minor versions the manifests are validated against.
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 # Custom resources: not in kubernetes-validate's schemas, validated against k8s/schemas/*.json.
-CUSTOM_KINDS = {"prod": {"Cluster", "PodMonitor", "ServiceMonitor"}, "dev": set()}
+CUSTOM_KINDS = {"prod": {"Cluster", "ScheduledBackup", "PodMonitor", "ServiceMonitor"}, "dev": set()}
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 CONFIDENTIAL = {"HIPCAD_DATABASE_URL", "HIPCAD_VIEWER_SECRET", "HIPCAD_DICOMWEB_CREDENTIALS"}
 # Every checkov check that may be skipped, and where: anything else skipped, or any failure, fails.
@@ -314,8 +314,11 @@ def test_cds_service_deployment(overlay):
     spec = pod_spec(deployment)
     (container,) = spec["containers"]
     assert container["args"] == ["serve"]
-    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
-    assert container["startupProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
+    ]
+    assert container["startupProbe"]["httpGet"] == {"path": "/startupz", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     (migrate,) = spec["initContainers"]
@@ -336,8 +339,9 @@ def test_cds_service_deployment(overlay):
     for allow_list in ("HIPCAD_FHIR_ALLOWED_BASES", "HIPCAD_DICOMWEB_ALLOWED_BASES"):
         assert all(base.startswith("https://") for base in json.loads(settings[allow_list]))
 
+    assert settings["HIPCAD_METRICS_PORT"] == "9090"  # the container's `metrics` port: /metrics off `http`
+
     if overlay == "prod":
-        assert deployment["spec"]["replicas"] >= 3
         assert objects(overlay, "HorizontalPodAutoscaler")["cds-service"]["spec"]["minReplicas"] >= 3
         assert objects(overlay, "PodDisruptionBudget")["cds-service"]["spec"]["minAvailable"] >= 1
 
@@ -403,7 +407,11 @@ def test_network_policy_allows_only_the_expected_ports(overlay):
     assert policy["podSelector"] == {"matchLabels": {"app": "cds-service"}}
     assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
     ingress = {(p["protocol"], p["port"]) for rule in policy["ingress"] for p in rule["ports"]}
-    assert ingress == {("TCP", 8080)}
+    assert ingress == {("TCP", 8080), ("TCP", 9090)}
+    # /metrics (9090) is open to Prometheus' namespace only; the public port (8080) is not open to it.
+    peers = {p["port"]: rule["from"] for rule in policy["ingress"] for p in rule["ports"]}
+    assert peers[9090] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    assert "monitoring" not in json.dumps(peers[8080])
     assert all(rule.get("ports") for rule in policy["egress"]), "every egress rule names its ports"
     egress = {(p["protocol"], p["port"]) for rule in policy["egress"] for p in rule["ports"]}
     assert egress == EXPECTED_EGRESS
@@ -467,3 +475,71 @@ def test_prod_triton_keeps_its_gpu_dev_runs_the_cpu_image_and_everything_lives_i
             for c in pod_spec(doc)["containers"] + pod_spec(doc).get("initContainers", [])
         ]
         assert all(re.search(r"@sha256:[0-9a-f]{64}$", image) for image in images), images
+
+
+# ---------------------------------------------------------------- rollouts, shutdown, outages, backups
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_replica_count_beside_an_autoscaler(overlay):
+    """An HPA owns its target's replica count; `spec.replicas` would reset it on every apply."""
+    scaled = {hpa["spec"]["scaleTargetRef"]["name"] for hpa in objects(overlay, "HorizontalPodAutoscaler").values()}
+    assert "cds-service" in scaled and (overlay == "dev" or "triton" in scaled)
+    for name in scaled:
+        assert "replicas" not in objects(overlay, "Deployment")[name]["spec"], name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_cds_service_probes_do_not_depend_on_shared_dependencies_and_shutdown_drains(overlay):
+    spec = pod_spec(objects(overlay, "Deployment")["cds-service"])
+    (container,) = spec["containers"]
+    startup = container["startupProbe"]
+    # `serve` waits for an unreachable database before listening: the start-up probe allows 30 minutes.
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 30 * 60
+    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pre_stop >= 5
+    deadline = float(objects(overlay, "ConfigMap")[_config_name(overlay)]["data"]["HIPCAD_HOOK_DEADLINE_S"])
+    assert spec["terminationGracePeriodSeconds"] >= pre_stop + deadline + 5  # in-flight hooks finish
+    (migrate,) = spec["initContainers"]
+    assert migrate["args"] == ["migrate"]  # no --give-up-after: the init container waits out an outage
+
+
+def _config_name(overlay: str) -> str:
+    (name,) = [n for n in objects(overlay, "ConfigMap") if n.startswith("cds-service-config")]
+    return name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_triton_rolls_out_without_a_spare_gpu_one_pod_per_node(overlay):
+    deployment = objects(overlay, "Deployment")["triton"]
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
+    }
+    spec = pod_spec(deployment)
+    (term,) = spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term == {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "triton"}}}
+    assert spec["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
+
+
+def test_prod_database_is_backed_up_with_a_retention_policy():
+    cluster = objects("prod", "Cluster")["hipcad-db"]["spec"]
+    backup = cluster["backup"]
+    assert re.fullmatch(r"[1-9]\d*[dwm]", backup["retentionPolicy"])
+    store = backup["barmanObjectStore"]
+    assert store["destinationPath"].startswith("s3://")
+    for key in ("accessKeyId", "secretAccessKey"):  # credentials from a Secret, never literals
+        assert set(store["s3Credentials"][key]) == {"name", "key"}
+    assert not objects("prod", "Secret")
+    assert store["wal"]["compression"] and store["data"]["encryption"]
+    (scheduled,) = objects("prod", "ScheduledBackup").values()
+    assert scheduled["spec"]["cluster"] == {"name": "hipcad-db"}
+    assert scheduled["spec"]["method"] == "barmanObjectStore" and scheduled["spec"]["immediate"] is True
+    assert len(scheduled["spec"]["schedule"].split()) == 6  # CloudNativePG's cron has seconds first
+
+
+def test_prod_prometheus_scrapes_the_metrics_port_not_the_public_one():
+    (endpoint,) = objects("prod", "ServiceMonitor")["cds-service"]["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
+    service = objects("prod", "Service")["cds-service"]["spec"]
+    assert {p["name"]: p["port"] for p in service["ports"]} == {"http": 8080, "metrics": 9090}

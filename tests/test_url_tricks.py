@@ -22,13 +22,13 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from cds_service.app import create_app
 from cds_service.cdshooks.jwt import sign_request_jwt
 from cds_service.demo import free_port
 from cds_service.dicom.retrieve import DicomRetriever
 from cds_service.ehr import imaging_study_bundle, load_example
 from cds_service.errors import StudyUnavailableError
 from cds_service.settings import Settings
+from tests.conftest import app_clients
 from tests.factory import radiograph, ramp
 from tests.servers.decoy import Decoy, decoy_server
 
@@ -61,9 +61,8 @@ def fhir_base(decoy: Decoy) -> str:
 @pytest.fixture
 def make_service(ehr_keys: tuple[bytes, Path], tmp_path: Path) -> Iterator[Callable[[list[str]], TestClient]]:
     """The real app, FHIR allow-list as given, no Triton behind it (every trick is refused before analysis)."""
-    clients: list[TestClient] = []
 
-    def make(fhir_allowed_bases: list[str]) -> TestClient:
+    def settings_for(fhir_allowed_bases: list[str]) -> Settings:
         settings = Settings(
             host="127.0.0.1",
             port=8080,
@@ -78,14 +77,10 @@ def make_service(ehr_keys: tuple[bytes, Path], tmp_path: Path) -> Iterator[Calla
             hook_deadline_s=5.0,
         )
         (tmp_path / "dicom").mkdir(exist_ok=True)
-        client = TestClient(create_app(settings), base_url=settings.base_url())
-        client.__enter__()
-        clients.append(client)
-        return client
+        return settings
 
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+    with app_clients(settings_for) as make:
+        yield make
 
 
 def studies(endpoint_reference: str | None = None, next_link: str | None = None) -> dict[str, Any]:

@@ -246,6 +246,20 @@ def stored_in_pacs(urls: Sequence[str]) -> bool:
     return any(urlsplit(url).scheme.lower() in ("http", "https") for url in urls)
 
 
+def viewer_card_link(viewer_url: str, base_url: str, link_type: Literal["smart", "absolute"]) -> Link:
+    """The card's link to the heat map (``HIPCAD_CARD_LINK``): the signed viewer URL itself (``absolute``), or
+    a ``smart`` link to the static SMART launch URL carrying the viewer token in ``appContext`` (CDS Hooks
+    2.0 § Link: the EHR launches the app and passes ``appContext`` through the token response)."""
+    if link_type == "absolute":
+        return Link(label="View heat map", url=viewer_url, type="absolute")
+    from cds_service.viewer.routes import smart_app_context  # the viewer imports this module
+
+    token = viewer_url.rsplit("/", 1)[-1]
+    return Link(
+        label="View heat map", url=f"{base_url}/smart/launch", type="smart", appContext=smart_app_context(token)
+    )
+
+
 def finding_card(
     findings: StudyFindings,
     report: dict[str, Any],
@@ -254,6 +268,7 @@ def finding_card(
     selection_behavior: SelectionBehavior = "at-most-one",
     in_pacs: bool = False,
     provenance: dict[str, Any] | None = None,
+    link_type: Literal["smart", "absolute"] = "absolute",
 ) -> Card:
     """The card for an analysed study, with the create-DiagnosticReport suggestion.
 
@@ -268,7 +283,7 @@ def finding_card(
     if selection_behavior not in ("at-most-one", "any"):
         raise ValueError(f"selectionBehavior {selection_behavior!r} is not 'at-most-one' or 'any'")
     summary, indicator = summary_and_indicator(findings)
-    links = [Link(label="View heat map", url=viewer_url, type="absolute")] if viewer_url else None
+    links = [viewer_card_link(viewer_url, base_url, link_type)] if viewer_url else None
     return Card(
         summary=summary,
         detail=detail_markdown(findings) + (IN_PACS if in_pacs else ""),

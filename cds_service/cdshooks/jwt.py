@@ -5,8 +5,12 @@ key. Required: header ``alg`` and ``kid`` (``typ`` JWT when present); claims ``i
 exact URL invoked), ``exp``, ``iat``, ``jti``. Only ES384/RS384 (and ES256/RS256) are accepted:
 never ``none`` or HMAC, whatever the header says. Keys come from the issuer's configured JWKS URL
 (or a static PEM), or from the header's ``jku`` only when that URL is allow-listed for the issuer;
-JWKS are cached by ``kid`` and refetched (at most every few seconds) when an unknown ``kid`` shows
-up, so key rotation works. A ``jti`` replay cache refuses a token seen before. Every failure is an
+JWKS are cached by ``kid`` and refetched when an unknown ``kid`` shows up or the set is older than its
+maximum age, at most once per refresh interval per URL (a flood of made-up ``kid`` values costs one fetch),
+so key rotation works (CDS Hooks 3.0 ballot: clients SHOULD publish a JWKS URL and rotate keys). An
+unknown issuer is refused before any key is looked up, so its JWKS is never fetched. A ``jti`` replay
+cache refuses a token seen before, across replicas through the shared store; when that store cannot
+be reached, ``strict`` (``HIPCAD_JTI_STRICT``, the default) refuses the token. Every failure is an
 :class:`AuthenticationError`; the web layer answers a bare 401 and logs only the reason. The reason is
 written for the operator who has to fix the set-up (which issuer, which expected and received
 ``aud``, which JWKS URL and error, which ``kid``, when it expired); it never contains the token.
@@ -20,7 +24,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,13 +99,21 @@ class TrustedIssuer:
 class ReplayCache:
     """Remembers (iss, jti) until the token expires; thread-safe. In memory (one process) unless
     ``remember`` is given: then the shared store keeps them (``SqlStore.remember_jti``), so a token
-    used on one replica is refused on every other; if the store fails, this process's memory still
-    refuses replays it has seen (fail soft, never open)."""
+    used on one replica is refused on every other.
+
+    When the store cannot be reached, this process's memory still refuses the replays it has seen;
+    a replay presented to *another* replica cannot be seen. ``strict`` (``HIPCAD_JTI_STRICT``, the
+    default) therefore refuses every token it cannot check across replicas (the EHR's calls get 401
+    until the database is back: security over availability); ``strict=False`` accepts on this
+    replica's memory alone (cards keep coming; a token captured and replayed to another replica
+    within its lifetime is accepted there).
+    """
 
     seen: dict[tuple[str, str], float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     purge_every: int = 1000
     remember: Callable[[str, str, float], bool] | None = None
+    strict: bool = True
 
     def check_and_add(self, issuer: str, jti: str, expires: float) -> None:
         now = time.time()
@@ -114,6 +126,11 @@ class ReplayCache:
             try:
                 replayed = not self.remember(issuer, jti, expires)
             except Exception as exc:
+                if self.strict:
+                    raise AuthenticationError(
+                        f"JWT jti cannot be checked across replicas: the replay store is unavailable "
+                        f"({type(exc).__name__}); refused because HIPCAD_JTI_STRICT is on"
+                    ) from None
                 log.warning("jti replay store unavailable; this replica's memory only: %s", type(exc).__name__)
         if replayed:
             raise AuthenticationError(
@@ -123,26 +140,48 @@ class ReplayCache:
 
 
 class JwksCache:
-    """JWKS documents fetched over HTTPS (httpx), cached, refreshed on an unknown ``kid``."""
+    """JWKS documents fetched over HTTPS (httpx), cached per URL, refreshed on an unknown ``kid``.
 
-    def __init__(self, timeout_s: float = 3.0, min_refresh_s: float = 10.0) -> None:
+    A set is refetched when a ``kid`` it lacks is presented (the issuer rotated its keys) or when it
+    is older than ``max_age_s`` (keys the issuer retired stop being accepted), but never more often
+    than once per ``min_refresh_s`` per URL, failed attempts included: a flood of unknown ``kid`` values,
+    or a JWKS server that is down, costs one request per interval. While a refresh fails, the keys
+    already held stay usable. ``fetches`` counts the requests made per URL (for tests and operators).
+    """
+
+    def __init__(self, timeout_s: float = 3.0, min_refresh_s: float = 10.0, max_age_s: float = 3600.0) -> None:
         self.timeout_s = timeout_s
         self.min_refresh_s = min_refresh_s
+        self.max_age_s = max_age_s
+        self.fetches: dict[str, int] = {}
         self._keys: dict[str, dict[str, Any]] = {}
         self._fetched: dict[str, float] = {}
+        self._attempted: dict[str, float] = {}
         self._lock = asyncio.Lock()
+
+    def _wanted(self, url: str, kid: str) -> bool:
+        """Whether the set at ``url`` should be (re)fetched for ``kid``, and the interval allows it."""
+        now = time.monotonic()
+        stale = url in self._fetched and now - self._fetched[url] >= self.max_age_s
+        if kid in self._keys.get(url, {}) and not stale:
+            return False
+        return url not in self._attempted or now - self._attempted[url] >= self.min_refresh_s
 
     async def key(self, url: str, kid: str) -> Any:
         """The verification key for ``kid`` at ``url``, fetching or refreshing the set when needed."""
-        keys = self._keys.get(url, {})
-        if kid not in keys:
+        if self._wanted(url, kid):
             async with self._lock:
-                if kid not in self._keys.get(url, {}) and time.monotonic() - self._fetched.get(url, -1e9) >= (
-                    self.min_refresh_s if url in self._keys else 0
-                ):
-                    self._keys[url] = await self._fetch(url)
-                    self._fetched[url] = time.monotonic()
-            keys = self._keys.get(url, {})
+                if self._wanted(url, kid):  # another request may have fetched it while we waited
+                    self._attempted[url] = time.monotonic()
+                    self.fetches[url] = self.fetches.get(url, 0) + 1
+                    try:
+                        self._keys[url] = await self._fetch(url)
+                        self._fetched[url] = time.monotonic()
+                    except AuthenticationError as exc:
+                        if kid not in self._keys.get(url, {}):
+                            raise
+                        log.warning("JWKS refresh failed; the keys held are used: %s", exc)
+        keys = self._keys.get(url, {})
         if kid not in keys:
             known = ", ".join(sorted(keys)) or "none usable"
             raise AuthenticationError(f"JWT kid {_show(kid)} not found in the JWKS at {url} (kids there: {known})")
@@ -173,6 +212,7 @@ class JwtVerifier:
         leeway_s: int = 30,
         max_lifetime_s: int = 3600,
         jwks: JwksCache | None = None,
+        jti_strict: bool = True,
     ) -> None:
         self.issuers = {issuer.issuer: issuer for issuer in issuers}
         self._builtin = {
@@ -185,10 +225,11 @@ class JwtVerifier:
         self.leeway_s = leeway_s
         self.max_lifetime_s = max_lifetime_s
         self.jwks = jwks or JwksCache()
-        self.replays = ReplayCache()
+        self.replays = ReplayCache(strict=jti_strict)
 
-    async def verify(self, authorization: str | None, audience: str) -> dict[str, Any]:
-        """Check the ``Authorization`` header against ``audience`` (the exact URL invoked); return the claims."""
+    async def verify(self, authorization: str | None, audience: str | Sequence[str]) -> dict[str, Any]:
+        """Check the ``Authorization`` header against ``audience`` (the exact URL invoked, or the URLs an
+        EHR profile accepts: :func:`cds_service.cdshooks.profiles.audiences`); return the claims."""
         if not authorization or not authorization.startswith("Bearer "):
             raise AuthenticationError("no bearer token in the Authorization header")
         token = authorization.removeprefix("Bearer ").strip()
@@ -213,7 +254,7 @@ class JwtVerifier:
                 token,
                 key=key,
                 algorithms=list(ALGORITHMS),
-                audience=audience,
+                audience=audience if isinstance(audience, str) else list(audience),
                 issuer=issuer.issuer,
                 leeway=self.leeway_s,
                 options={"require": list(REQUIRED_CLAIMS), "verify_iat": True},
@@ -243,7 +284,7 @@ class JwtVerifier:
         issuer: TrustedIssuer,
         header: dict[str, Any],
         unverified: dict[str, Any],
-        audience: str,
+        audience: str | Sequence[str],
     ) -> str:
         """Why PyJWT refused the token, in operator terms (PyJWT checks the signature before the claims)."""
         who = f"issuer {_show(issuer.issuer)}"
@@ -253,7 +294,8 @@ class JwtVerifier:
                 f"leeway {self.leeway_s} s; {who})"
             )
         if isinstance(exc, pyjwt.InvalidAudienceError):
-            return f"JWT audience mismatch: expected {audience!r}, received {_show(unverified.get('aud'), 300)} ({who})"
+            expected = repr(audience) if isinstance(audience, str) else " or ".join(map(repr, audience))
+            return f"JWT audience mismatch: expected {expected}, received {_show(unverified.get('aud'), 300)} ({who})"
         if isinstance(exc, pyjwt.MissingRequiredClaimError):
             return f"JWT lacks the required claim {exc.claim!r} ({who})"
         if isinstance(exc, pyjwt.ImmatureSignatureError):

@@ -140,14 +140,21 @@ class CdsResponse(_Model):
 
 
 class ServiceDefinition(_Model):
-    """One entry of the discovery response (§ Discovery)."""
+    """One entry of the discovery response (§ Discovery).
+
+    ``version`` (the CDS Hooks version the service speaks, semver) and ``hookVersion`` (the version of
+    the hook definition it was built for, from the hook's own page) are the CDS Hooks 3.0 ballot's
+    additions; a 2.0 client ignores them.
+    """
 
     hook: str
+    hookVersion: str | None = None
     id: str
     title: str | None = None
     description: str
     prefetch: dict[str, str] | None = None
     usageRequirements: str | None = None
+    version: str | None = None
 
 
 def to_json(model: BaseModel) -> dict[str, Any]:

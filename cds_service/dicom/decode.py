@@ -155,7 +155,9 @@ def decode_dataset(ds: pydicom.Dataset, max_pixels: int = MAX_PIXELS) -> Decoded
     Every bound (pixel count, bits allocated, frames, samples per pixel) is checked on the header,
     and a compressed frame's own header (JPEG SOF, JPEG 2000 SIZ, RLE segments) against it
     (:func:`cds_service.dicom.codestream.check_codestream`), before the pixel data is decoded: a
-    hostile header or codestream cannot make the service allocate gigabytes.
+    hostile header or codestream cannot make the service allocate gigabytes. The service calls it in
+    a memory- and time-limited worker process (:func:`cds_service.dicom.worker.decode_in_worker`), so
+    an image that agrees with its header and is still expensive costs that worker, not the service.
 
     Raises:
         UnusableImageError: not an image, colour, multi-frame, another body part, too small or too

@@ -8,7 +8,9 @@ URL the store is a SQLite file (``HIPCAD_FEEDBACK_DB``), which is all one proces
 
 :class:`AsyncStore` is what the service uses: each query runs in a worker thread (the event loop
 never waits on the database), and decoded results are kept in a small per-process LRU in front of
-the table (results are immutable per key, and expiry is honoured locally too).
+the table (results are immutable per key, and expiry is honoured locally too). With a database URL
+the SQL store is :class:`~cds_service.store.durable.DurableSqlStore`: bounded calls, and an outbox
+that keeps every write made while the database is unreachable and replays it after.
 """
 
 from __future__ import annotations
@@ -20,17 +22,28 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cds_service.domain import Analysis, ResultKey
 from cds_service.store import codec
+from cds_service.store.durable import DurableSqlStore, StoreUnavailableError
 from cds_service.store.migrate import upgrade
 from cds_service.store.sql import SqlStore, engine_for
 
 if TYPE_CHECKING:
     from cds_service.settings import Settings
 
-__all__ = ["AsyncStore", "SqlStore", "database_url", "open_store", "replica_id"]
+__all__ = [
+    "AsyncStore",
+    "DurableSqlStore",
+    "SqlStore",
+    "StoreUnavailableError",
+    "database_url",
+    "open_store",
+    "outbox_dir",
+    "replica_id",
+]
 
 
 #: Expired rows are deleted by the replica that writes a result, at most this often.
@@ -54,12 +67,28 @@ def database_url(settings: Settings) -> str:
     return settings.database_url or f"sqlite:///{settings.feedback_db}"
 
 
+def outbox_dir(settings: Settings) -> Path:
+    """``HIPCAD_OUTBOX_DIR``, else ``outbox/`` beside the SQLite file ``HIPCAD_FEEDBACK_DB``."""
+    return settings.outbox_dir or settings.feedback_db.parent / "outbox"
+
+
 def open_store(settings: Settings, migrate: bool = True) -> AsyncStore:
-    """The store the settings name, migrated to the shipped schema (unless ``migrate`` is False)."""
-    engine = engine_for(database_url(settings))
+    """The store the settings name, migrated to the shipped schema (unless ``migrate`` is False).
+
+    A database URL (PostgreSQL, a network dependency) gets :class:`DurableSqlStore`: calls bounded by
+    ``HIPCAD_DATABASE_TIMEOUT_S`` and an outbox for the writes made while it is unreachable. The
+    embedded SQLite file is local to the process: there is no outage to outlast.
+    """
+    if not settings.database_url:
+        engine = engine_for(database_url(settings))
+        if migrate:
+            upgrade(engine)
+        return AsyncStore(SqlStore(engine), result_ttl_s=settings.result_ttl_s)
+    engine = engine_for(settings.database_url, timeout_s=settings.database_timeout_s)
     if migrate:
         upgrade(engine)
-    return AsyncStore(SqlStore(engine), result_ttl_s=settings.result_ttl_s)
+    sql = DurableSqlStore(engine, outbox_dir(settings), timeout_s=settings.database_timeout_s)
+    return AsyncStore(sql, result_ttl_s=settings.result_ttl_s)
 
 
 class AsyncStore:
@@ -116,7 +145,10 @@ class AsyncStore:
         def write() -> None:
             self.sql.put_result(key.digest(), codec.encode(analysis), self.result_ttl_s)
             if purge:
-                self.sql.purge_expired()
+                try:
+                    self.sql.purge_expired()
+                except StoreUnavailableError:  # the result is queued in the outbox; purge next time
+                    self._purged_at = 0.0
 
         await asyncio.to_thread(write)
 
@@ -133,6 +165,13 @@ class AsyncStore:
 
     async def lease_holder(self, key: ResultKey) -> str | None:
         return await asyncio.to_thread(self.sql.lease_holder, key.digest())
+
+    async def model_contract(self, model: str) -> str | None:
+        """The last known served versions of ``model`` (the result key's label), None when never read."""
+        return await asyncio.to_thread(self.sql.model_contract, model)
+
+    async def put_model_contract(self, model: str, label: str) -> None:
+        await asyncio.to_thread(self.sql.put_model_contract, model, label)
 
     async def viewer_link(self, key: ResultKey, ttl_s: float) -> str:
         return await asyncio.to_thread(self.sql.put_viewer_link, key.digest(), ttl_s)

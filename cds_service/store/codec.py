@@ -13,7 +13,7 @@ import json
 
 import numpy as np
 
-from cds_service.domain import UNCERTAIN_SITE, Analysis, HipFinding, ModelInfo, StudyFindings
+from cds_service.domain import UNCERTAIN_SITE, Analysis, HipFinding, ModelInfo, StudyFindings, StudyIdentity
 from cds_service.explain.heatmap import ChartImage, HipHeatmap, heat_levels
 
 FORMAT = 2  # 2: heat as uint8 levels (1: float16 in [0, 1], still read)
@@ -34,6 +34,11 @@ def encode(analysis: Analysis) -> bytes:
             {"laterality": h.laterality, "mirrored": h.mirrored, "box": list(h.box)} for h in analysis.heatmaps
         ],
         "stored_in_pacs": list(analysis.stored_in_pacs),
+        # Optional (absent in older results): the viewer's source-resolution image and the study's identity.
+        "radiograph": None
+        if analysis.radiograph is None
+        else {"content_type": analysis.radiograph.content_type, "size": list(analysis.radiograph.size)},
+        "study": None if analysis.study is None else dataclasses.asdict(analysis.study),
     }
     arrays = {
         "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
@@ -41,6 +46,8 @@ def encode(analysis: Analysis) -> bytes:
         "display": np.ascontiguousarray(analysis.display),
         "heat": np.ascontiguousarray(analysis.heat),
     }
+    if analysis.radiograph is not None:
+        arrays["radiograph"] = np.frombuffer(analysis.radiograph.data, dtype=np.uint8)
     for i, heatmap in enumerate(analysis.heatmaps):
         arrays[f"cam_{i}"] = np.ascontiguousarray(heatmap.cam)
     buffer = io.BytesIO()
@@ -78,6 +85,12 @@ def decode(data: bytes) -> Analysis:
             for i, h in enumerate(meta["heatmaps"])
         ]
         chart = ChartImage(archive["chart"].tobytes(), meta["chart"]["content_type"], tuple(meta["chart"]["size"]))
+        radiograph = meta.get("radiograph")
+        if radiograph is not None:
+            radiograph = ChartImage(
+                archive["radiograph"].tobytes(), radiograph["content_type"], tuple(radiograph["size"])
+            )
+        study = StudyIdentity(**meta["study"]) if meta.get("study") else None
         return Analysis(
             findings=findings,
             chart=chart,
@@ -86,4 +99,6 @@ def decode(data: bytes) -> Analysis:
             display=archive["display"],
             heat=heat_levels(archive["heat"]),
             stored_in_pacs=tuple(meta["stored_in_pacs"]),
+            radiograph=radiograph,
+            study=study,
         )

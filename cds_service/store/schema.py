@@ -73,3 +73,13 @@ jwt_replay = Table(
     Column("expires_at", Float, nullable=False),
     Index("ix_jwt_replay_expires_at", "expires_at"),
 )
+
+#: The last known model contract: the served versions (the result key's label) per Triton ensemble,
+#: so stored results stay answerable while Triton is down or restarting.
+model_contract = Table(
+    "model_contract",
+    metadata,
+    Column("model", Text, primary_key=True),
+    Column("label", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)

@@ -7,19 +7,26 @@ runs them in worker threads so no query ever blocks the event loop. Upserts use 
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, delete, event, func, insert, select
+from sqlalchemy import Engine, create_engine, delete, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cds_service.store import schema
 
 
-def engine_for(url: str) -> Engine:
-    """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://…``), pooled, pre-pinged."""
+def engine_for(url: str, timeout_s: float | None = None) -> Engine:
+    """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://…``), pooled, pre-pinged.
+
+    ``timeout_s``: PostgreSQL's connect timeout (libpq ``connect_timeout``, whole seconds, at least 2)
+    and ``statement_timeout``, and the pool's checkout wait: no call waits on the server for long. A
+    server that is frozen answers nothing, not even a timeout: :class:`~cds_service.store.durable.
+    DurableSqlStore` bounds each call on the client side too.
+    """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -36,7 +43,20 @@ def engine_for(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True, pool_timeout=5)
+    if timeout_s is None:
+        return create_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True, pool_timeout=5)
+    connect_args = {
+        "connect_timeout": max(2, math.ceil(timeout_s)),
+        "options": f"-c statement_timeout={max(1, int(timeout_s * 1000))}",
+    }
+    return create_engine(
+        url, pool_size=8, max_overflow=4, pool_pre_ping=True, pool_timeout=timeout_s, connect_args=connect_args
+    )
+
+
+def new_link_id() -> str:
+    """A random viewer result id (128 bits, URL-safe)."""
+    return secrets.token_urlsafe(16)
 
 
 class SqlStore:
@@ -75,13 +95,17 @@ class SqlStore:
         return None if row is None else bytes(row[0])
 
     # Viewer links -----------------------------------------------------------------------------
-    def put_viewer_link(self, result_key: str, ttl_s: float) -> str:
-        """A new random result id (128 bits) for the viewer, pointing at ``result_key``."""
-        link_id = secrets.token_urlsafe(16)
+    def put_viewer_link(self, result_key: str, ttl_s: float, link_id: str | None = None) -> str:
+        """A new random result id (128 bits) for the viewer, pointing at ``result_key``.
+
+        ``link_id``: an id issued earlier (an outbox replay); writing it again changes nothing.
+        """
+        link_id = link_id or new_link_id()
+        statement = self._insert(schema.viewer_link).values(
+            id=link_id, result_key=result_key, expires_at=self.clock() + ttl_s
+        )
         with self.engine.begin() as db:
-            db.execute(
-                insert(schema.viewer_link).values(id=link_id, result_key=result_key, expires_at=self.clock() + ttl_s)
-            )
+            db.execute(statement.on_conflict_do_nothing())
         return link_id
 
     def get_viewer_payload(self, link_id: str) -> bytes | None:
@@ -94,6 +118,23 @@ class SqlStore:
                 .where(link.c.id == link_id, link.c.expires_at > now, result.c.expires_at > now)
             ).first()
         return None if row is None else bytes(row[0])
+
+    # Model contract ---------------------------------------------------------------------------
+    def put_model_contract(self, model: str, label: str) -> None:
+        """The served model versions of ``model`` (the result key's label), as last read from Triton."""
+        statement = self._insert(schema.model_contract).values(model=model, label=label, updated_at=self.clock())
+        statement = statement.on_conflict_do_update(
+            index_elements=["model"], set_={"label": label, "updated_at": self.clock()}
+        )
+        with self.engine.begin() as db:
+            db.execute(statement)
+
+    def model_contract(self, model: str) -> str | None:
+        """The last known label of ``model`` (None before any replica read it from Triton)."""
+        with self.engine.connect() as db:
+            return db.execute(
+                select(schema.model_contract.c.label).where(schema.model_contract.c.model == model)
+            ).scalar()
 
     # Leases -----------------------------------------------------------------------------------
     def claim(self, key: str, owner: str, lease_s: float) -> bool:

@@ -1,9 +1,24 @@
 """The viewer's HTTP routes, its signed links, and the SMART ``appContext``.
 
-    GET /viewer/{token}                 the page (radiograph, heat layer, controls, findings)
-    GET /viewer/{token}/radiograph.png  the grey radiograph at display size
+    GET /viewer/{token}                 the page (study, radiograph, heat layer, tools, findings)
+    GET /viewer/{token}/radiograph      the grey radiograph at source resolution (JPEG; PNG at display
+                                        size for results stored before the source-resolution copy was kept)
+    GET /viewer/{token}/radiograph.png  the display-size grey PNG (what the page showed before; kept for clients)
     GET /viewer/{token}/heat.png        the heat layer (RGBA: colour map, alpha from the heat value)
+    GET /viewer/{token}/overlay.png     radiograph + heat + R/L labels, one PNG at source resolution
+    GET /viewer/{token}/renew           a fresh link for a genuine one expired within the grace period
     GET /viewer/static/viewer.{js,css}  the page's script and style (no CDN, no inline code)
+
+The page shows the radiograph at source resolution with zoom and pan, window/level (default: the
+DICOM's own window, i.e. the VOI the decoder applied), the heat layer (on/off, opacity) and the
+study's date, description and accession number. Those identify the patient's study: they are on
+the page the signed link opens and nowhere else (no log line, metric or span carries them).
+
+Link lifetime and renewal: a token lives ``HIPCAD_VIEWER_LINK_TTL_S`` (default 24 h, capped by the
+result TTL); every hook answered re-signs a fresh link on its card; and a card left in the chart
+past expiry can be renewed: its genuine link, expired less than ``HIPCAD_VIEWER_RENEW_GRACE_S``
+ago, is exchanged at ``/renew`` for a new one while the result is still kept (the link row lives as
+long as the result). An altered token never renews.
 
 Every answer carries ``Cache-Control: no-store``, ``Referrer-Policy: no-referrer`` (the token is in
 the path) and a strict Content-Security-Policy. An expired or altered link gets a small 403 page,
@@ -22,16 +37,26 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from fastapi import APIRouter
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from cds_service.cdshooks.cards import Tier, percent, tier
-from cds_service.domain import FEMORAL_NECK, TROCHANTERIC
-from cds_service.explain.heatmap import COLORMAP, heat_levels, png_bytes
+from cds_service.domain import FEMORAL_NECK, TROCHANTERIC, StudyIdentity
+from cds_service.explain.heatmap import (
+    COLORMAP,
+    decode_radiograph,
+    heat_levels,
+    label_hips,
+    overlay,
+    png_bytes,
+    upsample_levels,
+)
 from cds_service.findings import GARDEN_STAGES, HipFinding, StudyFindings
 from cds_service.settings import Settings
-from cds_service.viewer.signing import InvalidToken, LinkExpired, sign, verify
+from cds_service.viewer.signing import InvalidToken, LinkExpired, sign, verify, verify_renewable
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from cds_service.domain import Analysis, ResultKey
     from cds_service.store import AsyncStore
 
@@ -44,6 +69,9 @@ _PROCESS_SECRET = secrets.token_bytes(32)
 HEAT_FLOOR = 0.2
 #: Initial opacity of the heat layer, percent (the report's overlay uses 0.45).
 DEFAULT_OPACITY = 45
+#: Initial window (width, centre) on the decoded 8-bit image: the identity, i.e. the DICOM's own VOI
+#: (Window Center/Width or VOI LUT, applied by the decoder; PS3.3 C.11.2.1.2.1 linear function).
+WINDOW_WIDTH, WINDOW_LEVEL = 256, 128
 
 # frame-ancestors is left open on purpose: EHRs embed SMART apps in iframes.
 CONTENT_SECURITY_POLICY = (
@@ -72,11 +100,19 @@ def viewer_secret(settings: Settings) -> bytes:
     return _PROCESS_SECRET
 
 
+def link_ttl_s(settings: Settings) -> int:
+    """A token's lifetime: the link TTL, capped by the result TTL."""
+    return min(settings.viewer_link_ttl_s, settings.result_ttl_s)
+
+
 async def issue_token(settings: Settings, store: AsyncStore, key: ResultKey, now: float | None = None) -> str:
-    """A signed token for the stored result ``key`` (valid ≤ the link TTL and the result TTL)."""
-    ttl_s = min(settings.viewer_link_ttl_s, settings.result_ttl_s)
-    result_id = await store.viewer_link(key, ttl_s)
-    return sign(result_id, viewer_secret(settings), ttl_s, now=now)
+    """A signed token for the stored result ``key`` (valid ≤ the link TTL and the result TTL).
+
+    The store's link row lives as long as the result (so a renewed token still finds it); the
+    token's own expiry is what limits a link.
+    """
+    result_id = await store.viewer_link(key, settings.result_ttl_s)
+    return sign(result_id, viewer_secret(settings), link_ttl_s(settings), now=now)
 
 
 def viewer_url(settings: Settings, token: str) -> str:
@@ -97,8 +133,34 @@ def smart_app_context(token: str) -> str:
 # Rendering ------------------------------------------------------------------------------------
 
 
-def radiograph_png(analysis: Analysis) -> bytes:
+def radiograph_image(analysis: Analysis) -> tuple[bytes, str]:
+    """The radiograph the viewer shows and its MIME type: the stored source-resolution JPEG, else
+    (results stored before it was kept) a PNG of the display-size copy."""
+    if analysis.radiograph is not None:
+        return analysis.radiograph.data, analysis.radiograph.content_type
+    return display_png(analysis), "image/png"
+
+
+def display_png(analysis: Analysis) -> bytes:
+    """The display-size radiograph as a grey PNG."""
     return png_bytes(np.ascontiguousarray(analysis.display, dtype=np.uint8))
+
+
+def radiograph_size(analysis: Analysis) -> tuple[int, int]:
+    """(width, height) of :func:`radiograph_image`."""
+    if analysis.radiograph is not None:
+        return analysis.radiograph.size
+    rows, cols = analysis.display.shape[:2]
+    return int(cols), int(rows)
+
+
+def overlay_png(analysis: Analysis, opacity: float = DEFAULT_OPACITY / 100) -> bytes:
+    """The radiograph (source resolution when kept) with the heat map blended in and each hip's
+    laterality (R/L, "?" when unknown) written on it: ``out/heatmap.png`` in the demo."""
+    grey = decode_radiograph(analysis.radiograph) if analysis.radiograph is not None else analysis.display
+    rows, cols = grey.shape[:2]
+    rgb = overlay(grey, upsample_levels(analysis.heat, rows, cols), opacity)
+    return png_bytes(label_hips(rgb, analysis.heatmaps, analysis.image_shape))
 
 
 def heat_rgba(heat: np.ndarray, floor: float = HEAT_FLOOR) -> np.ndarray:
@@ -164,6 +226,8 @@ def _hip_section(index: int, hip: HipFinding, hip_tier: Tier) -> str:
 
 
 def _side_labels(findings: StudyFindings) -> str:
+    """R/L markers in the viewport's top corners (fixed while the image is zoomed: no flip, so the
+    image-left corner always shows the same patient side). No midline."""
     labels = []
     for index, hip in enumerate(findings.hips):
         mark = hip.laterality or "?"
@@ -176,11 +240,66 @@ def _side_labels(findings: StudyFindings) -> str:
     return f"<div class='halves n{len(labels)}'>{''.join(labels)}</div>"
 
 
+def _study_date(study: StudyIdentity) -> str:
+    """DICOM DA ``YYYYMMDD`` (and TM ``HHMMSS…``) as ``YYYY-MM-DD HH:MM``; anything else as written."""
+    date, time_ = study.date, study.time
+    text = f"{date[:4]}-{date[4:6]}-{date[6:8]}" if len(date) == 8 and date.isdigit() else date
+    if len(time_) >= 4 and time_[:4].isdigit():
+        text = f"{text} {time_[:2]}:{time_[2:4]}".strip()
+    return text
+
+
+def study_block(study: StudyIdentity | None) -> str:
+    """The study's identification (date, description, accession) as an HTML definition list.
+
+    Patient data: it is rendered on the viewer page only, never logged.
+    """
+    e = html.escape
+    if study is None:
+        return "<p class='study' id='study'>Study identification was not kept with this result.</p>"
+    items = (
+        ("Study date", _study_date(study)),
+        ("Description", study.description),
+        ("Accession", study.accession),
+    )
+    rows = "".join(f"<div><dt>{e(name)}</dt><dd>{e(value or '—')}</dd></div>" for name, value in items)
+    return f"<dl class='study' id='study' aria-label='Study'>{rows}</dl>"
+
+
+def _tools() -> str:
+    return f"""<div class="tools" role="group" aria-label="Image tools">
+<div class="tool" role="group" aria-label="Zoom">
+<button type="button" id="zoom-out" aria-label="Zoom out" title="Zoom out (−)">−</button>
+<output id="zoom-value" aria-live="polite">Fit</output>
+<button type="button" id="zoom-in" aria-label="Zoom in" title="Zoom in (+)">+</button>
+<button type="button" id="zoom-fit" title="Fit the image (0)">Fit</button>
+<button type="button" id="zoom-actual" title="One image pixel per screen pixel (1)">1:1</button>
+</div>
+<div class="tool" role="group" aria-label="Window and level">
+<label for="window-width">Window</label>
+<input type="range" id="window-width" min="2" max="256" step="1" value="{WINDOW_WIDTH}">
+<label for="window-level">Level</label>
+<input type="range" id="window-level" min="0" max="255" step="1" value="{WINDOW_LEVEL}">
+<output id="window-value" aria-live="polite">DICOM window</output>
+<button type="button" id="window-reset" title="Back to the DICOM's own window">Reset</button>
+</div>
+<div class="tool" role="group" aria-label="Heat map">
+<label class="toggle" for="toggle"><input type="checkbox" id="toggle" checked> Show heat map</label>
+<label for="opacity">Heat-map opacity</label>
+<input type="range" id="opacity" min="0" max="100" step="1" value="{DEFAULT_OPACITY}"
+ aria-describedby="opacity-value">
+<output id="opacity-value" for="opacity">{DEFAULT_OPACITY} %</output>
+</div>
+</div>
+<p class="small hint">Wheel or +/− to zoom, drag or arrow keys to pan, Shift-drag or right-drag to window
+(across: width, up/down: level), 0 to fit, H for the heat map.</p>"""
+
+
 def render_page(analysis: Analysis, token: str) -> str:
     """The viewer page (HTML; script and style are separate files under ``static/``)."""
     e = html.escape
     findings = analysis.findings
-    rows, cols = (int(n) for n in analysis.display.shape[:2])
+    cols, rows = radiograph_size(analysis)
     disclaimer = findings.disclaimer or "Research software."
     untrained = (
         "<p><strong>The models are untrained exports: their outputs are meaningless.</strong></p>"
@@ -214,24 +333,23 @@ def render_page(analysis: Analysis, token: str) -> str:
 </header>
 <main>
 <div class="viewer">
+{study_block(analysis.study)}
+{_tools()}
 <figure class="viewer-figure">
-<div class="stack" id="stack">
-<img class="radiograph" id="radiograph" src="{base}/radiograph.png" width="{cols}" height="{rows}"
+<div class="viewport" id="viewport" tabindex="0"
+ aria-label="Radiograph, {cols} × {rows} pixels: +/− zoom, arrow keys pan, 0 fits">
+<div class="stage" id="stage">
+<img class="radiograph" id="radiograph" src="{base}/radiograph" width="{cols}" height="{rows}"
  alt="AP pelvis radiograph ({e(sides)})">
-<img class="heat" id="heat" src="{base}/heat.png" width="{cols}" height="{rows}"
+<img class="heat" id="heat" src="{base}/heat.png"
  alt="Heat map over the radiograph: warm colours mark where the fracture model found its evidence">
+</div>
 {_side_labels(findings)}
 </div>
 <figcaption>Heat map: where the fracture model's evidence lies (class activation map), not the fracture outline.
-<span class="legend" aria-hidden="true"><span>low</span><span class="bar"></span><span>high</span></span></figcaption>
+<span class="legend" aria-hidden="true"><span>low</span><span class="bar"></span><span>high</span></span>
+<span class="dims">Radiograph: {cols} × {rows} pixels.</span></figcaption>
 </figure>
-<div class="controls">
-<label class="toggle" for="toggle"><input type="checkbox" id="toggle" checked> Show heat map</label>
-<label for="opacity">Heat-map opacity</label>
-<input type="range" id="opacity" min="0" max="100" step="1" value="{DEFAULT_OPACITY}"
- aria-describedby="opacity-value">
-<output id="opacity-value" for="opacity">{DEFAULT_OPACITY} %</output>
-</div>
 </div>
 <aside class="findings">
 <h1>AI findings</h1>
@@ -247,12 +365,15 @@ def render_page(analysis: Analysis, token: str) -> str:
 """
 
 
-def _message_page(title: str, text: str) -> str:
+def _message_page(title: str, text: str, action: tuple[str, str] | None = None) -> str:
+    """A small HTML page for refusals; ``action`` = (href, label) of one link to offer."""
+    link = f"<p><a class='button' href='{html.escape(action[0])}'>{html.escape(action[1])}</a></p>" if action else ""
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>{html.escape(title)}</title><link rel='stylesheet' href='/viewer/static/viewer.css'></head>"
-        f"<body class='message'><main><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p></main></body></html>"
+        f"<body class='message'><main><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>{link}</main>"
+        "</body></html>"
     )
 
 
@@ -263,10 +384,26 @@ def build_router(settings: Settings, store: AsyncStore) -> APIRouter:
     """The viewer's routes; include with ``app.include_router(build_router(settings, store))``."""
     router = APIRouter(tags=["viewer"])
     secret = viewer_secret(settings)
+    grace_s = settings.viewer_renew_grace_s
     static = {name: (resources.files(__package__) / "static" / name).read_bytes() for name in _STATIC_TYPES}
 
-    def refused(exc: InvalidToken) -> HTMLResponse:
-        if isinstance(exc, LinkExpired):
+    def renewable(token: str) -> bool:
+        if grace_s <= 0:
+            return False
+        try:
+            verify_renewable(token, secret, grace_s)
+        except InvalidToken:
+            return False
+        return True
+
+    def refused(exc: InvalidToken, token: str) -> HTMLResponse:
+        if isinstance(exc, LinkExpired) and renewable(token):
+            page = _message_page(
+                "This viewer link has expired",
+                "The link on the card is older than its lifetime. You can get a fresh one while the result is kept.",
+                (f"/viewer/{token}/renew", "Get a fresh link"),
+            )
+        elif isinstance(exc, LinkExpired):
             page = _message_page(
                 "This viewer link has expired", "Open the card in the EHR again to get a fresh link to the heat map."
             )
@@ -276,23 +413,27 @@ def build_router(settings: Settings, store: AsyncStore) -> APIRouter:
             )
         return HTMLResponse(page, status_code=403, headers=SECURITY_HEADERS)
 
+    def unavailable(exc: Exception) -> HTMLResponse:
+        log.warning("viewer: result store unavailable: %s", type(exc).__name__)
+        page = _message_page("The viewer is briefly unavailable", "Please try the link again in a moment.")
+        return HTMLResponse(page, status_code=503, headers=SECURITY_HEADERS)
+
+    def gone() -> HTMLResponse:
+        page = _message_page(
+            "This result is no longer available", "Results are kept for a limited time. Open the card again."
+        )
+        return HTMLResponse(page, status_code=404, headers=SECURITY_HEADERS)
+
     async def resolve(token: str) -> Analysis | HTMLResponse:
         try:
             result_id = verify(token, secret)
         except InvalidToken as exc:
-            return refused(exc)
+            return refused(exc, token)
         try:
             analysis = await store.viewer_analysis(result_id)
         except Exception as exc:  # the store is unreachable: say so, never a 500
-            log.warning("viewer: result store unavailable: %s", type(exc).__name__)
-            page = _message_page("The viewer is briefly unavailable", "Please try the link again in a moment.")
-            return HTMLResponse(page, status_code=503, headers=SECURITY_HEADERS)
-        if analysis is None:
-            page = _message_page(
-                "This result is no longer available", "Results are kept for a limited time. Open the card again."
-            )
-            return HTMLResponse(page, status_code=404, headers=SECURITY_HEADERS)
-        return analysis
+            return unavailable(exc)
+        return gone() if analysis is None else analysis
 
     @router.get("/viewer/static/{name}", include_in_schema=False)
     def static_file(name: str) -> Response:
@@ -307,20 +448,47 @@ def build_router(settings: Settings, store: AsyncStore) -> APIRouter:
             return found
         return HTMLResponse(await asyncio.to_thread(render_page, found, token), headers=SECURITY_HEADERS)
 
-    @router.get("/viewer/{token}/radiograph.png", summary="The radiograph (grey PNG)")
+    @router.get("/viewer/{token}/radiograph", summary="The radiograph at source resolution (grey JPEG)")
     async def radiograph(token: str) -> Response:
         found = await resolve(token)
         if isinstance(found, Response):
             return found
-        png = await asyncio.to_thread(radiograph_png, found)  # PNG encoding stays off the event loop
-        return Response(png, media_type="image/png", headers=SECURITY_HEADERS)
+        data, media_type = await asyncio.to_thread(radiograph_image, found)  # encoding stays off the event loop
+        return Response(data, media_type=media_type, headers=SECURITY_HEADERS)
 
-    @router.get("/viewer/{token}/heat.png", summary="The heat layer (RGBA PNG)")
-    async def heat(token: str) -> Response:
+    async def png_response(token: str, render: Callable[[Analysis], bytes]) -> Response:
+        """The PNG ``render`` makes of the token's result (encoded off the event loop), or why not."""
         found = await resolve(token)
         if isinstance(found, Response):
             return found
-        png = await asyncio.to_thread(heat_png, found)
+        png = await asyncio.to_thread(render, found)
         return Response(png, media_type="image/png", headers=SECURITY_HEADERS)
+
+    @router.get("/viewer/{token}/radiograph.png", summary="The radiograph at display size (grey PNG)")
+    async def radiograph_display(token: str) -> Response:
+        return await png_response(token, display_png)
+
+    @router.get("/viewer/{token}/heat.png", summary="The heat layer (RGBA PNG)")
+    async def heat(token: str) -> Response:
+        return await png_response(token, heat_png)
+
+    @router.get("/viewer/{token}/overlay.png", summary="Radiograph, heat map and R/L labels in one PNG")
+    async def overlay_image(token: str) -> Response:
+        return await png_response(token, overlay_png)
+
+    @router.get("/viewer/{token}/renew", summary="A fresh link for a genuine one expired within the grace period")
+    async def renew(token: str) -> Response:
+        try:
+            result_id = verify_renewable(token, secret, grace_s) if grace_s > 0 else verify(token, secret)
+        except InvalidToken as exc:
+            return refused(exc, "")  # never offers another renewal: past the grace, or not genuine
+        try:
+            analysis = await store.viewer_analysis(result_id)
+        except Exception as exc:
+            return unavailable(exc)
+        if analysis is None:
+            return gone()
+        fresh = sign(result_id, secret, link_ttl_s(settings))
+        return RedirectResponse(f"/viewer/{fresh}", status_code=303, headers=SECURITY_HEADERS)
 
     return router

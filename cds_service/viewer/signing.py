@@ -58,8 +58,8 @@ def sign(result_id: str, secret: bytes, ttl_s: int, now: float | None = None) ->
     return f"{_b64encode(payload)}.{_b64encode(_mac(secret, payload))}"
 
 
-def verify(token: str, secret: bytes, now: float | None = None) -> str:
-    """The result id inside ``token``; raises :class:`LinkTampered` or :class:`LinkExpired`."""
+def _open(token: str, secret: bytes) -> tuple[str, int]:
+    """The result id and expiry of a genuine ``token``; raises :class:`LinkTampered`."""
     if not isinstance(token, str) or len(token) > 512 or token.count(".") != 1:
         raise LinkTampered("malformed token")
     payload_text, mac_text = token.split(".")
@@ -68,9 +68,26 @@ def verify(token: str, secret: bytes, now: float | None = None) -> str:
         raise LinkTampered("bad signature")
     try:
         result_id, expires_text = payload.decode("ascii").rsplit(".", 1)
-        expires = int(expires_text)
+        return result_id, int(expires_text)
     except (UnicodeDecodeError, ValueError) as exc:  # only reachable with the right key
         raise LinkTampered("malformed payload") from exc
+
+
+def verify(token: str, secret: bytes, now: float | None = None) -> str:
+    """The result id inside ``token``; raises :class:`LinkTampered` or :class:`LinkExpired`."""
+    result_id, expires = _open(token, secret)
     if (time.time() if now is None else now) >= expires:
         raise LinkExpired("link expired")
+    return result_id
+
+
+def verify_renewable(token: str, secret: bytes, grace_s: float, now: float | None = None) -> str:
+    """The result id of a genuine ``token`` that is live or expired less than ``grace_s`` seconds ago.
+
+    What the renewal route accepts: the holder of a card's genuine link gets a fresh one for the same
+    result within the grace period. Raises :class:`LinkTampered`, or :class:`LinkExpired` past the grace.
+    """
+    result_id, expires = _open(token, secret)
+    if (time.time() if now is None else now) >= expires + grace_s:
+        raise LinkExpired("link expired beyond the renewal grace period")
     return result_id

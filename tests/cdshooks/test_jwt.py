@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import base64
-import http.server
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,40 +20,20 @@ from cds_service.cdshooks.jwt import (
     sign_request_jwt,
 )
 from cds_service.errors import AuthenticationError
+from tests.servers.jwks import JwksServer, jwks_server_running
 
 AUD = "http://127.0.0.1:8080/cds-services/hip-fracture-order-select"
 ISS = "hipcad-demo-ehr"
 
 
-class JwksServer:
-    """A real HTTP server on loopback publishing a JWKS document that tests can change (rotation)."""
-
-    def __init__(self) -> None:
-        self.document: dict = {"keys": []}
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = json.dumps(outer.document).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks.json"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+#: Where the JWKS server publishes the EHR's keys.
+JWKS_PATH = "/jwks.json"
 
 
 @pytest.fixture(scope="module")
 def jwks_server() -> Iterator[JwksServer]:
-    server = JwksServer()
-    yield server
-    server.server.shutdown()
+    with jwks_server_running() as server:
+        yield server
 
 
 @pytest.fixture
@@ -158,22 +136,23 @@ async def test_no_bearer_header_is_refused(verifier):
 
 
 async def test_jwks_issuer_unknown_kid_is_refused_and_rotation_is_followed(keys, jwks_server, tmp_path):
-    jwks_server.document = public_jwks(keys[1], kid="k1")
-    verifier = JwtVerifier([TrustedIssuer(ISS, jwks_url=jwks_server.url)], jwks=JwksCache(min_refresh_s=0))
+    jwks_server.documents[JWKS_PATH] = public_jwks(keys[1], kid="k1")
+    verifier = JwtVerifier([TrustedIssuer(ISS, jwks_url=jwks_server.url(JWKS_PATH))], jwks=JwksCache(min_refresh_s=0))
     await verifier.verify(f"Bearer {es384(keys[0], claims(), kid='k1')}", AUD)
     await refused(verifier, es384(keys[0], claims(), kid="unknown"), "kid")
     # The EHR rotates to a new key: the verifier refetches the JWKS for the new kid.
     ensure_keypair(tmp_path / "new.pem", tmp_path / "new.pub")
-    jwks_server.document = public_jwks((tmp_path / "new.pub").read_bytes(), kid="k2")
+    jwks_server.documents[JWKS_PATH] = public_jwks((tmp_path / "new.pub").read_bytes(), kid="k2")
     await verifier.verify(f"Bearer {es384((tmp_path / 'new.pem').read_bytes(), claims(), kid='k2')}", AUD)
 
 
 async def test_jku_not_allow_listed_is_refused(keys, jwks_server):
-    jwks_server.document = public_jwks(keys[1], kid="k1")
-    verifier = JwtVerifier([TrustedIssuer(ISS, jwks_url=jwks_server.url, jku_allowed=())])
-    await refused(verifier, es384(keys[0], claims(), kid="k1", jku=jwks_server.url), "jku")
-    allowed = JwtVerifier([TrustedIssuer(ISS, jku_allowed=(jwks_server.url,))])
-    await allowed.verify(f"Bearer {es384(keys[0], claims(), kid='k1', jku=jwks_server.url)}", AUD)
+    jwks_server.documents[JWKS_PATH] = public_jwks(keys[1], kid="k1")
+    url = jwks_server.url(JWKS_PATH)
+    verifier = JwtVerifier([TrustedIssuer(ISS, jwks_url=url, jku_allowed=())])
+    await refused(verifier, es384(keys[0], claims(), kid="k1", jku=url), "jku")
+    allowed = JwtVerifier([TrustedIssuer(ISS, jku_allowed=(url,))])
+    await allowed.verify(f"Bearer {es384(keys[0], claims(), kid='k1', jku=url)}", AUD)
 
 
 async def test_tenant_allow_list(keys):
@@ -223,10 +202,10 @@ async def test_replay_names_the_issuer(keys, verifier):
 
 
 async def test_unknown_kid_names_the_kid_and_the_jwks_url(keys, jwks_server):
-    jwks_server.document = public_jwks(keys[1], kid="k1")
-    verifier = JwtVerifier([TrustedIssuer(ISS, jwks_url=jwks_server.url)], jwks=JwksCache(min_refresh_s=0))
+    jwks_server.documents[JWKS_PATH] = public_jwks(keys[1], kid="k1")
+    verifier = JwtVerifier([TrustedIssuer(ISS, jwks_url=jwks_server.url(JWKS_PATH))], jwks=JwksCache(min_refresh_s=0))
     message = await reason(verifier, es384(keys[0], claims(), kid="nope"))
-    assert "kid 'nope' not found" in message and jwks_server.url in message and "k1" in message
+    assert "kid 'nope' not found" in message and jwks_server.url(JWKS_PATH) in message and "k1" in message
 
 
 async def test_unreachable_jwks_names_the_url_and_the_error_class(keys):

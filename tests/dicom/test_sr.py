@@ -67,33 +67,18 @@ def _groups(sr: pydicom.Dataset) -> list:
 
 
 def _all_codes(dataset: pydicom.Dataset) -> set[str]:
-    found: set[str] = set()
-
-    def walk(item: pydicom.Dataset) -> None:
-        for element in item:
-            if element.VR == "SQ":
-                for child in element.value:
-                    walk(child)
-            elif element.keyword == "CodeValue":
-                found.add(str(element.value))
-
-    walk(dataset)
-    return found
+    """Every Code Value in ``dataset``, nested sequences included."""
+    return {str(element.value) for element in dataset.iterall() if element.keyword == "CodeValue"}
 
 
 def _all_uids(dataset: pydicom.Dataset) -> set[str]:
-    found: set[str] = set()
-
-    def walk(item: pydicom.Dataset) -> None:
-        for element in item:
-            if element.VR == "SQ":
-                for child in element.value:
-                    walk(child)
-            elif element.VR == "UI" and element.value:
-                found.update(str(v) for v in (element.value if element.VM > 1 else [element.value]))
-
-    walk(dataset)
-    return found
+    """Every UID in ``dataset``, nested sequences and multi-valued elements included."""
+    return {
+        str(value)
+        for element in dataset.iterall()
+        if element.VR == "UI" and element.value
+        for value in (element.value if element.VM > 1 else [element.value])
+    }
 
 
 def test_sr_is_a_valid_comprehensive_3d_sr(written):

@@ -81,3 +81,67 @@ def test_the_overlay_table_blends_like_the_per_pixel_formula():
     # What an Analysis keeps (uint8 levels) blends exactly as the float map it came from.
     assert heat_levels(heat).dtype == np.uint8 and np.array_equal(heat_levels(heat), level)
     assert np.array_equal(overlay(grey, heat_levels(heat)), blended)
+
+
+def _two_hips(cols: int, rows: int, right_side: str | None = "R", left_side: str | None = "L") -> list[HipHeatmap]:
+    middle = cols // 2
+    zero = np.zeros((4, 4), np.float32)
+    return [
+        HipHeatmap(right_side, zero, False, (0, 0, middle, rows)),
+        HipHeatmap(left_side, zero, True, (middle, 0, cols, rows)),
+    ]
+
+
+def test_labels_are_drawn_where_the_laterality_is_and_nowhere_else():
+    from cds_service.explain.heatmap import label_box, label_hips
+
+    rng = np.random.default_rng(3)
+    rows, cols = 690, 1020
+    bare = np.repeat(rng.integers(40, 90, (rows, cols), dtype=np.uint8)[..., None], 3, axis=2)
+    labelled = label_hips(bare, _two_hips(cols, rows), (rows, cols)).astype(int)
+    changed = np.abs(labelled - bare).sum(axis=2) > 0
+    boxes = [label_box(rows, cols, False, 0, cols // 2), label_box(rows, cols, True, cols // 2, cols)]
+    for x0, y0, x1, y1 in boxes:
+        assert changed[y0:y1, x0:x1].mean() > 0.95  # the label covers its box
+        assert x0 >= 0 and x1 <= cols and y1 < rows // 4  # in a top corner
+    assert boxes[0][0] < cols // 4 and boxes[1][2] > 3 * cols // 4  # R top-left, L top-right
+    inside = np.zeros_like(changed)
+    for x0, y0, x1, y1 in boxes:
+        inside[y0:y1, x0:x1] = True
+    assert not changed[~inside].any()  # no midline, nothing else drawn
+    # The letters differ: the right hip's box is not the left hip's box with another position.
+    (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = boxes
+    assert not np.array_equal(labelled[ay0:ay1, ax0:ax1], labelled[by0:by1, bx0:bx1])
+
+
+def test_a_flipped_image_is_labelled_l_on_the_left_and_unknown_sides_with_a_question_mark():
+    from cds_service.explain.heatmap import label_box, label_hips
+
+    rows, cols = 300, 400
+    bare = np.zeros((rows, cols, 3), np.uint8)
+    usual = label_hips(bare, _two_hips(cols, rows, "R", "L"), (rows, cols))
+    flipped = label_hips(bare, _two_hips(cols, rows, "L", "R"), (rows, cols))
+    unknown = label_hips(bare, _two_hips(cols, rows, None, None), (rows, cols))
+    left = label_box(rows, cols, False, 0, cols // 2)
+    right = label_box(rows, cols, True, cols // 2, cols)
+
+    def crop(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+        return image[box[1] : box[3], box[0] : box[2]]
+
+    assert np.array_equal(crop(flipped, left), crop(usual, right))  # "L" drawn on the image left
+    assert np.array_equal(crop(flipped, right), crop(usual, left))
+    assert not np.array_equal(crop(unknown, left), crop(usual, left))  # "?" is neither letter
+    assert not np.array_equal(crop(unknown, left), crop(usual, right))
+
+
+def test_radiograph_round_trip_keeps_the_source_size():
+    from cds_service.explain.heatmap import decode_radiograph, encode_radiograph, upsample_levels
+
+    y, x = np.mgrid[0:300, 0:500]
+    grey = ((x + y) % 256).astype(np.uint8)
+    image = encode_radiograph(grey)
+    assert image.content_type == "image/jpeg" and image.size == (500, 300) and image.data[:2] == b"\xff\xd8"
+    decoded = decode_radiograph(image)
+    assert decoded.shape == (300, 500) and np.abs(decoded.astype(int) - grey).mean() < 3
+    levels = upsample_levels(np.full((30, 50), 200, np.uint8), 300, 500)
+    assert levels.shape == (300, 500) and levels.dtype == np.uint8 and int(levels[150, 250]) in (199, 200)

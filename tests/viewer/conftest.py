@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import tempfile
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,10 +18,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from cds_service.dicom.decode import decode_dataset
+from cds_service.dicom.decode import DecodedImage, decode_dataset
 from cds_service.dicom.preprocess import display_image
-from cds_service.domain import Analysis, ResultKey
-from cds_service.explain.heatmap import HipHeatmap, heat_canvas, heat_levels, render_chart_image
+from cds_service.domain import Analysis, ResultKey, StudyIdentity
+from cds_service.explain.heatmap import HipHeatmap, encode_radiograph, heat_canvas, heat_levels, render_chart_image
 from cds_service.settings import Settings
 from cds_service.store import AsyncStore, open_store
 from cds_service.store.codec import encode
@@ -35,9 +37,15 @@ def blob(size: int = 28, centre: tuple[float, float] = (0.55, 0.35), sigma: floa
     return np.exp(-((y - centre[0]) ** 2 + (x - centre[1]) ** 2) / (2 * sigma**2)).astype(np.float32)
 
 
-def make_analysis(display: np.ndarray, **findings_kw: object) -> Analysis:
-    """An Analysis as the pipeline builds it (heat canvas from per-hip maps; stored size = display size)."""
-    rows, cols = display.shape
+#: The study identity the fixtures carry (the sample phantom's own header values).
+STUDY = StudyIdentity("20261205", "101500", "XR PELVIS AP (synthetic phantom)", "ACC700000")
+
+
+def make_analysis(grey: np.ndarray, **findings_kw: object) -> Analysis:
+    """An Analysis as the pipeline builds it from the source-resolution ``grey`` radiograph: heat
+    canvas from per-hip maps at display size, the source-resolution JPEG and the study identity."""
+    rows, cols = grey.shape
+    display = display_image(DecodedImage(grey, "L", None, "1.2.3"))
     middle = cols // 2
     heatmaps = [
         HipHeatmap("R", blob(), mirrored=False, box=(0, 0, middle, rows)),  # image left = patient's right
@@ -45,7 +53,16 @@ def make_analysis(display: np.ndarray, **findings_kw: object) -> Analysis:
     ]
     heat = heat_canvas(heatmaps, (rows, cols), display.shape)
     chart = render_chart_image(display, heat, heatmaps, (rows, cols))
-    return Analysis(findings(**findings_kw), chart, (rows, cols), heatmaps, display, heat_levels(heat))
+    return Analysis(
+        findings(**findings_kw),
+        chart,
+        (rows, cols),
+        heatmaps,
+        display,
+        heat_levels(heat),
+        radiograph=encode_radiograph(grey),
+        study=STUDY,
+    )
 
 
 def with_site(analysis: Analysis, site: str) -> Analysis:
@@ -54,18 +71,29 @@ def with_site(analysis: Analysis, site: str) -> Analysis:
     return dataclasses.replace(analysis, findings=dataclasses.replace(analysis.findings, hips=hips))
 
 
-@pytest.fixture(scope="session")
-def phantom_display(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
-    """The demo's sample radiograph (right Garden III phantom), decoded and at display size."""
+@functools.cache
+def sample_radiograph() -> np.ndarray:
+    """The demo's sample radiograph (right Garden III phantom), decoded at source resolution (1380 × 2039)."""
     phantoms = pytest.importorskip("cds_service.training.phantoms")
-    folder: Path = tmp_path_factory.mktemp("viewer-dicom")
-    path = phantoms.write_sample_study(folder, seed=7)
-    return display_image(decode_dataset(pydicom.dcmread(path)))
+    with tempfile.TemporaryDirectory() as folder:
+        path = phantoms.write_sample_study(Path(folder), seed=7)
+        return decode_dataset(pydicom.dcmread(path)).grey
 
 
 @pytest.fixture(scope="session")
-def analysis(phantom_display: np.ndarray) -> Analysis:
-    return make_analysis(phantom_display)
+def phantom_grey() -> np.ndarray:
+    return sample_radiograph()
+
+
+@pytest.fixture(scope="session")
+def phantom_display() -> np.ndarray:
+    """The sample radiograph at display size (what ``Analysis.display`` holds)."""
+    return display_image(DecodedImage(sample_radiograph(), "L", None, "1.2.3"))
+
+
+@pytest.fixture(scope="session")
+def analysis() -> Analysis:
+    return make_analysis(sample_radiograph())
 
 
 @pytest.fixture

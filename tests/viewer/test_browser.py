@@ -1,6 +1,8 @@
 """The viewer in a real browser: Debian's chromium, headless, through Playwright, no network.
 
 Checks the heat layer renders (pixels differ with the toggle on and off), the opacity slider works,
+zoom and pan change the rendered scale and position (buttons, wheel, keys, drag), window/level
+changes the pixel values (screenshots compared numerically; the default is the DICOM's own window),
 the page fits a phone screen, and expired or tampered links are refused with 403.
 """
 
@@ -15,6 +17,7 @@ import pytest
 from PIL import Image
 
 from cds_service.demo import free_port
+from cds_service.explain.heatmap import decode_radiograph
 from cds_service.settings import Settings
 from cds_service.store import AsyncStore
 from cds_service.viewer import sign
@@ -23,8 +26,8 @@ from tests.conftest import require
 from tests.viewer.browser import CHROMIUM, launch_chromium, offline_only, viewer_server
 from tests.viewer.conftest import link, make_store
 
-IMAGES_LOADED = """() => [...document.querySelectorAll('#stack img')]
-    .every(img => img.complete && img.naturalWidth > 0)"""
+IMAGES_LOADED = """() => [...document.querySelectorAll('#stage img')]
+    .every(img => img.complete && img.naturalWidth > 0) && document.getElementById('windowed') !== null"""
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +72,33 @@ def page(browser, console_errors):
 
 
 def shot(page) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(page.locator("#stack img.radiograph").screenshot())).convert("RGB"))
+    """The viewport as rendered (radiograph canvas, heat layer, R/L markers), RGB."""
+    return np.asarray(Image.open(io.BytesIO(page.locator("#viewport").screenshot())).convert("RGB"))
+
+
+def settle(page) -> None:
+    """Wait two animation frames (the window is re-rendered in one)."""
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+
+def set_range(page, selector: str, value: int) -> None:
+    page.eval_on_selector(
+        selector, "(el, v) => { el.value = String(v); el.dispatchEvent(new Event('input', {bubbles: true})); }", value
+    )
+    settle(page)
+
+
+def canvas_box(page) -> dict:
+    box = page.locator("#windowed").bounding_box()
+    assert box is not None
+    return box
+
+
+def opened(page, url: str) -> None:
+    response = page.goto(url)
+    assert response is not None and response.status == 200
+    page.wait_for_function(IMAGES_LOADED, timeout=10_000)
+    settle(page)
 
 
 def heat_opacity(page) -> float:
@@ -94,7 +123,7 @@ def test_overlay_renders_and_controls_work(page, served, console_errors):
     assert changed.mean() > 0.005, "the heat layer made no visible difference"
     middle = changed.shape[1] // 2
     assert changed[:, :middle].sum() > 20 * changed[:, middle:].sum()  # the heat is on the right hip (image left)
-    grey = without_heat.astype(int)
+    grey = without_heat[80:].astype(int)  # below the R/L markers (amber frames)
     assert (np.abs(grey[..., 0] - grey[..., 1]) <= 2).all()  # the radiograph alone is grey
 
     page.get_by_label("Show heat map").check()
@@ -109,7 +138,115 @@ def test_overlay_renders_and_controls_work(page, served, console_errors):
     slider.press("Home")
     assert slider.input_value() == "0" and heat_opacity(page) == 0.0
     assert np.abs(shot(page).astype(int) - without_heat.astype(int)).max() <= 2  # opacity 0 = no heat
+    page.locator("#viewport").press("h")  # the keyboard toggle
+    assert page.eval_on_selector("#heat", "el => getComputedStyle(el).visibility") == "hidden"
     assert not console_errors, f"console errors (CSP violations?): {console_errors}"
+
+
+def test_the_radiograph_is_shown_at_source_resolution_in_the_dicom_window(page, served, analysis, console_errors):
+    _, _, url = served
+    opened(page, url)
+    size = page.eval_on_selector("#windowed", "c => [c.width, c.height]")
+    assert size == [2039, 1380]
+    # Default window = the identity on the decoded image, i.e. the DICOM's own VOI: the canvas holds the
+    # served JPEG's pixels (browser and Pillow JPEG decoders may differ by a level or two).
+    pixels = page.eval_on_selector(
+        "#windowed",
+        "c => Array.from(c.getContext('2d').getImageData(900, 600, 40, 30).data.filter((_, i) => i % 4 === 0))",
+    )
+    expected = decode_radiograph(analysis.radiograph)[600:630, 900:940].astype(int).ravel()
+    assert np.abs(np.array(pixels) - expected).max() <= 3
+    assert page.locator("#window-value").inner_text() == "DICOM window"
+    assert not console_errors, console_errors
+
+
+def test_zoom_and_pan_change_the_rendered_scale(page, served, console_errors):
+    _, _, url = served
+    opened(page, url)
+    viewport = page.locator("#viewport").bounding_box()
+    fit = canvas_box(page)
+    assert fit["width"] == pytest.approx(viewport["width"], abs=1)
+    before = shot(page)
+
+    page.get_by_role("button", name="Zoom in").click()
+    zoomed = canvas_box(page)
+    assert zoomed["width"] == pytest.approx(1.5 * fit["width"], rel=0.01)  # the rendered scale changed
+    assert page.locator("#zoom-value").inner_text() == "1.5×"
+    after = shot(page)
+    assert after.shape == before.shape and np.abs(after.astype(int) - before.astype(int)).mean() > 5
+
+    page.get_by_role("button", name="1:1").click()  # one image pixel per CSS pixel
+    assert canvas_box(page)["width"] == pytest.approx(2039, rel=0.01)
+
+    page.get_by_role("button", name="Fit", exact=True).click()
+    assert canvas_box(page) == pytest.approx(fit, abs=1)
+
+    # The wheel zooms about the pointer: the image point under it stays put.
+    x, y = viewport["x"] + viewport["width"] * 0.25, viewport["y"] + viewport["height"] * 0.5
+    page.mouse.move(x, y)
+    page.mouse.wheel(0, -400)
+    settle(page)
+    wheel = canvas_box(page)
+    assert wheel["width"] > 1.5 * fit["width"]
+    u = (x - fit["x"]) / fit["width"]
+    assert wheel["x"] + u * wheel["width"] == pytest.approx(x, abs=2)
+
+    # Drag pans; the keyboard zooms, pans and fits.
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 120, y + 40, steps=4)
+    page.mouse.up()
+    dragged = canvas_box(page)
+    assert dragged["x"] == pytest.approx(min(viewport["x"], wheel["x"] + 120), abs=2)
+    assert dragged["width"] == pytest.approx(wheel["width"], abs=1)
+    keys = page.locator("#viewport")
+    keys.press("0")
+    assert canvas_box(page) == pytest.approx(fit, abs=1)
+    keys.press("+")
+    centred = canvas_box(page)
+    assert centred["width"] == pytest.approx(1.5 * fit["width"], rel=0.01)
+    keys.press("ArrowRight")
+    assert canvas_box(page)["x"] == pytest.approx(centred["x"] - 40, abs=1)
+    assert not console_errors, console_errors
+
+
+def test_window_level_changes_the_pixel_values(page, served, console_errors):
+    _, _, url = served
+    opened(page, url)
+    page.get_by_label("Show heat map").uncheck()
+    dicom = shot(page).astype(float)[..., 0]
+
+    set_range(page, "#window-width", 64)  # a narrow window around the default level: more contrast
+    narrow = shot(page).astype(float)[..., 0]
+    assert page.locator("#window-value").inner_text() == "W 64 / L 128"
+    assert np.abs(narrow - dicom).mean() > 20  # the pixel values changed
+    inside = (dicom > 110) & (dicom < 145)  # levels inside the new window are stretched about the centre
+    assert inside.sum() > 1000 and narrow[inside].std() > 3 * dicom[inside].std()
+    expected = np.clip((dicom - 127.5) / 63 * 255 + 127.5, 0, 255)
+    assert np.median(np.abs(narrow[inside] - expected[inside])) <= 4
+
+    set_range(page, "#window-level", 60)  # a lower level: brighter
+    assert shot(page).astype(float)[..., 0].mean() > narrow.mean() + 20
+
+    page.get_by_role("button", name="Reset").click()
+    settle(page)
+    assert np.abs(shot(page).astype(float)[..., 0] - dicom).max() <= 1
+    assert page.locator("#window-value").inner_text() == "DICOM window"
+
+    # Shift-drag windows too: across changes the width, up/down the level.
+    box = page.locator("#viewport").bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.keyboard.down("Shift")
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x - 100, y - 30, steps=4)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    settle(page)
+    assert page.locator("#window-width").input_value() == "156"
+    assert page.locator("#window-level").input_value() == "98"
+    assert canvas_box(page)["width"] == pytest.approx(box["width"], abs=1)  # windowing did not pan or zoom
+    assert not console_errors, console_errors
 
 
 def test_page_fits_a_phone_screen(browser, served):
@@ -121,7 +258,7 @@ def test_page_fits_a_phone_screen(browser, served):
     page.goto(url)
     page.wait_for_function(IMAGES_LOADED, timeout=10_000)
     width = page.evaluate("() => document.documentElement.scrollWidth")
-    box = page.locator("#stack img.radiograph").bounding_box()
+    box = page.locator("#windowed").bounding_box()
     assert width <= 360 and box is not None and box["width"] <= 360
     heat_box = page.locator("#heat").bounding_box()
     assert heat_box == pytest.approx(box, abs=1)  # the heat layer lies exactly on the radiograph

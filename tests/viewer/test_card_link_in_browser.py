@@ -7,7 +7,7 @@ from tests.conftest import require
 from tests.test_end_to_end import hook_request
 from tests.viewer.browser import CHROMIUM, launch_chromium, offline_only
 
-IMAGES_LOADED = "() => [...document.querySelectorAll('#stack img')].every(i => i.complete && i.naturalWidth > 0)"
+IMAGES_LOADED = "() => [...document.querySelectorAll('#stage img')].every(i => i.complete && i.naturalWidth > 0)"
 
 
 def test_the_cards_viewer_link_opens_the_heat_map(service_settings_with_triton, ehr_keys, dicom_store):

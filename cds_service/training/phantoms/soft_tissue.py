@@ -143,6 +143,24 @@ def _window(grid: Grid, centre: np.ndarray, reach: np.ndarray):  # type: ignore[
     return grid.window(tuple(centre - reach), tuple(centre + reach))  # type: ignore[arg-type]
 
 
+def _ellipsoid(
+    grid: Grid, centre: np.ndarray, radii: np.ndarray, margin: float
+) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
+    """The window reaching ``margin`` mm beyond an axis-aligned ellipsoid (None when it misses the
+    grid) and, there, the distance to its surface: the scaled radius minus one, in mm of the
+    smallest semi-axis (negative inside)."""
+    win = _window(grid, centre, radii + margin)
+    if win is None:
+        return None
+    where, (z, y, x) = win
+    q = [
+        (z - np.float32(centre[0])) / np.float32(radii[0]),
+        (y - np.float32(centre[1])) / np.float32(radii[1]),
+        (x - np.float32(centre[2])) / np.float32(radii[2]),
+    ]
+    return where, (np.sqrt(q[0] ** 2 + q[1] ** 2 + q[2] ** 2) - 1.0) * np.float32(radii.min())
+
+
 def _swap_to_fat(materials: Materials, where: tuple[slice, slice, slice], share: np.ndarray) -> None:
     """Turn ``share`` of the soft tissue in ``where`` into fat (a fat plane between muscles)."""
     moved = materials["soft"][where] * share
@@ -196,16 +214,10 @@ def _bladder(grid: Grid, patient: Patient, rng: np.random.Generator, materials: 
     fill = float(rng.uniform(0.5, 1.1))
     centre = _world(patient, -8.0, 28.0 - 6.0 * fill, 0.0)
     radii = np.array([30.0, 26.0, 42.0]) * fill * patient.scale
-    win = _window(grid, centre, radii + 8.0)
-    if win is None:
+    found = _ellipsoid(grid, centre, radii, 8.0)
+    if found is None:
         return
-    where, (z, y, x) = win
-    q = [
-        (z - np.float32(centre[0])) / np.float32(radii[0]),
-        (y - np.float32(centre[1])) / np.float32(radii[1]),
-        (x - np.float32(centre[2])) / np.float32(radii[2]),
-    ]
-    d = (np.sqrt(q[0] ** 2 + q[1] ** 2 + q[2] ** 2) - 1.0) * np.float32(radii.min())
+    where, d = found
     width = np.float32(max(grid.spacing, 0.8))
     rim = soft_step(d - np.float32(4.0), width) - soft_step(d, width)
     _swap_to_fat(materials, where, 0.7 * rim)
@@ -220,16 +232,10 @@ def _gas_pocket(
     start: np.ndarray,
     materials: Materials,
 ) -> None:
-    win = _window(grid, centre, radii + 3.0)
-    if win is None:
+    found = _ellipsoid(grid, centre, radii, 3.0)
+    if found is None:
         return
-    where, (z, y, x) = win
-    q = [
-        (z - np.float32(centre[0])) / np.float32(radii[0]),
-        (y - np.float32(centre[1])) / np.float32(radii[1]),
-        (x - np.float32(centre[2])) / np.float32(radii[2]),
-    ]
-    d = (np.sqrt(q[0] ** 2 + q[1] ** 2 + q[2] ** 2) - 1.0) * np.float32(radii.min())
+    where, d = found
     gas = soft_step(d, np.float32(max(grid.spacing, 0.8)))
     shape = gas.shape
     if mottled:  # faeces: bubbles of gas in a soft-tissue mass
