@@ -32,13 +32,15 @@ from cds_service.errors import (
     log_unexpected,
     operation_outcome_json,
 )
+from cds_service.http_limits import CLIENT_GONE, RequestTimeoutError, UnsupportedMediaTypeError
+from cds_service.http_limits import read_body as read_limited_body
 from cds_service.metrics import STORE_ERRORS, exposition_async, serve_cached, start_metrics_server
 from cds_service.pipeline import AnalysisPipeline
 from cds_service.probes import DependencyMonitor, Probes
 from cds_service.settings import Settings, get_settings
 from cds_service.smart import build_router as build_smart_router
 from cds_service.store import AsyncStore, open_store
-from cds_service.telemetry import setup_tracing
+from cds_service.telemetry import is_probe, setup_tracing
 from cds_service.viewer import build_router, viewer_link
 from cds_service.viewer.routes import viewer_secret
 
@@ -121,7 +123,7 @@ def create_app(
         jti_strict=settings.jti_strict,
     )
     verifier.replays.remember = store.sql.remember_jti
-    feedback = FeedbackStore(store.sql)
+    feedback = FeedbackStore(store.sql, viewer_secret(settings))  # finding cards recorded with their result
     rates = FeedbackRatesCollector()
     rates.store = feedback
     serve_cached("feedback_rates", rates)  # /metrics never waits for the database
@@ -162,7 +164,8 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        telemetry={"logs": False},  # FastAPI's own log records would carry exception messages
+        # FastAPI's own log records would carry exception messages; probes and /metrics are not traced
+        telemetry={"logs": False, "exclude": is_probe},
     )
     app.state.feedback = feedback
     app.state.store = store
@@ -177,6 +180,10 @@ def create_app(
             allow_origins=settings.cors_allow_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type"],
+            # Private Network Access: Chromium asks a public page (the hosted CDS Hooks sandbox) for
+            # `Access-Control-Request-Private-Network` before it may call a service on localhost or the
+            # hospital network; answered only with an allowed origin (a refused origin stays a 400).
+            allow_private_network=True,
             max_age=600,
         )
 
@@ -196,23 +203,11 @@ def create_app(
         return f"{claims.get('iss')}|{tenant}" if isinstance(tenant, str) and tenant else str(claims.get("iss"))
 
     async def read_body(request: Request) -> bytes:
-        """The body, refused with 413 as soon as it exceeds ``max_request_bytes`` (while streaming:
-        a missing or lying Content-Length changes nothing)."""
-        limit = settings.max_request_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not declared.strip().isdigit():
-                raise BadRequestError("invalid Content-Length header")
-            if int(declared) > limit:
-                raise PayloadTooLargeError(f"request body larger than {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLargeError(f"request body larger than {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        """The JSON body: 415 unless labelled JSON, 413 beyond ``max_request_bytes`` (counted while
+        streaming), 408 unless it all arrives within ``body_read_timeout_s`` (cds_service/http_limits.py)."""
+        return await read_limited_body(
+            request, max_bytes=settings.max_request_bytes, timeout_s=settings.body_read_timeout_s
+        )
 
     def unavailable_response() -> JSONResponse:
         """HTTP 200 with one honest card: what an unexpected error in the hook route answers."""
@@ -252,6 +247,24 @@ def create_app(
     async def _too_large(_: Request, exc: PayloadTooLargeError) -> Response:
         log.info("413: %s", exc)
         return operation_outcome(413, "too-long", str(exc))
+
+    @app.exception_handler(RequestTimeoutError)
+    async def _body_timeout(_: Request, exc: RequestTimeoutError) -> Response:
+        log.info("408: %s", exc)
+        response = operation_outcome(408, "timeout", str(exc))
+        response.headers["Connection"] = "close"  # RFC 9110 §15.5.9: the rest of the body is not awaited
+        return response
+
+    @app.exception_handler(UnsupportedMediaTypeError)
+    async def _media_type(_: Request, exc: UnsupportedMediaTypeError) -> Response:
+        log.info("415: %s", exc)
+        return operation_outcome(415, "not-supported", str(exc))
+
+    @app.exception_handler(CLIENT_GONE)
+    async def _client_gone(_: Request, exc: Exception) -> Response:
+        """The client went away mid-request: one line, no traceback (nobody reads the answer)."""
+        log.info("client disconnected before its request was read")
+        return Response(status_code=400)
 
     @app.exception_handler(PrefetchUnavailableError)
     async def _precondition(_: Request, exc: PrefetchUnavailableError) -> Response:
@@ -305,7 +318,7 @@ def create_app(
             )
             outcome = await request.app.state.pipeline.handle(hook_request, caller)
             try:
-                await asyncio.to_thread(feedback.record_cards, service_id, outcome.response.cards)
+                await asyncio.to_thread(feedback.record_cards, service_id, outcome.response.cards, outcome.report)
             except Exception as exc:  # the clinician gets the cards; only the feedback join is lost
                 STORE_ERRORS.labels(operation="record_cards").inc()
                 log.warning("issued cards not recorded: %s", type(exc).__name__)

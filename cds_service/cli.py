@@ -58,13 +58,19 @@ def _run_service(settings: Settings) -> int:
 
     level, fmt = settings.log_level, settings.log_format
     from cds_service.app import create_app  # after configure_logging: libraries log at import time too
+    from cds_service.http_limits import bounded_protocol
+    from cds_service.telemetry import setup_tracing
 
+    # Tracing before the store opens: the SQLAlchemy instrumentation traces engines created after it.
+    setup_tracing(console=settings.otel_console, otlp_endpoint=settings.otlp_endpoint)
     uvicorn.run(
         RequestTimer(create_app(settings, store=_open_store(settings))),
         host=settings.host,
         port=settings.port,
         log_level=level.lower(),
         log_config=uvicorn_log_config(level, fmt),
+        http=bounded_protocol(settings.body_read_timeout_s),  # 431 / 408 for heads, slow-loris deadlines
+        h11_max_incomplete_event_size=settings.max_header_bytes,
     )
     return 0
 

@@ -16,12 +16,27 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, start_wsgi_server
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from cds_service import __version__
+
 REGISTRY = CollectorRegistry(auto_describe=True)
+# process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds… and python_info, as the
+# default registry would have them (Prometheus client guidelines: "Process metrics").
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -94,6 +109,27 @@ EVENT_LOOP_LAG = Gauge(
     "How late the event loop last woke a 250 ms sleeper (readiness fails while it stays high).",
     registry=REGISTRY,
 )
+AUTH_FAILURES = Counter(
+    "hipcad_auth_failures_total",
+    "Requests refused 401, by reason (cds_service.cdshooks.jwt.FAILURE_REASONS: key, jwks, expired, "
+    "audience, replay, replay_store...).",
+    ("reason",),
+    registry=REGISTRY,
+)
+BUILD_INFO = Info("hipcad_build", "The service's build: its version.", registry=REGISTRY)
+BUILD_INFO.info({"version": __version__})
+SERVED_MODELS = Info(
+    "hipcad_served_model",
+    "The model versions Triton serves, as last checked against the service's contract.",
+    ("model",),
+    registry=REGISTRY,
+)
+
+
+def set_served_models(versions: dict[str, str]) -> None:
+    """Publish the served model versions (``{name: version}``) as ``hipcad_served_model_info``."""
+    for model, version in versions.items():
+        SERVED_MODELS.labels(model=model).info({"version": version})
 
 
 @contextmanager

@@ -78,6 +78,7 @@ class _Outcome:
     def __init__(self, span: Any) -> None:
         self.span = span
         self.value = "analysed"
+        span.set_attribute("hipcad.outcome", self.value)  # the success outcome, until a stage says otherwise
 
     def __call__(self, value: str) -> None:
         self.value = value

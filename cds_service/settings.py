@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     max_json_number_digits: int = Field(
         64, description="Longest JSON number literal accepted in a request body, in characters (400 beyond)."
     )
+    body_read_timeout_s: float = Field(
+        10.0, gt=0, description="A request head, and a hook or feedback body, must arrive within this, seconds (408)."
+    )
+    max_header_bytes: int = Field(
+        32_768, ge=1024, description="Largest accepted request line and header block, bytes (431 beyond)."
+    )
 
     # Security (CDS Hooks 2.0 JWT)
     jwt_required: bool = Field(True, description="Require a valid CDS Hooks JWT on every endpoint.")

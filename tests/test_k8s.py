@@ -28,7 +28,7 @@ K8S_VENV = ROOT / ".venv-k8s" / "bin"
 # Oldest and newest Kubernetes minor versions the manifests are validated against.
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 # Custom resources: not in kubernetes-validate's schemas, validated against k8s/schemas/*.json.
-CUSTOM_KINDS = {"prod": {"Cluster", "ScheduledBackup", "PodMonitor", "ServiceMonitor"}, "dev": set()}
+CUSTOM_KINDS = {"prod": {"Cluster", "ScheduledBackup", "PodMonitor", "ServiceMonitor", "PrometheusRule"}, "dev": set()}
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 CONFIDENTIAL = {"HIPCAD_DATABASE_URL", "HIPCAD_VIEWER_SECRET", "HIPCAD_DICOMWEB_CREDENTIALS"}
 # Every checkov check that may be skipped, and where: anything else skipped, or any failure, fails.

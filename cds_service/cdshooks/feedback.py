@@ -4,24 +4,36 @@
 overrideReason, outcomeTimestamp}]}``. The same feedback may arrive twice (EHR retries): each entry
 is stored once, keyed by its content. Issued cards are recorded with their indicator, so acceptance
 and override rates per indicator can be monitored — the published reader study, continuously.
+
+Each entry is also kept with the result the card showed (the EHR-side analogue of the clinician's
+assessment of an AI result in IHE AIR): a finding card is recorded with the result its viewer link
+opens, the DiagnosticReport its suggestion creates and the analysed ImagingStudy, so the viewer page
+lists every :class:`Assessment` of a result and :mod:`cds_service.fhir.assessment` exports them as
+FHIR. Feedback on a card the service did not issue, or on a card without a viewer link (a problem
+card, or one whose link the EHR profile dropped), is counted but attached to no result. Nothing about
+the user is stored beyond what the feedback itself carries (CDS Hooks feedback names no user).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from datetime import datetime
-from typing import Literal
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator, model_validator
 
+from cds_service.cdshooks.cards import OVERRIDE_REASONS
 from cds_service.cdshooks.models import Card, FeedbackCoding
 from cds_service.cdshooks.requests import RequestShapeError, load_json, shape_errors
 from cds_service.errors import BadRequestError
 from cds_service.metrics import FEEDBACK, REGISTRY
-from cds_service.store.sql import SqlStore
+from cds_service.store.sql import AssessmentRow, IssuedCard, SqlStore
 
 
 class AcceptedSuggestion(BaseModel):
@@ -71,14 +83,129 @@ class FeedbackRequest(BaseModel):
     feedback: list[Feedback] = Field(min_length=1)
 
 
+@dataclass(frozen=True)
+class Assessment:
+    """A clinician's assessment of an AI result: one stored feedback entry on a card that showed it.
+
+    ``reason_display`` is the override reason as the card offered it (the Coding's own display, else
+    the display of the card's ``overrideReasons`` entry with that system and code, else the code).
+    ``report`` and ``imaging_study`` are the relative references the card was issued with.
+    """
+
+    key: str
+    card: str
+    indicator: str
+    outcome: Literal["accepted", "overridden"]
+    timestamp: datetime
+    reason: FeedbackCoding | None
+    reason_display: str | None
+    comment: str | None
+    report: str | None
+    imaging_study: str | None
+
+    @classmethod
+    def from_row(cls, row: AssessmentRow) -> Assessment:
+        entry = Feedback.model_validate_json(row.body)
+        reason = entry.overrideReason.reason if entry.overrideReason else None
+        timestamp = entry.outcomeTimestamp
+        return cls(
+            key=row.key,
+            card=row.card,
+            indicator=row.indicator,
+            outcome=entry.outcome,
+            # CDS Hooks: outcomeTimestamp is an instant; one sent without an offset is read as UTC.
+            timestamp=timestamp if timestamp.tzinfo else timestamp.replace(tzinfo=UTC),
+            reason=reason,
+            reason_display=reason_display(reason),
+            comment=entry.overrideReason.userComment if entry.overrideReason else None,
+            report=row.report,
+            imaging_study=row.imaging_study,
+        )
+
+
+def reason_display(reason: FeedbackCoding | None) -> str | None:
+    """How to show an override reason: its display, the card's display for that code, or the code."""
+    if reason is None:
+        return None
+    if reason.display:
+        return reason.display
+    offered = {(coding.system, coding.code): coding.display for coding in OVERRIDE_REASONS}
+    return offered.get((reason.system, reason.code), reason.code)
+
+
+def viewer_token(card: Card) -> str | None:
+    """The signed viewer token a card links to: the path's last segment of an ``absolute`` link to
+    ``/viewer/…``, or ``hipcadViewerToken`` in a ``smart`` link's ``appContext``."""
+    for link in card.links or []:
+        if link.type == "smart" and link.appContext:
+            try:
+                context = json.loads(link.appContext)
+            except ValueError:
+                continue
+            if isinstance(context, dict) and isinstance(context.get("hipcadViewerToken"), str):
+                return context["hipcadViewerToken"]
+        elif link.type == "absolute":
+            parts = urlsplit(link.url).path.rstrip("/").split("/")
+            if len(parts) >= 2 and parts[-2] == "viewer":
+                return parts[-1]
+    return None
+
+
+def _suggested_report(card: Card) -> dict[str, Any] | None:
+    """The DiagnosticReport a card's suggestion creates, if it has one."""
+    for suggestion in card.suggestions or []:
+        for action in suggestion.actions or []:
+            if action.type == "create" and (action.resource or {}).get("resourceType") == "DiagnosticReport":
+                return action.resource
+    return None
+
+
+def _imaging_study(report: dict[str, Any] | None) -> str | None:
+    """The analysed ImagingStudy a DiagnosticReport names (not its contained result series)."""
+    for study in (report or {}).get("imagingStudy", []):
+        reference = study.get("reference", "")
+        if reference.startswith("ImagingStudy/"):
+            return reference
+    return None
+
+
 class FeedbackStore:
-    """Issued cards and their feedback, in the shared store (so every replica counts the same)."""
+    """Issued cards and their feedback, in the shared store (so every replica counts the same).
 
-    def __init__(self, sql: SqlStore) -> None:
+    ``viewer_secret`` (the viewer's signing key) lets a finding card be recorded with the result its
+    viewer link opens; without it no card is attached to a result.
+    """
+
+    def __init__(self, sql: SqlStore, viewer_secret: bytes | None = None) -> None:
         self.sql = sql
+        self.viewer_secret = viewer_secret
 
-    def record_cards(self, service: str, cards: list[Card]) -> None:
-        self.sql.record_cards(service, [(card.uuid, card.indicator) for card in cards])
+    def issued(self, card: Card, report: dict[str, Any] | None = None) -> IssuedCard:
+        """What is recorded of ``card``: for a finding card (one with a viewer link) the link's result
+        id, the DiagnosticReport its suggestion creates and the ImagingStudy; ``report`` is the hook's
+        report, read for the ImagingStudy when the EHR profile stripped the suggestion."""
+        from cds_service.viewer.signing import InvalidToken, verify  # the viewer imports this module
+
+        token = viewer_token(card)
+        link_id = None
+        if token and self.viewer_secret:
+            try:
+                link_id = verify(token, self.viewer_secret)
+            except InvalidToken:
+                link_id = None
+        if link_id is None:
+            return IssuedCard(card.uuid, card.indicator)
+        suggested = _suggested_report(card)
+        reference = f"DiagnosticReport/{suggested['id']}" if suggested and suggested.get("id") else None
+        return IssuedCard(card.uuid, card.indicator, link_id, reference, _imaging_study(suggested or report))
+
+    def record_cards(self, service: str, cards: list[Card], report: dict[str, Any] | None = None) -> None:
+        """Record the cards of one hook answer (``report``: its DiagnosticReport, see :meth:`issued`)."""
+        self.sql.record_cards(service, [self.issued(card, report) for card in cards])
+
+    def assessments(self, result_key: str) -> list[Assessment]:
+        """The assessments of the stored result ``result_key`` (its digest), oldest first."""
+        return assessments(self.sql.assessments(result_key))
 
     def add(self, service: str, entries: list[Feedback]) -> int:
         """Store feedback entries; returns how many were new."""
@@ -170,6 +297,17 @@ class FeedbackRatesCollector(Collector):
             for field, family in families.items():
                 family.add_metric([indicator], values[field])
         yield from families.values()
+
+
+def assessments(rows: Sequence[AssessmentRow]) -> list[Assessment]:
+    """Stored rows as :class:`Assessment` values, oldest first (rows whose body no longer parses are skipped)."""
+    parsed = []
+    for row in rows:
+        try:
+            parsed.append(Assessment.from_row(row))
+        except ValidationError:
+            continue
+    return sorted(parsed, key=lambda item: (item.timestamp, item.key))
 
 
 def parse_feedback(body: bytes, *, max_depth: int = 64, max_number_digits: int = 64) -> FeedbackRequest:

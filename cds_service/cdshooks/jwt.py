@@ -36,6 +36,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cds_service.errors import AuthenticationError
+from cds_service.metrics import AUTH_FAILURES
+from cds_service.telemetry import tracer
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +205,41 @@ class JwksCache:
         return {key.key_id: key.key for key in jwks.keys if key.key_id and key.algorithm_name in ALGORITHMS}
 
 
+#: ``hipcad_auth_failures_total{reason}``: the start of each refusal's message (this module's own
+#: wording) → a reason from a fixed set, so a dashboard tells a key rotation from a clock skew.
+FAILURE_REASONS: tuple[tuple[str, str], ...] = (
+    ("no bearer token", "missing"),
+    ("malformed JWT", "malformed"),
+    ("JWT algorithm", "algorithm"),
+    ("JWT typ", "malformed"),
+    ("untrusted JWT issuer", "issuer"),
+    ("JWT header has no kid", "key"),
+    ("JWT jku", "key"),
+    ("JWT kid", "key"),
+    ("JWKS", "jwks"),
+    ("no key configured", "key"),
+    ("JWT signature", "signature"),
+    ("JWT expired", "expired"),
+    ("JWT not yet valid", "clock"),
+    ("JWT issued in the future", "clock"),
+    ("JWT lifetime", "lifetime"),
+    ("JWT audience", "audience"),
+    ("JWT lacks the required claim", "claims"),
+    ("JWT tenant", "tenant"),
+    ("JWT jti replayed", "replay"),
+    ("JWT jti cannot be checked", "replay_store"),
+)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The ``reason`` label of a refused token: one of :data:`FAILURE_REASONS`, ``other`` for a refusal
+    worded otherwise, ``error`` for an unexpected exception (the web layer answers 401 all the same)."""
+    if not isinstance(exc, AuthenticationError):
+        return "error"
+    message = str(exc)
+    return next((reason for prefix, reason in FAILURE_REASONS if message.startswith(prefix)), "other")
+
+
 class JwtVerifier:
     """Verifies CDS Hooks request JWTs for a set of trusted issuers."""
 
@@ -229,7 +266,22 @@ class JwtVerifier:
 
     async def verify(self, authorization: str | None, audience: str | Sequence[str]) -> dict[str, Any]:
         """Check the ``Authorization`` header against ``audience`` (the exact URL invoked, or the URLs an
-        EHR profile accepts: :func:`cds_service.cdshooks.profiles.audiences`); return the claims."""
+        EHR profile accepts: :func:`cds_service.cdshooks.profiles.audiences`); return the claims.
+
+        Spanned (``jwt_verify``: the JWKS fetch and the ``jti`` check are its children); a refusal is
+        counted in ``hipcad_auth_failures_total`` by :func:`failure_reason`, and the span says the reason.
+        """
+        with tracer().start_as_current_span("jwt_verify") as span:
+            try:
+                claims = await self._verify(authorization, audience)
+            except Exception as exc:
+                reason = failure_reason(exc)
+                AUTH_FAILURES.labels(reason=reason).inc()
+                span.set_attribute("hipcad.auth_failure", reason)
+                raise
+            return claims
+
+    async def _verify(self, authorization: str | None, audience: str | Sequence[str]) -> dict[str, Any]:
         if not authorization or not authorization.startswith("Bearer "):
             raise AuthenticationError("no bearer token in the Authorization header")
         token = authorization.removeprefix("Bearer ").strip()

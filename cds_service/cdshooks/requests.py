@@ -5,7 +5,8 @@ Three layers, cheapest first:
 1. **JSON bounds** (:func:`load_json`): nesting deeper than ``max_depth`` is refused by a pre-scan
    that skips string contents (no ``RecursionError`` can be reached), number literals longer than
    ``max_number_digits`` characters, ``NaN``/``Infinity`` and non-finite floats are refused by the
-   ``json.loads`` hooks, and unpaired UTF-16 surrogates (which break every UTF-8 encoder later) too.
+   ``json.loads`` hooks, and so are duplicate object keys (RFC 7493 §2.3) and unpaired UTF-16
+   surrogates (which break every UTF-8 encoder later).
 2. **The request envelope** (:class:`~cds_service.cdshooks.models.HookRequest`).
 3. **The hook's context** (https://cds-hooks.hl7.org/2.0/ hook definitions): ``patient-view``
    (``userId``, ``patientId``, optional ``encounterId``), ``order-select`` (plus ``selections`` and
@@ -78,6 +79,15 @@ def load_json(body: bytes, *, max_depth: int, max_number_digits: int) -> Any:
     def constant(name: str) -> Any:
         raise _JsonBoundError(f"{name} is not valid JSON")
 
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        # RFC 8259 §4 leaves duplicate names' meaning to the parser (json keeps the last, others the
+        # first): a value the service reads could differ from the one the EHR logged. I-JSON (RFC 7493
+        # §2.3) forbids them; the key is not named (keys a client invents may carry data).
+        value = dict(pairs)
+        if len(value) != len(pairs):
+            raise _JsonBoundError("an object has a duplicate key")
+        return value
+
     if json_depth(body) > max_depth:
         raise BadRequestError(f"request body is nested deeper than {max_depth} levels")
     try:
@@ -86,6 +96,7 @@ def load_json(body: bytes, *, max_depth: int, max_number_digits: int) -> Any:
             parse_int=lambda s: number(s, int),
             parse_float=lambda s: number(s, float),
             parse_constant=constant,
+            object_pairs_hook=unique_keys,
         )
     except _JsonBoundError as exc:
         raise BadRequestError(f"request body refused: {exc}") from None

@@ -47,7 +47,7 @@ from tritonclient.utils import InferenceServerException
 
 from cds_service.domain import HipInference, ModelInfo
 from cds_service.errors import InferenceError
-from cds_service.metrics import TRITON_ERRORS, TRITON_LATENCY, TRITON_RETRIES
+from cds_service.metrics import TRITON_ERRORS, TRITON_LATENCY, TRITON_RETRIES, set_served_models
 from cds_service.training.calibration import PUBLISHED_SPECIFICITY
 from cds_service.training.config import FRACTURE_CLASSES, FRACTURE_SITE_CLASSES, GARDEN_CLASSES
 
@@ -396,6 +396,7 @@ class TritonInferenceClient:
             log.error("%s", exc)
             raise
         versions = {name: info.version for name, info in models.items()} | {self.ensemble: ensemble_version}
+        set_served_models(versions)
         log.info("Triton models checked at %s: %s", self.url, ", ".join(f"{n}@{v}" for n, v in versions.items()))
         return _Contract(models, versions, time.monotonic())
 

@@ -1,6 +1,6 @@
 """The shared store: one interface, two engines (SQLite embedded, PostgreSQL when configured).
 
-    results (TTL) · viewer links · in-flight leases · cards + feedback · JWT jti replay cache
+    results (TTL) · viewer links · in-flight leases · cards + feedback (joined to results) · JWT jti replay cache
 
 Several replicas pointing at one PostgreSQL (``HIPCAD_DATABASE_URL``) share everything here, so a
 viewer link, a replayed JWT, feedback and an analysed result mean the same on every pod. Without a
@@ -29,14 +29,16 @@ from cds_service.domain import Analysis, ResultKey
 from cds_service.store import codec
 from cds_service.store.durable import DurableSqlStore, StoreUnavailableError
 from cds_service.store.migrate import upgrade
-from cds_service.store.sql import SqlStore, engine_for
+from cds_service.store.sql import AssessmentRow, IssuedCard, SqlStore, engine_for
 
 if TYPE_CHECKING:
     from cds_service.settings import Settings
 
 __all__ = [
+    "AssessmentRow",
     "AsyncStore",
     "DurableSqlStore",
+    "IssuedCard",
     "SqlStore",
     "StoreUnavailableError",
     "database_url",
@@ -182,6 +184,10 @@ class AsyncStore:
             return None if payload is None else codec.decode(payload)
 
         return await asyncio.to_thread(read)
+
+    async def assessments(self, link_id: str) -> list[AssessmentRow]:
+        """The clinicians' assessments (feedback) of the result the viewer link ``link_id`` shows."""
+        return await asyncio.to_thread(self.sql.link_assessments, link_id)
 
     async def ping(self) -> bool:
         try:

@@ -34,7 +34,7 @@ from sqlalchemy import exc as sa_exc
 
 from cds_service.metrics import STORE_ERRORS
 from cds_service.store.outbox import Entry, Outbox
-from cds_service.store.sql import SqlStore, new_link_id
+from cds_service.store.sql import AssessmentRow, IssuedCard, SqlStore, new_link_id
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +214,8 @@ class DurableSqlStore(SqlStore):
         return self._call(SqlStore.remember_jti, self, issuer, jti, expires_at)
 
     # Cards and feedback -------------------------------------------------------------------------
-    def record_cards(self, service: str, cards: Iterable[tuple[str, str]]) -> None:
-        rows = [[uuid, indicator] for uuid, indicator in cards]
+    def record_cards(self, service: str, cards: Iterable[tuple[str | None, ...]]) -> None:
+        rows = [list(IssuedCard(*card)) for card in cards]
         if rows:
             meta = {"service": service, "cards": rows}
             self._write("cards", None, meta, None, lambda: SqlStore.record_cards(self, service, map(tuple, rows)))
@@ -240,6 +240,13 @@ class DurableSqlStore(SqlStore):
     def feedback_counts(self) -> tuple[dict[str, int], list[tuple[str, str, int]]]:
         return self._call(SqlStore.feedback_counts, self)
 
+    def assessments(self, result_key: str) -> list[AssessmentRow]:
+        """Raises :class:`StoreUnavailableError` while the database is away (queued feedback is not read)."""
+        return self._call(SqlStore.assessments, self, result_key)
+
+    def link_assessments(self, link_id: str) -> list[AssessmentRow]:
+        return self._call(SqlStore.link_assessments, self, link_id)
+
     def clear_results(self) -> None:
         self._call(SqlStore.clear_results, self)
 
@@ -260,7 +267,7 @@ class DurableSqlStore(SqlStore):
         elif entry.kind == "link":
             SqlStore.put_viewer_link(self, meta["result_key"], remaining, entry.key)
         elif entry.kind == "cards":
-            SqlStore.record_cards(self, meta["service"], [(uuid, indicator) for uuid, indicator in meta["cards"]])
+            SqlStore.record_cards(self, meta["service"], [tuple(card) for card in meta["cards"]])  # 2 or 5 fields
         elif entry.kind == "feedback":
             SqlStore.add_feedback(self, [meta])
         else:

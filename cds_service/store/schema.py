@@ -40,7 +40,10 @@ lease = Table(
     Column("expires_at", Float, nullable=False),
 )
 
-#: CDS Hooks cards issued (for feedback joins and rates per indicator).
+#: CDS Hooks cards issued (for feedback joins and rates per indicator). A finding card names the result
+#: it shows (``result_key``, the result's digest, through the viewer link on the card) and the FHIR
+#: resources its assessment refers to: the DiagnosticReport its suggestion creates (``report``) and the
+#: analysed ImagingStudy (``imaging_study``), as relative references. Problem cards have none.
 card = Table(
     "card",
     metadata,
@@ -48,6 +51,10 @@ card = Table(
     Column("service", Text, nullable=False),
     Column("indicator", Text, nullable=False),
     Column("issued", Text, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
+    Column("result_key", String(64)),
+    Column("report", Text),
+    Column("imaging_study", Text),
+    Index("ix_card_result_key", "result_key"),
 )
 
 #: CDS Hooks feedback entries, stored once each (keyed by their content hash).
@@ -62,6 +69,7 @@ feedback = Table(
     Column("body", Text, nullable=False),
     Column("outcome_timestamp", Text, nullable=False),
     Column("received", Text, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
+    Index("ix_feedback_card", "card"),
 )
 
 #: JWT ``jti`` replay cache: (issuer, jti) seen, until the token expires.

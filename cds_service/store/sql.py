@@ -11,9 +11,11 @@ import math
 import secrets
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
-from sqlalchemy import Engine, create_engine, delete, event, func, select
+from sqlalchemy import Engine, Select, create_engine, delete, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cds_service.store import schema
@@ -52,6 +54,34 @@ def engine_for(url: str, timeout_s: float | None = None) -> Engine:
     return create_engine(
         url, pool_size=8, max_overflow=4, pool_pre_ping=True, pool_timeout=timeout_s, connect_args=connect_args
     )
+
+
+class IssuedCard(NamedTuple):
+    """A card as recorded when issued. A finding card also names the viewer link it carries (the
+    store resolves it to the result the card shows) and the FHIR resources an assessment of it refers
+    to: the DiagnosticReport its suggestion creates and the analysed ImagingStudy (relative references).
+    A plain ``(uuid, indicator)`` tuple is an IssuedCard naming nothing else."""
+
+    uuid: str
+    indicator: str
+    viewer_link: str | None = None
+    report: str | None = None
+    imaging_study: str | None = None
+
+
+@dataclass(frozen=True)
+class AssessmentRow:
+    """One stored feedback entry joined with the card it is about and that card's result."""
+
+    key: str
+    service: str
+    card: str
+    indicator: str
+    outcome: str
+    body: str
+    outcome_timestamp: str
+    report: str | None
+    imaging_study: str | None
 
 
 def new_link_id() -> str:
@@ -176,12 +206,40 @@ class SqlStore:
             return db.execute(statement).first() is not None
 
     # Cards and feedback -----------------------------------------------------------------------
-    def record_cards(self, service: str, cards: Iterable[tuple[str, str]]) -> None:
-        """Issued cards as (uuid, indicator)."""
-        rows = [{"uuid": uuid, "service": service, "indicator": indicator} for uuid, indicator in cards]
-        if rows:
-            with self.engine.begin() as db:
-                db.execute(self._insert(schema.card).on_conflict_do_nothing(), rows)
+    def record_cards(self, service: str, cards: Iterable[tuple[str | None, ...]]) -> None:
+        """Issued cards, each an :class:`IssuedCard` (or a plain ``(uuid, indicator)`` tuple).
+
+        A card's viewer link is resolved to its result's key in the same transaction (a link the
+        store does not hold leaves the card without a result: its feedback is counted, never shown).
+        """
+        issued = [IssuedCard(*card) for card in cards]
+        if not issued:
+            return
+        links = {card.viewer_link for card in issued if card.viewer_link}
+        with self.engine.begin() as db:
+            results = (
+                dict(
+                    db.execute(
+                        select(schema.viewer_link.c.id, schema.viewer_link.c.result_key).where(
+                            schema.viewer_link.c.id.in_(links)
+                        )
+                    ).all()
+                )
+                if links
+                else {}
+            )
+            rows = [
+                {
+                    "uuid": card.uuid,
+                    "service": service,
+                    "indicator": card.indicator,
+                    "result_key": results.get(card.viewer_link or ""),
+                    "report": card.report,
+                    "imaging_study": card.imaging_study,
+                }
+                for card in issued
+            ]
+            db.execute(self._insert(schema.card).on_conflict_do_nothing(), rows)
 
     def add_feedback(self, rows: list[dict]) -> list[str]:
         """Insert feedback rows (dicts of the feedback table); returns the outcomes of the new ones."""
@@ -205,6 +263,40 @@ class SqlStore:
                 .group_by(card.c.indicator, fb.c.outcome)
             ).all()
         return {k: int(v) for k, v in issued.items()}, [(i, o, int(n)) for i, o, n in outcomes]
+
+    @staticmethod
+    def _assessments() -> Select:
+        card, fb = schema.card, schema.feedback
+        return (
+            select(
+                fb.c.key,
+                fb.c.service,
+                fb.c.card,
+                card.c.indicator,
+                fb.c.outcome,
+                fb.c.body,
+                fb.c.outcome_timestamp,
+                card.c.report,
+                card.c.imaging_study,
+            )
+            .select_from(fb.join(card, card.c.uuid == fb.c.card))
+            .order_by(fb.c.outcome_timestamp, fb.c.key)
+        )
+
+    def assessments(self, result_key: str) -> list[AssessmentRow]:
+        """Every feedback entry on a card that showed the result ``result_key``, oldest first (a card
+        shown more than once, or assessed again, gives one row per distinct entry)."""
+        with self.engine.connect() as db:
+            rows = db.execute(self._assessments().where(schema.card.c.result_key == result_key)).all()
+        return [AssessmentRow(*row) for row in rows]
+
+    def link_assessments(self, link_id: str) -> list[AssessmentRow]:
+        """:meth:`assessments` of the result a live viewer link shows ([] for an unknown or expired link)."""
+        link = schema.viewer_link
+        live = select(link.c.result_key).where(link.c.id == link_id, link.c.expires_at > self.clock())
+        with self.engine.connect() as db:
+            rows = db.execute(self._assessments().where(schema.card.c.result_key == live.scalar_subquery())).all()
+        return [AssessmentRow(*row) for row in rows]
 
     def clear_results(self) -> None:
         """Forget every stored result and viewer link (benchmarks' cold runs, tests)."""

@@ -7,6 +7,7 @@
     GET /viewer/{token}/heat.png        the heat layer (RGBA: colour map, alpha from the heat value)
     GET /viewer/{token}/overlay.png     radiograph + heat + R/L labels, one PNG at source resolution
     GET /viewer/{token}/renew           a fresh link for a genuine one expired within the grace period
+    GET /viewer/{token}/assessments     the clinicians' assessments of the result as a FHIR R4 Bundle
     GET /viewer/static/viewer.{js,css}  the page's script and style (no CDN, no inline code)
 
 The page shows the radiograph at source resolution with zoom and pan, window/level (default: the
@@ -20,6 +21,14 @@ past expiry can be renewed: its genuine link, expired less than ``HIPCAD_VIEWER_
 ago, is exchanged at ``/renew`` for a new one while the result is still kept (the link row lives as
 long as the result). An altered token never renews.
 
+Clinician assessments: the page lists every accept/override (CDS Hooks feedback) sent for a card
+that showed this result, oldest first, with its time and override reason; ``/assessments`` returns
+the same as FHIR (:mod:`cds_service.fhir.assessment`). The export is authorised by the signed token,
+like every route here, not by a CDS Hooks JWT: the token names exactly one result, and results are
+keyed by the calling EHR (issuer and tenant), so whoever holds a card's link reads that result's
+assessments and nothing else; a JWT would name an EHR, not a result, and the feedback table keeps no
+tenant to scope it by. A renewed token reads the same result.
+
 Every answer carries ``Cache-Control: no-store``, ``Referrer-Policy: no-referrer`` (the token is in
 the path) and a strict Content-Security-Policy. An expired or altered link gets a small 403 page,
 a result no longer kept a 404 page — never a 500.
@@ -32,6 +41,8 @@ import html
 import json
 import logging
 import secrets
+from collections.abc import Sequence
+from datetime import UTC
 from importlib import resources
 from typing import TYPE_CHECKING
 
@@ -40,6 +51,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from cds_service.cdshooks.cards import Tier, percent, tier
+from cds_service.cdshooks.feedback import Assessment, assessments
 from cds_service.domain import FEMORAL_NECK, TROCHANTERIC, StudyIdentity
 from cds_service.explain.heatmap import (
     COLORMAP,
@@ -50,6 +62,7 @@ from cds_service.explain.heatmap import (
     png_bytes,
     upsample_levels,
 )
+from cds_service.fhir.assessment import assessment_bundle
 from cds_service.findings import GARDEN_STAGES, HipFinding, StudyFindings
 from cds_service.settings import Settings
 from cds_service.viewer.signing import InvalidToken, LinkExpired, sign, verify, verify_renewable
@@ -266,6 +279,37 @@ def study_block(study: StudyIdentity | None) -> str:
     return f"<dl class='study' id='study' aria-label='Study'>{rows}</dl>"
 
 
+def _assessment_item(assessment: Assessment) -> str:
+    e = html.escape
+    when = assessment.timestamp.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = f"<time datetime='{e(assessment.timestamp.isoformat())}'>{e(when)}</time>"
+    if assessment.outcome == "accepted":
+        text = f"Accepted by the clinician at {stamp}"
+    else:
+        reason = f": {e(assessment.reason_display)}" if assessment.reason_display else " (no reason given)"
+        text = f"Overridden{reason}, at {stamp}"
+    comment = f" <q>{e(assessment.comment)}</q>" if assessment.comment else ""
+    return f"<li class='{e(assessment.outcome)}'>{text}{comment} <small>({e(assessment.indicator)} card)</small></li>"
+
+
+def assessments_block(found: Sequence[Assessment] | None, token: str) -> str:
+    """The clinicians' assessments of this result (CDS Hooks feedback), oldest first, and the FHIR export.
+
+    ``None``: the store could not be read (the page still shows the result).
+    """
+    if found is None:
+        body = "<p>Assessments could not be read just now.</p>"
+    elif not found:
+        body = "<p>No assessment recorded: the card has not been accepted or overridden in the EHR.</p>"
+    else:
+        body = f"<ul class='assessments'>{''.join(map(_assessment_item, found))}</ul>"
+    export = f"<p class='small'><a href='{html.escape(token)}/assessments'>Assessments as FHIR (JSON)</a></p>"
+    return (
+        "<section id='assessments' aria-labelledby='assessments-title'>"
+        f"<h2 id='assessments-title'>Clinician assessment</h2>{body}{export}</section>"
+    )
+
+
 def _tools() -> str:
     return f"""<div class="tools" role="group" aria-label="Image tools">
 <div class="tool" role="group" aria-label="Zoom">
@@ -295,8 +339,9 @@ def _tools() -> str:
 (across: width, up/down: level), 0 to fit, H for the heat map.</p>"""
 
 
-def render_page(analysis: Analysis, token: str) -> str:
-    """The viewer page (HTML; script and style are separate files under ``static/``)."""
+def render_page(analysis: Analysis, token: str, assessed: Sequence[Assessment] | None = ()) -> str:
+    """The viewer page (HTML; script and style are separate files under ``static/``); ``assessed``:
+    the result's assessments (:func:`assessments_block`)."""
     e = html.escape
     findings = analysis.findings
     cols, rows = radiograph_size(analysis)
@@ -355,6 +400,7 @@ def render_page(analysis: Analysis, token: str) -> str:
 <h1>AI findings</h1>
 {hips}
 {f"<h2>Notes</h2><ul>{notes}</ul>" if notes else ""}
+{assessments_block(assessed, base)}
 <h2>Models</h2>
 <ul class="models">{models}</ul>
 <p class="small">Preliminary, AI-generated. Review the images yourself; this does not replace the radiology report.</p>
@@ -424,7 +470,8 @@ def build_router(settings: Settings, store: AsyncStore) -> APIRouter:
         )
         return HTMLResponse(page, status_code=404, headers=SECURITY_HEADERS)
 
-    async def resolve(token: str) -> Analysis | HTMLResponse:
+    async def resolve_link(token: str) -> tuple[str, Analysis] | HTMLResponse:
+        """The result id (viewer link) and the result a token opens, or the page saying why not."""
         try:
             result_id = verify(token, secret)
         except InvalidToken as exc:
@@ -433,7 +480,19 @@ def build_router(settings: Settings, store: AsyncStore) -> APIRouter:
             analysis = await store.viewer_analysis(result_id)
         except Exception as exc:  # the store is unreachable: say so, never a 500
             return unavailable(exc)
-        return gone() if analysis is None else analysis
+        return gone() if analysis is None else (result_id, analysis)
+
+    async def resolve(token: str) -> Analysis | HTMLResponse:
+        found = await resolve_link(token)
+        return found if isinstance(found, Response) else found[1]
+
+    async def assessed(result_id: str) -> list[Assessment] | None:
+        """The result's assessments; None when the store cannot be read (the caller says so)."""
+        try:
+            return assessments(await store.assessments(result_id))
+        except Exception as exc:
+            log.warning("viewer: assessments unavailable: %s", type(exc).__name__)
+            return None
 
     @router.get("/viewer/static/{name}", include_in_schema=False)
     def static_file(name: str) -> Response:
@@ -443,10 +502,24 @@ def build_router(settings: Settings, store: AsyncStore) -> APIRouter:
 
     @router.get("/viewer/{token}", response_class=HTMLResponse, summary="Heat-map viewer page")
     async def page(token: str) -> Response:
-        found = await resolve(token)
+        found = await resolve_link(token)
         if isinstance(found, Response):
             return found
-        return HTMLResponse(await asyncio.to_thread(render_page, found, token), headers=SECURITY_HEADERS)
+        result_id, analysis = found
+        html_page = await asyncio.to_thread(render_page, analysis, token, await assessed(result_id))
+        return HTMLResponse(html_page, headers=SECURITY_HEADERS)
+
+    @router.get("/viewer/{token}/assessments", summary="The clinicians' assessments of the result (FHIR R4 Bundle)")
+    async def assessments_fhir(token: str) -> Response:
+        found = await resolve_link(token)
+        if isinstance(found, Response):
+            return found
+        listed = await assessed(found[0])
+        if listed is None:
+            return unavailable(RuntimeError("assessments"))
+        bundle = await asyncio.to_thread(assessment_bundle, listed)
+        log.info("viewer: %d assessments exported as FHIR", len(listed))
+        return Response(json.dumps(bundle), media_type="application/fhir+json", headers=SECURITY_HEADERS)
 
     @router.get("/viewer/{token}/radiograph", summary="The radiograph at source resolution (grey JPEG)")
     async def radiograph(token: str) -> Response:

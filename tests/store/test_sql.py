@@ -139,7 +139,7 @@ def test_a_feedback_file_from_before_migrations_is_adopted_not_lost(tmp_path):
     assert current(engine) is None
     upgrade(engine)
     upgrade(engine)  # idempotent
-    assert current(engine) == "0002"
+    assert current(engine) == "0003"
     assert SqlStore(engine).feedback_counts() == ({"warning": 1}, [("warning", "overridden", 1)])
 
 
