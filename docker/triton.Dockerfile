@@ -8,7 +8,10 @@
 # A cluster without GPU nodes (k8s/overlays/dev) runs the CPU variant of the same image:
 #   docker build -f docker/triton.Dockerfile --build-arg DEVICE=cpu -t registry.example.org/hipcad/triton:0.1.0-cpu .
 # which rewrites the configs for KIND_CPU instances without the TensorRT accelerator (docker/cpu-model-config.sh).
-FROM nvcr.io/nvidia/tritonserver:24.10-py3
+# The base is named by digest; the zero digest is a placeholder no registry has (nothing builds from an
+# unpinned base): the release pipeline writes the digest of the 24.10-py3 it resolved and scanned
+# (README "Container images"; tests/test_container.py refuses a FROM without one).
+FROM nvcr.io/nvidia/tritonserver:24.10-py3@sha256:0000000000000000000000000000000000000000000000000000000000000000
 ARG DEVICE=gpu
 COPY --chown=root:root model_repository/ /models/
 COPY --chown=root:root docker/cpu-model-config.sh /opt/hipcad/cpu-model-config.sh
