@@ -130,7 +130,10 @@ def run_demo(settings: Settings, output: Path, seed: int = 7) -> int:
     keys = settings.jwt_public_key_file.parent
     private_key = keys / "ehr-private.pem"
     ensure_keypair(private_key, settings.jwt_public_key_file)
-    settings = settings.model_copy(update={"port": free_port(), "public_base_url": ""})
+    # The demo has no EHR to launch a SMART app from (no authorization server, no launch context), so its
+    # card keeps the signed absolute viewer link (HIPCAD_CARD_LINK=absolute, the documented fallback):
+    # write_outputs follows it to save heatmap.png, and a terminal user can open it while the demo runs.
+    settings = settings.model_copy(update={"port": free_port(), "public_base_url": "", "card_link": "absolute"})
 
     with console.status("Writing a sample AP pelvis study (synthetic phantom)…"):
         path = write_sample_study(settings.dicom_folder, seed=seed)

@@ -42,7 +42,8 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 
 HOOK_LATENCY = Histogram(
     "hipcad_hook_duration_seconds",
-    "Time to answer one CDS hook request, by hook and outcome.",
+    "Time to answer one CDS hook request, by hook and outcome (analysed: an analysis ran for it; cached: a "
+    "stored result answered).",
     ("hook", "outcome"),
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
@@ -78,7 +79,8 @@ CACHE = Counter(
 )
 ANALYSES = Counter(
     "hipcad_analyses_total",
-    "Analyses (fetch → explain) run by this replica, by event: started, finished, failed.",
+    "Analyses (fetch → explain) run by this replica under its lease, by event: started, finished, failed "
+    "(lease waits and cache hits are not analyses: hipcad_lease_waits_total, hipcad_result_cache_total).",
     ("event",),
     registry=REGISTRY,
 )

@@ -73,7 +73,9 @@ class HookOutcome:
 
 
 class _Outcome:
-    """The hook's outcome label, on the span and for the latency histogram."""
+    """The hook's outcome label, on the span and for the latency histogram: ``analysed`` (this or
+    another replica analysed the study for it) until a stage says otherwise, ``cached`` when a
+    stored result answered."""
 
     def __init__(self, span: Any) -> None:
         self.span = span
@@ -245,13 +247,15 @@ class AnalysisPipeline:
         if orders is None:  # patient-view: start the work, show a card only once it is ready
             if profiles.profile_for(self.settings).patient_view_waits:
                 return await self._patient_view_waiting(request, study, key, deadline - loop.time(), outcome)
-            analysis = await self.scheduler.cached_or_start(study, key)
+            analysis = await self.scheduler.cached_or_start(study, key, on_hit=lambda: outcome("cached"))
             if analysis is None:
                 outcome("started")
                 return HookOutcome(CdsResponse())
             return await self._answer(request, study, key, analysis, [])
         try:
-            analysis = await self.scheduler.analysis_for(study, key, deadline - loop.time())
+            analysis = await self.scheduler.analysis_for(
+                study, key, deadline - loop.time(), on_hit=lambda: outcome("cached")
+            )
         except TimeoutError:
             outcome("in-progress")
             return HookOutcome(CdsResponse(cards=[self._in_progress()]))
@@ -272,7 +276,9 @@ class AnalysisPipeline:
         the first call when the analysis fits the hook deadline; otherwise no card (nothing to nag about
         on chart open) while the analysis goes on for the next call."""
         try:
-            analysis = await self.scheduler.analysis_for(study, key, max(timeout_s, 0.0))
+            analysis = await self.scheduler.analysis_for(
+                study, key, max(timeout_s, 0.0), on_hit=lambda: outcome("cached")
+            )
         except TimeoutError:
             outcome("started")
             return HookOutcome(CdsResponse())

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import astuple, replace
 from typing import Any
 
@@ -194,38 +195,38 @@ class AnalysisScheduler:
         task.add_done_callback(self._background.discard)
         task.add_done_callback(_finished)
 
-    async def analysis_for(self, study: StudyRef, key: ResultKey, timeout_s: float) -> Analysis:
-        """The stored analysis, or a fresh one within ``timeout_s`` (it goes on in the background)."""
+    async def analysis_for(
+        self, study: StudyRef, key: ResultKey, timeout_s: float, on_hit: Callable[[], None] | None = None
+    ) -> Analysis:
+        """The stored analysis, or a fresh one within ``timeout_s`` (it goes on in the background).
+
+        ``on_hit`` is called when the stored result answers (the hook's ``cached`` outcome).
+        """
         if cached := await self.lookup(key):
+            if on_hit is not None:
+                on_hit()
             return cached
         return await asyncio.wait_for(asyncio.shield(self.task(study, key)), timeout_s)
 
-    async def cached_or_start(self, study: StudyRef, key: ResultKey) -> Analysis | None:
+    async def cached_or_start(
+        self, study: StudyRef, key: ResultKey, on_hit: Callable[[], None] | None = None
+    ) -> Analysis | None:
         """The stored analysis, or None after starting one in the background (patient-view)."""
         if cached := await self.lookup(key):
+            if on_hit is not None:
+                on_hit()
             return cached
         self.task(study, key)
         return None
 
     async def _run(self, study: StudyRef, key: ResultKey, results_to: str | None, dataset: Any) -> Analysis:
-        ANALYSES.labels(event="started").inc()
-        ANALYSES_IN_FLIGHT.inc()
-        try:
-            if not key.sop_instance_uid:  # the ImagingStudy named no instance: key by what is retrieved
-                if dataset is None:
-                    dataset = await self.analyser.fetch(study)
-                key = replace(key, sop_instance_uid=check_uids(dataset, study))
-                if cached := await self.lookup(key):
-                    ANALYSES.labels(event="finished").inc()
-                    return cached
-            analysis = await self._leased(study, key, results_to, dataset)
-        except BaseException:
-            ANALYSES.labels(event="failed").inc()
-            raise
-        finally:
-            ANALYSES_IN_FLIGHT.dec()
-        ANALYSES.labels(event="finished").inc()
-        return analysis
+        if not key.sop_instance_uid:  # the ImagingStudy named no instance: key by what is retrieved
+            if dataset is None:
+                dataset = await self.analyser.fetch(study)
+            key = replace(key, sop_instance_uid=check_uids(dataset, study))
+            if cached := await self.lookup(key):
+                return cached
+        return await self._leased(study, key, results_to, dataset)
 
     async def _claim(self, key: ResultKey) -> bool:
         try:
@@ -258,6 +259,23 @@ class AnalysisScheduler:
                         break
         heartbeat = asyncio.create_task(self._heartbeat(key))
         try:
+            # The holder before us may have stored its result just before releasing the lease.
+            if found := await self.lookup(key, count=False):
+                return found
+            return await self._analyse(study, key, results_to, dataset)
+        finally:
+            heartbeat.cancel()
+            try:
+                await self.store.release(key)
+            except Exception:
+                STORE_ERRORS.labels(operation="release").inc()  # the lease lapses on its own
+
+    async def _analyse(self, study: StudyRef, key: ResultKey, results_to: str | None, dataset: Any) -> Analysis:
+        """Run the analysis under the lease this replica holds, and store it: the only place an
+        analysis is counted (``hipcad_analyses_total``), so lease waits and cache hits never are."""
+        ANALYSES.labels(event="started").inc()
+        ANALYSES_IN_FLIGHT.inc()
+        try:
             analysis = await self.analyser.analyse(study, dataset, results_to)
             try:
                 with tracer().start_as_current_span("store_result"), timed(STAGE_LATENCY, stage="store_result"):
@@ -265,13 +283,13 @@ class AnalysisScheduler:
             except Exception as exc:
                 STORE_ERRORS.labels(operation="put").inc()
                 log.warning("result not stored (kept in this process only): %s", type(exc).__name__)
-            return analysis
+        except BaseException:
+            ANALYSES.labels(event="failed").inc()
+            raise
         finally:
-            heartbeat.cancel()
-            try:
-                await self.store.release(key)
-            except Exception:
-                STORE_ERRORS.labels(operation="release").inc()  # the lease lapses on its own
+            ANALYSES_IN_FLIGHT.dec()
+        ANALYSES.labels(event="finished").inc()
+        return analysis
 
     # Analysis on arrival -----------------------------------------------------------------------
     async def arrived(self, dataset: Any) -> Analysis | None:

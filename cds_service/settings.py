@@ -270,9 +270,10 @@ class Settings(BaseSettings):
 
     # The viewer as a SMART App Launch 2.0 app (cds_service/smart)
     card_link: Literal["smart", "absolute"] = Field(
-        "absolute",
+        "smart",
         description="The card's viewer link: `smart` (a SMART launch of `<base>/smart/launch` with the result in "
-        "`appContext`) or `absolute` (the signed, short-lived viewer URL).",
+        "`appContext`, what EHRs that keep only registered apps' links act on) or `absolute` (the fallback: the "
+        "signed, short-lived viewer URL, for a CDS client that cannot launch SMART apps).",
     )
     smart_client_id: str = Field("hipcad-viewer", description="The app's `client_id` registered with the EHR.")
     smart_client_secret: str = Field(

@@ -327,6 +327,7 @@ def run(triton, ehr_keys, tmp_path_factory) -> Run:
         "HIPCAD_OTEL_CONSOLE": "false",
         "HIPCAD_LOG_FORMAT": "json",
         "HIPCAD_LOG_LEVEL": "INFO",
+        "HIPCAD_CARD_LINK": "absolute",  # the test opens the signed viewer link and checks its token is redacted
     }
     server = ServerProcess("cds-service", service_command(), root / "service.log", env=env)
     server.start(lambda: httpx.get(f"{base}/healthz", timeout=1).status_code == 200, timeout_s=90)

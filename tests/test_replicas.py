@@ -86,6 +86,7 @@ def replica_env(
         "HIPCAD_HOOK_DEADLINE_S": str(hook_deadline_s),
         "HIPCAD_FEEDBACK_DB": str(logs / "unused.sqlite3"),
         "HIPCAD_JTI_STRICT": "false",
+        "HIPCAD_CARD_LINK": "absolute",  # the tests open the signed viewer link on either replica
     }
 
 

@@ -26,6 +26,7 @@ import httpx
 import pydicom
 import pytest
 from google.protobuf.json_format import MessageToJson
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -162,17 +163,22 @@ def traced(triton, ehr_keys, tmp_path_factory) -> Iterator[Traced]:
             requests.append(
                 with_studies(template, imaging_study_bundle(ds, template["context"]["patientId"], folder.as_uri()))
             )
-        for probe in ("/healthz", "/readyz", "/startupz", "/metrics"):
-            httpx.get(url + probe, timeout=10)
-        for body in requests:
-            token = sign_request_jwt(private, ISSUER, url + PATH)
-            tokens.append(token)
-            response = httpx.post(url + PATH, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=90)
-            assert response.status_code == 200, response.text
-            assert response.json()["cards"], "each phantom study is analysed into a card"
-        refused = httpx.post(url + PATH, json=requests[0], headers={"Authorization": f"Bearer {tokens[0]}"}, timeout=30)
-        assert refused.status_code == 401  # the replayed token
-        metrics = httpx.get(url + "/metrics", timeout=10).text
+        # The EHR stand-in is this test process, whose httpx other tests may have instrumented: its requests
+        # must carry no traceparent (an unsampled parent would make the service drop the whole trace).
+        with suppress_instrumentation():
+            for probe in ("/healthz", "/readyz", "/startupz", "/metrics"):
+                httpx.get(url + probe, timeout=10)
+            for body in requests:
+                token = sign_request_jwt(private, ISSUER, url + PATH)
+                tokens.append(token)
+                response = httpx.post(url + PATH, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=90)
+                assert response.status_code == 200, response.text
+                assert response.json()["cards"], "each phantom study is analysed into a card"
+            refused = httpx.post(
+                url + PATH, json=requests[0], headers={"Authorization": f"Bearer {tokens[0]}"}, timeout=30
+            )
+            assert refused.status_code == 401  # the replayed token
+            metrics = httpx.get(url + "/metrics", timeout=10).text
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and sum(s.name == "hook" for _, _, s in receiver.spans()) < len(SEEDS):
             time.sleep(0.2)

@@ -247,9 +247,14 @@ def stored_in_pacs(urls: Sequence[str]) -> bool:
 
 
 def viewer_card_link(viewer_url: str, base_url: str, link_type: Literal["smart", "absolute"]) -> Link:
-    """The card's link to the heat map (``HIPCAD_CARD_LINK``): the signed viewer URL itself (``absolute``), or
-    a ``smart`` link to the static SMART launch URL carrying the viewer token in ``appContext`` (CDS Hooks
-    2.0 § Link: the EHR launches the app and passes ``appContext`` through the token response)."""
+    """The card's link to the heat map (``HIPCAD_CARD_LINK``).
+
+    ``smart`` (the default): a link to the static SMART launch URL ``<base>/smart/launch`` carrying the
+    viewer token in ``appContext`` (CDS Hooks 2.0 § Link: the EHR launches the app and passes
+    ``appContext`` through the token response, SMART App Launch 2.0 § App Launch); one URL the EHR can
+    register, as EHRs that keep only registered apps' links require. ``absolute`` (the fallback, for a
+    CDS client that cannot launch SMART apps): the signed, short-lived viewer URL itself.
+    """
     if link_type == "absolute":
         return Link(label="View heat map", url=viewer_url, type="absolute")
     from cds_service.viewer.routes import smart_app_context  # the viewer imports this module
@@ -268,7 +273,7 @@ def finding_card(
     selection_behavior: SelectionBehavior = "at-most-one",
     in_pacs: bool = False,
     provenance: dict[str, Any] | None = None,
-    link_type: Literal["smart", "absolute"] = "absolute",
+    link_type: Literal["smart", "absolute"] = "smart",
 ) -> Card:
     """The card for an analysed study, with the create-DiagnosticReport suggestion.
 
@@ -279,6 +284,7 @@ def finding_card(
     "at-most-one", or "any" for EHRs that want it). ``report`` is embedded once, as the create
     action's resource; it carries the chart-sized heat map, the full resolution is behind
     ``viewer_url``. ``in_pacs``: the results were STOWed to a PACS (:func:`stored_in_pacs`), not a folder.
+    ``link_type``: how the card links to ``viewer_url`` (``settings.card_link``, :func:`viewer_card_link`).
     """
     if selection_behavior not in ("at-most-one", "any"):
         raise ValueError(f"selectionBehavior {selection_behavior!r} is not 'at-most-one' or 'any'")

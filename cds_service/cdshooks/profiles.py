@@ -5,16 +5,19 @@ what a given EHR needs around it (CDS Hooks 2.0 § Card Attributes, § Feedback)
 
 ``generic``
     CDS Hooks 2.0 as written: the create-DiagnosticReport suggestion, ``selectionBehavior`` from
-    ``HIPCAD_SELECTION_BEHAVIOR``, per-result viewer links; patient-view starts the analysis and shows a
-    card once a result is stored.
+    ``HIPCAD_SELECTION_BEHAVIOR``, the viewer link as ``HIPCAD_CARD_LINK`` says (default a ``smart`` link
+    to ``<base>/smart/launch``, the result in ``appContext``; ``absolute``: the signed viewer URL);
+    patient-view starts the analysis and shows a card once a result is stored.
 ``epic``
     ``selectionBehavior`` ``any`` (the only value Epic accepts); ``source.topic`` coded on every card, so
     that Epic can tie an override to the kind of card and respect it on later calls; **no suggestion**:
     Epic's CDS Hooks create actions are limited to Condition, MedicationRequest and ServiceRequest, and none
     of them fits an unverified AI reading (a Condition would put an unconfirmed fracture on the problem
     list; a ServiceRequest would have the AI place an order), so the report stays reachable through the
-    card's viewer link instead; feedback JWTs may carry ``aud`` = the service URL (as Epic signs them) or
-    the feedback URL.
+    card's SMART link instead; card links only to URLs registered with the EHR, as for ``oracle`` (Epic
+    keeps only links to registered apps: even with ``HIPCAD_CARD_LINK=absolute`` the viewer link becomes
+    the ``smart`` link); feedback JWTs may carry ``aud`` = the service URL (as Epic signs them) or the
+    feedback URL.
 ``oracle``
     patient-view waits for the analysis within the hook deadline and answers the finding card on the first
     call (Oracle Health calls CDS services on patient-view only); card links only to URLs registered with the
@@ -70,7 +73,14 @@ class EhrProfile:
 
 PROFILES: dict[str, EhrProfile] = {
     "generic": EhrProfile("generic"),
-    "epic": EhrProfile("epic", selection_behavior="any", topic=True, suggestions=False, feedback_aud_service_url=True),
+    "epic": EhrProfile(
+        "epic",
+        selection_behavior="any",
+        topic=True,
+        suggestions=False,
+        feedback_aud_service_url=True,
+        registered_links_only=True,
+    ),
     "oracle": EhrProfile("oracle", patient_view_waits=True, registered_links_only=True),
 }
 

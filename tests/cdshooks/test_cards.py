@@ -1,5 +1,6 @@
 """Card wording and tiers (cds_service.cdshooks.cards): two operating points, sites, bounded percentages,
-failure cards without internal detail, the PACS sentence only for a PACS."""
+failure cards without internal detail, the PACS sentence only for a PACS, the viewer link (smart by
+default, absolute as the fallback)."""
 
 import dataclasses
 import json
@@ -23,7 +24,10 @@ from cds_service.explain.heatmap import ChartImage, png_bytes
 from cds_service.fhir.report import ReportContext
 from cds_service.pipeline import AnalysisPipeline
 from cds_service.settings import Settings
+from cds_service.viewer.routes import viewer_secret
+from cds_service.viewer.signing import verify
 from tests.findings_factory import findings
+from tests.test_end_to_end import hook_request, post
 
 DISPLACED = (0.02, 0.04, 0.64, 0.30)
 UNDISPLACED = (0.6, 0.3, 0.05, 0.05)
@@ -276,3 +280,42 @@ def test_a_finding_card_on_a_full_size_phantom_stays_small(dicom_store):
     assert len(embedded) <= 150_000 and max(media["width"], media["height"]) <= 1024
     assert len(card.encode()) <= 200_000
     assert card.count(media["content"]["data"]) == 1  # the image once (presentedForm is the text report)
+
+
+# The card's viewer link (HIPCAD_CARD_LINK) -------------------------------------------------------------
+
+
+def test_the_default_card_link_is_a_smart_launch_and_absolute_the_signed_viewer_url():
+    viewer = "http://x/viewer/tok.en"
+    assert Settings().card_link == "smart"
+    (link,) = to_json(finding_card(findings(), {"resourceType": "DiagnosticReport"}, "http://x", viewer))["links"]
+    assert link["type"] == "smart" and link["url"] == "http://x/smart/launch"  # one static, registrable URL
+    assert json.loads(link["appContext"]) == {"hipcadViewerToken": "tok.en", "viewerPath": "/viewer/tok.en"}
+    card = finding_card(findings(), {"resourceType": "DiagnosticReport"}, "http://x", viewer, link_type="absolute")
+    assert to_json(card)["links"] == [{"label": "View heat map", "url": viewer, "type": "absolute"}]
+
+
+def test_the_services_default_card_launches_the_viewer_with_the_result_in_app_context(
+    make_service, ehr_keys, dicom_store
+):
+    """The real app on the real Triton: the default card's link is the SMART launch URL and its
+    ``appContext`` names the result the viewer opens; ``absolute`` gives that result's signed viewer URL."""
+    service = make_service()
+    base = str(service.base_url).rstrip("/")
+    answer = post(service, ehr_keys[0], hook_request(dicom_store))
+    assert answer.status_code == 200, answer.text
+    (link,) = answer.json()["cards"][0]["links"]
+    assert link["type"] == "smart" and link["url"] == f"{base}/smart/launch"
+    context = json.loads(link["appContext"])
+    secret = viewer_secret(service.app.state.pipeline.settings)
+    assert verify(context["hipcadViewerToken"], secret)  # a genuine, live viewer token naming the result
+    assert context["viewerPath"] == f"/viewer/{context['hipcadViewerToken']}"
+    page = service.get(context["viewerPath"])
+    assert page.status_code == 200 and "heat map" in page.text.lower()
+
+    fallback = make_service(card_link="absolute")
+    (absolute,) = post(fallback, ehr_keys[0], hook_request(dicom_store)).json()["cards"][0]["links"]
+    assert absolute["type"] == "absolute" and "appContext" not in absolute
+    assert absolute["url"].startswith(f"{base}/viewer/")
+    assert verify(absolute["url"].rsplit("/", 1)[-1], secret)  # the signed viewer URL itself
+    assert fallback.get(absolute["url"].removeprefix(base)).status_code == 200

@@ -11,6 +11,7 @@ import json
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Literal
 
 import pytest
 
@@ -33,8 +34,10 @@ def settings(profile: str, **changes: object) -> Settings:
     return Settings(host="127.0.0.1", port=8080, ehr_profile=profile, **changes)
 
 
-def card_for(profile: str, **changes: object) -> dict:
-    card = finding_card(findings(), REPORT, BASE, viewer_url=VIEWER, provenance={"resourceType": "Provenance"})
+def card_for(profile: str, link_type: Literal["smart", "absolute"] = "smart", **changes: object) -> dict:
+    card = finding_card(
+        findings(), REPORT, BASE, viewer_url=VIEWER, provenance={"resourceType": "Provenance"}, link_type=link_type
+    )
     shaped = to_json(profiles.shape_card(card, settings(profile, **changes)))
     assert check_card(shaped) == []
     return shaped
@@ -51,7 +54,11 @@ def test_generic_cards_are_cds_hooks_2_as_written():
         "Provenance",
     ]
     assert "topic" not in card["source"]
-    assert card["links"] == [{"label": "View heat map", "url": VIEWER, "type": "absolute"}]
+    (link,) = card["links"]  # HIPCAD_CARD_LINK's default: the SMART launch, the result in appContext
+    assert link["type"] == "smart" and link["url"] == f"{BASE}/smart/launch"
+    assert json.loads(link["appContext"])["viewerPath"] == "/viewer/abc.def"
+    absolute = card_for("generic", link_type="absolute")  # the fallback is kept as it is
+    assert absolute["links"] == [{"label": "View heat map", "url": VIEWER, "type": "absolute"}]
 
 
 def test_epic_cards_select_any_carry_a_topic_and_no_create_epic_cannot_act_on():
@@ -59,7 +66,11 @@ def test_epic_cards_select_any_carry_a_topic_and_no_create_epic_cannot_act_on():
     assert card["selectionBehavior"] == "any"
     assert card["source"]["topic"] == to_json(profiles.FINDING_TOPIC)
     assert "suggestions" not in card  # Epic creates only Condition, MedicationRequest, ServiceRequest
-    assert card["links"][0]["url"] == VIEWER  # the report stays reachable
+    (link,) = card["links"]  # the report stays reachable, through the registered SMART launch URL
+    assert link["type"] == "smart" and link["url"] == f"{BASE}/smart/launch"
+    assert json.loads(link["appContext"])["viewerPath"] == "/viewer/abc.def"
+    # Epic keeps only links to registered apps: the absolute fallback still reaches it as the SMART link.
+    assert card_for("epic", link_type="absolute")["links"] == card["links"]
     assert card["overrideReasons"]  # overriding still asks for a reason
     status = to_json(profiles.shape_card(unavailable_card("models-unavailable", BASE), settings("epic"), "status"))
     assert status["source"]["topic"] == to_json(profiles.STATUS_TOPIC)  # overriding it never silences findings
@@ -136,7 +147,7 @@ def test_epic_order_select_card_and_feedback_signed_for_the_service_url(make_ser
     assert response.status_code == 200 and check_response(response.json()) == []
     (card,) = response.json()["cards"]
     assert card["selectionBehavior"] == "any" and card["source"]["topic"]["code"] == "hip-fracture-ai-finding"
-    assert "suggestions" not in card and card["links"][0]["type"] == "absolute"
+    assert "suggestions" not in card and card["links"][0]["type"] == "smart"
     path = SERVICE_PATH + "/feedback"
     # Epic signs feedback with aud = the service URL: accepted; the feedback URL is accepted too.
     for aud in (SERVICE_PATH, path):

@@ -51,7 +51,7 @@ def test_an_image_routed_to_the_listener_makes_the_next_hook_a_cache_hit(
     make_service, triton, ehr_keys, dicom_store, routed_study, spans
 ):
     port = free_port()
-    service = make_service(dicom_listener_port=port)
+    service = make_service(dicom_listener_port=port, card_link="absolute")  # the test opens the viewer link
     before = triton_inferences(triton)
     assert c_store(port, routed_study) == 0x0000
 

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import re
 
+import pytest
+from fastapi.testclient import TestClient
 from pytest_bdd import given, scenarios, then, when
 
 from tests.cdshooks.test_conformance import auth, feedback_body
 from tests.test_end_to_end import hook_request, post
 
 scenarios("resident_accepts.feature")
+
+
+@pytest.fixture
+def service(make_service) -> TestClient:
+    """The service with the absolute fallback link (HIPCAD_CARD_LINK=absolute): the resident opens the
+    card's link right here, with no EHR to launch a SMART app from."""
+    return make_service(card_link="absolute")
 
 
 @given("the patient's AP pelvis shows a displaced right femoral-neck fracture", target_fixture="store")

@@ -90,13 +90,16 @@ def sandbox_url(site: str, discovery_url: str, fhir_base: str, patient: str, **e
 
 def sandbox_settings(settings: Settings, site: str, fhir_base: str) -> Settings:
     """``settings`` changed as the README's sandbox recipe says: the sandbox's issuer trusted, its page's
-    origin allowed by CORS, the FHIR base it passes as ``fhirServer`` allow-listed; a free port."""
+    origin allowed by CORS, the FHIR base it passes as ``fhirServer`` allow-listed; a free port; the card's
+    link ``absolute`` (the sandbox launches a ``smart`` link through its FHIR server's
+    ``_services/smart/Launch``, which the test FHIR server does not offer; "View heat map" opens the viewer)."""
     return settings.model_copy(
         update={
             "port": free_port(),
             "dev_trust_cds_hooks_sandbox": True,
             "cors_allow_origins": [site],
             "fhir_allowed_bases": [fhir_base],
+            "card_link": "absolute",
         }
     )
 

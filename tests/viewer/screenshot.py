@@ -32,6 +32,7 @@ def card_viewer_url(folder: Path) -> tuple[str, object, object]:
         jwt_public_key_file=folder / "public.pem",
         dicom_folder=folder / "dicom",
         feedback_db=folder / "feedback.sqlite3",
+        card_link="absolute",  # the screenshot opens the card's link itself: no EHR to launch a SMART app
     )
     triton = TritonServer.on_free_ports(base, folder / "triton")
     triton.start()

@@ -105,9 +105,10 @@ def test_an_altered_token_exports_nothing(viewer_client, viewer_settings, store,
     assert answer.status_code == 403 and "application/fhir+json" not in answer.headers["content-type"]
 
 
-def test_real_hook_feedback_reaches_the_viewer_page(service, ehr_keys, dicom_store, caplog):
+def test_real_hook_feedback_reaches_the_viewer_page(make_service, ehr_keys, dicom_store, caplog):
     """The whole path on the real app (Triton, JWT, store): hook → card → feedback → viewer → FHIR."""
     caplog.set_level(logging.DEBUG)
+    service = make_service(card_link="absolute")  # the test opens the card's signed viewer link itself
     card = post(service, ehr_keys[0], hook_request(dicom_store)).json()["cards"][0]
     path = "/cds-services/hip-fracture-order-select/feedback"
     body = json.loads(feedback(card["uuid"], "overridden", "2026-11-22T10:05:00Z", "reviewed-by-radiology"))

@@ -16,7 +16,9 @@ def test_the_cards_viewer_link_opens_the_heat_map(service_settings_with_triton, 
 
     from cds_service.ehr import send_hook
 
-    settings = service_settings_with_triton.model_copy(update={"port": free_port()})
+    # The absolute fallback (HIPCAD_CARD_LINK=absolute): this test opens the link itself, with no EHR to
+    # launch a SMART app from (the smart default is followed through the SMART App Launcher in tests/smart).
+    settings = service_settings_with_triton.model_copy(update={"port": free_port(), "card_link": "absolute"})
     with running_service(settings) as base_url:
         url = f"{base_url}/cds-services/hip-fracture-order-select"
         answer = send_hook(url, hook_request(dicom_store), ehr_keys[0], settings.jwt_issuer)
