@@ -341,13 +341,17 @@ def bounded_service(triton, ehr_keys, tmp_path_factory, blank_giant: pydicom.Dat
 @pytest.mark.slow
 def test_ten_giant_images_cost_workers_not_the_service(bounded_service: Service):
     """/healthz within 100 ms of the idle service's own latency on this machine (on a quiet machine
-    that is ~2 ms: the bound is 100 ms; on a shared CI box the box's own delay is not the service's)."""
+    that is ~2 ms: the bound is 100 ms; on a shared CI box the box's own delay is not the service's).
+
+    The bound is on the 99th percentile: one scheduling hiccup of a loaded 2-core box is not the
+    service's; decoding in the service's own process blocked it for 700 ms at p99 (this test's bug)."""
     run = bombard(bounded_service, count=10)
     print(f"\nbounded workers ({SMALL_MEMORY_MB} MB each): {run.summary()}")
     for card in run.cards:  # what the clinician sees: no result for that image, and why
         assert card["summary"] == UNAVAILABLE_SUMMARY
         assert "`image-not-analysable`" in card["detail"]
-    assert max(run.busy) < 0.1 + max(run.idle), run.summary()
+    busy = sorted(run.busy)
+    assert busy[int(0.99 * (len(busy) - 1))] < 0.1 + max(run.idle), run.summary()
     assert run.rss_max <= run.rss_normal + 256 * MiB, run.summary()
     # The killed workers were replaced: the next normal study is analysed.
     card = bounded_service.hook("sample-8.dcm")
