@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cds_service.domain import FEMORAL_NECK, TROCHANTERIC, UNCERTAIN_SITE
-from cds_service.findings import fracture_cam, fracture_probability, fracture_site, site_aware
+from cds_service.findings import fracture_site, site_aware
 from cds_service.training.dataset import CropSet, generate
 from cds_service.training.evaluation.localisation import iou_ceiling, localisation
 from cds_service.training.evaluation.onnx_model import OnnxModel
@@ -161,8 +161,7 @@ def false_negatives(results: list[GroupResult], threshold: float) -> dict[str, l
 def evaluate_group(name: str, data: CropSet, fracture: OnnxModel, garden: OnnxModel, resamples: int) -> GroupResult:
     """The metrics of one group of crops (the report section is :func:`.markdown.group_section`)."""
     threshold = fracture.info.operating_threshold
-    probabilities, cams = fracture.run(data.images)
-    score, maps = fracture_probability(probabilities, fracture.info), fracture_cam(cams, probabilities, fracture.info)
+    probabilities, score, maps = fracture.fracture_outputs(data.images)
     sited = site_metrics(data, probabilities, score, fracture)
     truth, studies = data.fractured, data.study
     report = binary_report(truth, score, threshold, resamples=resamples, clusters=studies)

@@ -42,11 +42,16 @@ class OnnxModel:
         session = ort.InferenceSession(str(latest_model_file(repository, name)), providers=["CPUExecutionProvider"])
         return cls(name, session, params, info)
 
-    def fracture(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Calibrated p(fracture) [N] and the fracture maps [N, h, w], derived from the class outputs as the
-        service derives them (:func:`~cds_service.findings.fracture_probability`, ``fracture_cam``)."""
+    def fracture_outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Calibrated class probabilities [N, C], p(fracture) [N] and the fracture maps [N, h, w], derived
+        from the class outputs as the service derives them (:func:`~cds_service.findings.fracture_probability`,
+        ``fracture_cam``)."""
         probs, cams = self.run(images)
-        return fracture_probability(probs, self.info), fracture_cam(cams, probs, self.info)
+        return probs, fracture_probability(probs, self.info), fracture_cam(cams, probs, self.info)
+
+    def fracture(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated p(fracture) [N] and the fracture maps [N, h, w] (:meth:`fracture_outputs`)."""
+        return self.fracture_outputs(images)[1:]
 
     def parameter(self, key: str) -> float | None:
         """A numeric config parameter, or None when it is absent or empty (older models)."""
