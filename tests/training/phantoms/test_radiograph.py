@@ -1,12 +1,8 @@
-"""The version-2 renderer end to end: anatomy → physics → image and truth (skipped while a part is missing)."""
+"""The version-2 renderer end to end: anatomy → physics → image and truth."""
 
 import numpy as np
-import pytest
 
-for part in ("soft_tissue", "pelvis", "femur", "mimics"):
-    pytest.importorskip(f"cds_service.training.phantoms.{part}", reason=f"the anatomy part {part}.py is not built yet")
-
-from cds_service.training.phantoms import SITES, radiograph, to_dataset  # noqa: E402
+from cds_service.training.phantoms import SITES, radiograph, to_dataset
 
 SPACING = 2.0  # coarse voxels keep the tests quick; the physics is the same
 
