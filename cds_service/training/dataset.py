@@ -84,6 +84,19 @@ class CropSet:
             masks,
         )
 
+    @classmethod
+    def concatenate(cls, parts: list[CropSet]) -> CropSet:
+        """One set of the crops of ``parts``, in order (their ``study`` numbers kept as they are)."""
+        return cls(
+            np.concatenate([p.images for p in parts]),
+            np.concatenate([p.label for p in parts]),
+            np.concatenate([p.boxes for p in parts]),
+            np.concatenate([p.site for p in parts]),
+            np.concatenate([p.femur for p in parts]),
+            np.concatenate([p.study for p in parts]),
+            _masks([p for p in parts if len(p)]),
+        )
+
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path, **dataclasses.asdict(self))
@@ -256,8 +269,13 @@ def generate(
     generator: int = 1,
     mimics: tuple[str, ...] = (),
     random_mimics: bool = True,
+    start: int = 0,
 ) -> CropSet:
     """``count`` phantom studies → 2·count hip crops, deterministic by ``seed`` whatever ``workers`` is.
+
+    Each study draws from its own ``(seed, index)`` stream, so ``start`` > 0 renders only studies
+    ``start`` … ``count − 1``: exactly the crops a full run would append after the first ``start``
+    studies (how ``cds-service train`` grows a cached crop set to more studies).
 
     Images are stored at ``scale`` × the site's size; ``compression`` keeps the site's lossless
     compression (slower; pixel-identical, so training skips it). ``vary`` draws each study's
@@ -275,8 +293,8 @@ def generate(
     jobs = [
         _Chunk(
             seed,
-            start,
-            min(chunk, count - start),
+            first,
+            min(chunk, count - first),
             sites,
             size,
             scale,
@@ -290,25 +308,17 @@ def generate(
             mimics,
             random_mimics,
         )
-        for start in range(0, count, chunk)
+        for first in range(start, count, chunk)
     ]
     parts: list[CropSet] = []
     # "spawn": forking a process whose OpenMP/torch threads are running can deadlock the children.
     context = multiprocessing.get_context("spawn")
     with Progress(disable=not progress) as bar, ProcessPoolExecutor(workers, mp_context=context) as pool:
-        task = bar.add_task(f"Phantoms (seed {seed}, {'/'.join(sites)})", total=count)
+        task = bar.add_task(f"Phantoms (seed {seed}, {'/'.join(sites)})", total=count - start)
         for job, part in zip(jobs, pool.map(_chunk, jobs), strict=True):
             parts.append(part)
             bar.advance(task, job.count)
-    return CropSet(
-        np.concatenate([p.images for p in parts]),
-        np.concatenate([p.label for p in parts]),
-        np.concatenate([p.boxes for p in parts]),
-        np.concatenate([p.site for p in parts]),
-        np.concatenate([p.femur for p in parts]),
-        np.concatenate([p.study for p in parts]),
-        _masks([p for p in parts if len(p)]),
-    )
+    return CropSet.concatenate(parts)
 
 
 def from_folder(folder: Path, size: int, sites: tuple[str, ...] | None = None) -> CropSet:

@@ -7,7 +7,10 @@ the fracture's box and the proximal femur's box, so the map can be taught where 
 
 * on a fracture, the fracture-class map's softmax over cells should put its mass on the cells whose
   centres lie in the fracture box (``-log`` of that mass);
-* on a non-fracture, the mass should lie off the proximal femur (Study A's non-fracture criterion).
+* on a non-fracture, the mass should lie off the proximal femur (Study A's non-fracture criterion):
+  off the bone's own projected region where the renderer gives it (phantoms version 2, trochanters
+  included: :func:`mask_cells`), else off the femur box. A box built from the greater trochanter's
+  centre taught the version-1 maps to glow on the lateral trochanter, just outside the box.
 
 This is an auxiliary term beside the classification loss (``TrainConfig.cam_box_weight``); crops
 without a box (real data without annotations) simply do not contribute. The map is still the
@@ -36,20 +39,40 @@ def cell_mask(boxes: torch.Tensor, height: int, width: int, stride: float) -> to
     return mask
 
 
+def mask_cells(masks: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """[B, h, w] bool: the map cells that hold any pixel of each region mask (``masks`` [B, m, m],
+    nonzero inside, over the whole crop). A cell the femur only touches is still a femur cell, so
+    "off the femur" never rewards heat on the bone's edge."""
+    pooled = torch.nn.functional.adaptive_max_pool2d(masks.float()[:, None], (height, width))[:, 0]
+    return pooled > 0
+
+
 def cam_box_loss(
-    cam: torch.Tensor, fracture_boxes: torch.Tensor, femur_boxes: torch.Tensor, fractured: torch.Tensor, size: int
+    cam: torch.Tensor,
+    fracture_boxes: torch.Tensor,
+    femur_boxes: torch.Tensor,
+    fractured: torch.Tensor,
+    size: int,
+    femur_masks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean ``-log`` softmax mass of the fracture-class map (``cam`` [B, h, w]) on its target cells.
 
-    Targets: the fracture box on fractures, everything off the femur box on non-fractures. Crops
-    whose box is missing (NaN) are left out; with none left the loss is 0 (still in the graph).
+    Targets: the fracture box on fractures; on non-fractures every cell off the femur: off
+    ``femur_masks`` ([B, m, m], the bone's projected region over the crop) when given, else off the
+    femur box. Crops whose box is missing (NaN) are left out (with masks, every non-fracture
+    counts); with none left the loss is 0 (still in the graph).
     """
     batch, height, width = cam.shape
     stride = size / width
     fracture_cells = cell_mask(torch.nan_to_num(fracture_boxes), height, width, stride)
-    femur_cells = cell_mask(torch.nan_to_num(femur_boxes), height, width, stride)
+    if femur_masks is not None:
+        femur_cells = mask_cells(femur_masks, height, width)
+        has_femur = femur_cells.flatten(1).any(1)
+    else:
+        femur_cells = cell_mask(torch.nan_to_num(femur_boxes), height, width, stride)
+        has_femur = ~femur_boxes[:, 0].isnan()
     target = torch.where(fractured[:, None, None], fracture_cells, ~femur_cells)
-    usable = torch.where(fractured, ~fracture_boxes[:, 0].isnan(), ~femur_boxes[:, 0].isnan())
+    usable = torch.where(fractured, ~fracture_boxes[:, 0].isnan(), has_femur)
     if not bool(usable.any()):
         return cam.sum() * 0.0
     log_p = torch.log_softmax(cam.reshape(batch, -1), dim=1)

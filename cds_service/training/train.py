@@ -57,6 +57,14 @@ def _augment(batch: torch.Tensor, generator: torch.Generator) -> tuple[torch.Ten
     return x.clamp(0, 255), (shift[0], shift[1])
 
 
+def shift_masks(masks: np.ndarray, shift: tuple[int, int], size: int) -> torch.Tensor:
+    """Region masks ([N, m, m] over a ``size``-px crop) moved by the augmentation's (dy, dx) pixel
+    shift, rounded to their own grid, so they stay on the bone the shifted crop shows."""
+    scale = masks.shape[-1] / size
+    rows, columns = round(shift[0] * scale), round(shift[1] * scale)
+    return torch.roll(torch.from_numpy(masks), shifts=(rows, columns), dims=(1, 2))
+
+
 def predict_logits(net: CamNet, images: np.ndarray, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """Logits [N, C] and raw CAMs for uint8 crops [N, S, S] (eval mode, no grad)."""
     net.eval()
@@ -88,6 +96,7 @@ def fit(
     boxes: tuple[np.ndarray, np.ndarray] | None = None,
     val_boxes: np.ndarray | None = None,
     init: Path | None = None,
+    femur_masks: np.ndarray | None = None,
 ) -> tuple[CamNet, list[dict]]:
     """Train a CamNet; returns it (eval mode) and the per-epoch history.
 
@@ -99,8 +108,10 @@ def fit(
     is how subtle fractures (Garden I, AO A1) weigh more than the easy ones. ``boxes`` (fracture
     boxes, proximal-femur boxes; crop pixels, NaN where absent) add the map's box guidance
     (:func:`~cds_service.training.guidance.cam_box_loss`, weight ``config.cam_box_weight``) for a
-    2-class model. With ``val_boxes`` (the validation crops' fracture boxes) each epoch's record also
-    holds ``val_localisation``: the share of validation fractures whose map peaks in the box.
+    2- or 3-class model; ``femur_masks`` (uint8 [N, m, m], the proximal femur's projected region,
+    phantoms version 2) replace the femur boxes there. With ``val_boxes`` (the validation crops'
+    fracture boxes) each epoch's record also holds ``val_localisation``: the share of validation
+    fractures whose map peaks in the box.
     """
     seed_everything(config.seed, config.threads)
     net = CamNet(create_backbone(config.backbone, classes, config.output_stride))
@@ -142,6 +153,7 @@ def fit(
                         torch.from_numpy(boxes[1][index]) + move,
                         torch.from_numpy(targets[index] > 0),
                         images.shape[-1],
+                        None if femur_masks is None else shift_masks(femur_masks[index], (dy, dx), images.shape[-1]),
                     )
                 optimiser.zero_grad()
                 loss.backward()
@@ -231,13 +243,26 @@ def phantom_fingerprint(count: int, seed: int, size: int, generator: int = 1) ->
 
 
 def _cached(path: Path, count: int, seed: int, size: int, generator: int = 1) -> CropSet:
-    """Phantom crops from ``path`` when its fingerprint matches (hours of CPU saved), else generated and saved."""
+    """Phantom crops from ``path`` when its fingerprint matches (hours of CPU saved), else generated and saved.
+
+    A cache of the first ``n`` < ``count`` studies made by the same code is grown rather than
+    redrawn: every study draws from its own stream, so studies ``n`` … ``count − 1`` rendered alone
+    and appended give the set a full run would (a longer training stage keeps the shorter one's work).
+    """
     stamp = path.with_suffix(".fingerprint")
     fingerprint = phantom_fingerprint(count, seed, size, generator)
-    if path.exists() and stamp.exists() and stamp.read_text() == fingerprint:
+    known = stamp.read_text() if path.exists() and stamp.exists() else ""
+    if known == fingerprint:
         print(f"reusing {path} (same phantoms, size and code)")
         return CropSet.load(path)
-    crops = generate(count, seed, size, generator=generator)
+    crops = CropSet.load(path) if known else None
+    have = len(np.unique(crops.study)) if crops is not None else 0
+    grows = crops is not None and 0 < have < count and int(crops.study.max()) + 1 == have
+    if grows and known == phantom_fingerprint(have, seed, size, generator):
+        print(f"growing {path}: {have} studies kept, {count - have} more drawn")
+        crops = CropSet.concatenate([crops, generate(count, seed, size, generator=generator, start=have)])
+    else:
+        crops = generate(count, seed, size, generator=generator)
     crops.save(path)
     stamp.write_text(fingerprint)
     return crops
@@ -274,6 +299,7 @@ def train_all(config: TrainConfig, repository: Path, work: Path, data: Path | No
             sample_weight=subtle_weights(train, config.subtle_weight),
             boxes=(train.boxes, train.femur),
             val_boxes=val.boxes,
+            femur_masks=train.femur_mask if train.has_femur_masks else None,
             init=_init(
                 "--fracture-init",
                 config.fracture_init,

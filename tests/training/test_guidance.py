@@ -14,8 +14,8 @@ if not IN_CI:
 
 import torch
 
-from cds_service.training.guidance import cam_box_loss, cell_mask
-from cds_service.training.train import _augment
+from cds_service.training.guidance import cam_box_loss, cell_mask, mask_cells
+from cds_service.training.train import _augment, shift_masks
 
 NAN_BOX = [math.nan] * 4
 
@@ -83,3 +83,47 @@ def test_the_augmentation_reports_the_shift_it_applied():
         moved, (dy, dx) = _augment(crop, torch.Generator().manual_seed(seed))
         y, x = divmod(int(moved.flatten().argmax()), 64)
         assert (y, x) == (30 + dy, 20 + dx)
+
+
+def _femur_mask() -> torch.Tensor:
+    """A 32×32 region mask over a 128-px crop: the neck and head in the upper left and, outside the
+    femur box (0, 0)–(64, 64), the greater trochanter at x 64–96 px (mask columns 16–23)."""
+    mask = torch.zeros(1, 32, 32, dtype=torch.uint8)
+    mask[0, :16, :16] = 1
+    mask[0, 4:12, 16:24] = 1
+    return mask
+
+
+def test_a_cell_the_femur_only_touches_is_a_femur_cell():
+    mask = torch.zeros(1, 32, 32, dtype=torch.uint8)
+    mask[0, 5, 9] = 1  # one mask pixel: the 8×8-cell map's cell (1, 2)
+    assert mask_cells(mask, 8, 8)[0].nonzero().tolist() == [[1, 2]]
+
+
+def test_with_the_femur_mask_heat_on_the_trochanter_is_not_off_the_femur():
+    """The version-1 failure: a box from the trochanter's centre rewarded heat on the trochanter."""
+    femur, fractured, none = torch.tensor([[0.0, 0.0, 64.0, 64.0]]), torch.tensor([False]), torch.tensor([NAN_BOX])
+    on_trochanter, far_off = _peaked(2, 5), _peaked(6, 6)
+    by_box = cam_box_loss(on_trochanter, none, femur, fractured, 128)
+    by_mask = cam_box_loss(on_trochanter, none, femur, fractured, 128, _femur_mask())
+    assert by_box < 0.5  # the box calls the trochanter "off the femur"
+    assert by_mask > 2.0 > float(cam_box_loss(far_off, none, femur, fractured, 128, _femur_mask()))
+
+
+def test_a_non_fracture_with_a_mask_counts_without_a_femur_box():
+    cam, none, normal = _peaked(6, 6), torch.tensor([NAN_BOX]), torch.tensor([False])
+    assert float(cam_box_loss(cam, none, none, normal, 128, _femur_mask())) > 0.0
+    empty = torch.zeros(1, 32, 32, dtype=torch.uint8)  # no region drawn: nothing to pull away from
+    assert float(cam_box_loss(cam, none, none, normal, 128, empty)) == 0.0
+
+
+def test_masks_move_with_the_augmentation_shift():
+    crop = torch.zeros(1, 1, 128, 128, dtype=torch.uint8)
+    crop[0, 0, 40, 60] = 255
+    mask = torch.zeros(1, 32, 32, dtype=torch.uint8)
+    mask[0, 10, 15] = 1  # the same point at a quarter of the size
+    for seed in range(5):
+        moved, shift = _augment(crop, torch.Generator().manual_seed(seed))
+        y, x = divmod(int(moved.flatten().argmax()), 128)
+        row, column = divmod(int(shift_masks(mask.numpy(), shift, 128).flatten().argmax()), 32)
+        assert abs(row - y / 4) <= 1 and abs(column - x / 4) <= 1

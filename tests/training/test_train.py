@@ -88,6 +88,24 @@ def test_phantom_sets_are_reused_only_while_unchanged(tmp_path, capsys):
     assert "reusing" not in capsys.readouterr().out
 
 
+def test_a_cached_set_grows_to_more_studies_exactly_as_a_full_run_draws_them(tmp_path, capsys):
+    from cds_service.training.train import _cached
+
+    _cached(tmp_path / "small.npz", 3, 11, 64)
+    (tmp_path / "small.npz").rename(tmp_path / "grown.npz")
+    (tmp_path / "small.fingerprint").rename(tmp_path / "grown.fingerprint")
+    capsys.readouterr()
+    grown = _cached(tmp_path / "grown.npz", 5, 11, 64)
+    assert "growing" in capsys.readouterr().out
+    full = _cached(tmp_path / "full.npz", 5, 11, 64)
+    assert (grown.images == full.images).all() and (grown.label == full.label).all()
+    assert grown.study.tolist() == full.study.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert _cached(tmp_path / "grown.npz", 5, 11, 64) is not None and "reusing" in capsys.readouterr().out
+    (tmp_path / "grown.fingerprint").write_text("stale")  # made by other code: redrawn, not grown
+    _cached(tmp_path / "grown.npz", 6, 11, 64)
+    assert "growing" not in capsys.readouterr().out
+
+
 def test_study_a_efficientnet_b4_at_380_is_one_flag_away(tmp_path):
     """A smoke run, not a model: a few steps of B4 at 380 with a stride-16 heat map, exported."""
     config = dataclasses.replace(
