@@ -77,6 +77,9 @@ def test_fast_evaluation_writes_a_stard_report(tmp_path):
         assert sum(b["hips"] for b in seen["garden_I_found_by_ccr"].values()) == len(seen["garden_I"]["ccr"])
     measured = sum(len(saved[group.name]["line_visibility"]["garden_I"]["ccr"]) for group in PHANTOM_GROUPS)
     assert measured > 0  # the seeds give Garden I hips: the section is computed, not empty by construction
+    # The targets table: one row per target, a verdict per external group.
+    table = report.split("### Targets: met or missed")[1].split("###")[0]
+    assert table.count("| AUC ≥ 0.99 |") == 1 and table.count("**") >= 2 * 9 * len(external)
 
 
 @pytest.fixture(scope="module")

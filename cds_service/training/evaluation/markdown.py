@@ -453,8 +453,10 @@ def report_page(
     threshold: float,
     controls: str,
     missed_in: str,
+    targets: str = "",
 ) -> str:
-    """The whole report.md: header, figures, a section per group, calibration, misses, controls, targets."""
+    """The whole report.md: header, figures, a section per group, calibration, misses, controls, targets
+    (``targets``: :func:`~cds_service.training.evaluation.targets.targets_section`)."""
     fractures = sum(int(result.data.fractured.sum()) for result in external)
     eces = "; ".join(f"{result.name} {fmt(result.metrics['ece'], pct=False)}" for result in results)
     return f"""{header}
@@ -482,6 +484,7 @@ Expected calibration error ({CALIBRATION_BINS} equal-width bins of p(fracture), 
 {miss_summary(misses, fractures, threshold)}
 {visibility_section(results)}
 {controls}
+{targets}
 ### Targets (published figures)
 
 Fracture AUC ≥ {PUBLISHED["auc"]}, sensitivity ≥ {100 * PUBLISHED["sensitivity"]:.1f} %, specificity ≥

@@ -35,6 +35,7 @@ from cds_service.training.evaluation.markdown import (
 from cds_service.training.evaluation.mimics import mimic_metrics, mimic_sets
 from cds_service.training.evaluation.onnx_model import OnnxModel
 from cds_service.training.evaluation.planted import PLANTED_STUDIES, planted_shortcut, site_dependence
+from cds_service.training.evaluation.targets import targets_section
 from cds_service.training.evaluation.visibility import VISIBILITY_LABELS, line_visibility
 from cds_service.training.phantoms import TRAINING_SITES
 
@@ -122,6 +123,8 @@ def evaluate(
         header = data_header(data, fracture, garden, results[0].data, resamples, fast)
         controls, source, missed_in = skipped_controls(data), dataset_name(data), f"`{dataset_name(data)}`"
 
+    external_sites = [g.sites[0] for g in PHANTOM_GROUPS if g.external] if data is None else [None] * len(external)
+    targets = targets_section(external, external_sites, metrics.get("mimics"))
     misses = false_negatives(external, threshold)
     metrics["false_negatives"] = {label: len(found) for label, found in misses.items()}
     plot_roc({result.name: result.roc for result in results}, output / "roc.png", source)
@@ -130,6 +133,6 @@ def evaluate(
     plot_false_negatives(misses, output / "false_negatives.png")
     plot_scores_by_subtype(results, output / "scores_by_subtype.png", stored_thresholds(fracture))
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    report = report_page(header, results, external, misses, threshold, controls, missed_in)
+    report = report_page(header, results, external, misses, threshold, controls, missed_in, targets)
     (output / "report.md").write_text(report)
     return metrics
