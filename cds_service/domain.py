@@ -72,6 +72,12 @@ class ModelInfo:
         return self.training_data == "untrained"
 
     @property
+    def high_specificity_point(self) -> float | None:
+        """The high-specificity threshold (never below the operating point), or None when not stored."""
+        high = self.high_specificity_threshold
+        return None if high is None else max(high, self.operating_threshold)
+
+    @property
     def label(self) -> str:
         """``name@version`` as shown on cards and in reports."""
         return f"{self.name}@{self.version}"
@@ -94,6 +100,11 @@ class HipFinding:
     ``garden_probabilities`` are only meaningful for a femoral-neck fracture and are conditional on
     one: they are shown, coded and stored only when :attr:`garden_applies` (a hip called fractured
     whose ``site`` is the femoral neck). ``site`` is one of :data:`FRACTURE_SITES`.
+
+    ``low_suspicion``: called at the sensitive operating point but below the fracture model's
+    high-specificity point (:attr:`ModelInfo.high_specificity_point`): a suspicion to review, not a
+    finding. Such a hip gets no site (``site`` uncertain) and no Garden stage anywhere, so that a
+    card, report or SR never stages a fracture the model itself rates unlikely.
     """
 
     laterality: str | None
@@ -101,11 +112,13 @@ class HipFinding:
     fractured: bool
     garden_probabilities: tuple[float, float, float, float]
     site: str = UNCERTAIN_SITE
+    low_suspicion: bool = False
 
     @property
     def garden_applies(self) -> bool:
-        """True only for a hip called fractured at the femoral neck: Garden stages nothing else."""
-        return self.fractured and self.site == FEMORAL_NECK
+        """True only for a hip called fractured at the femoral neck, above the high-specificity point
+        where the model stores one: Garden stages nothing else."""
+        return self.fractured and not self.low_suspicion and self.site == FEMORAL_NECK
 
     @property
     def side(self) -> str:

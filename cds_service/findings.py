@@ -119,18 +119,26 @@ def interpret(
     """Turn logits into per-hip findings at the fracture model's operating threshold.
 
     The card's percentages are calibrated probabilities (:func:`calibrated_probabilities`); the
-    stored operating threshold is on the same scale (the export chose it there).
+    stored operating thresholds are on the same scale (the export chose them there). A hip called at
+    the operating point but below the high-specificity one is a low suspicion
+    (:attr:`HipFinding.low_suspicion`): its site is not named.
     """
     p_classes = calibrated_probabilities(outputs.fracture_logits, fracture)
     p_fracture = fracture_probability(p_classes, fracture)
     p_garden = calibrated_probabilities(outputs.garden_logits, garden)
-    return [
-        HipFinding(
-            laterality=laterality,
-            fracture_probability=float(p_fracture[i]),
-            fractured=bool(p_fracture[i] >= fracture.operating_threshold),
-            garden_probabilities=tuple(float(p) for p in p_garden[i]),  # type: ignore[arg-type]
-            site=fracture_site(p_classes[i], fracture),
+    high = fracture.high_specificity_point
+    hips = []
+    for i, laterality in enumerate(lateralities):
+        fractured = bool(p_fracture[i] >= fracture.operating_threshold)
+        low = fractured and high is not None and bool(p_fracture[i] < high)
+        hips.append(
+            HipFinding(
+                laterality=laterality,
+                fracture_probability=float(p_fracture[i]),
+                fractured=fractured,
+                garden_probabilities=tuple(float(p) for p in p_garden[i]),  # type: ignore[arg-type]
+                site=UNCERTAIN_SITE if low else fracture_site(p_classes[i], fracture),
+                low_suspicion=low,
+            )
         )
-        for i, laterality in enumerate(lateralities)
-    ]
+    return hips

@@ -105,3 +105,18 @@ def test_a_site_aware_model_names_the_site_only_when_confident():
     # P(fracture) is everything but "none": 2 e^0 / (e^6 + 2) for the normal hip.
     assert normal.fracture_probability == pytest.approx(2 / (math.exp(6) + 2))
     assert not normal.fractured and not normal.garden_applies
+
+
+def test_below_the_high_specificity_point_a_call_is_a_low_suspicion_without_site_or_garden():
+    """The demo's normal left hip at 8 % (operating point 7 %, high-specificity point 62 %) was reported
+    as 'fracture suspected; femoral neck; Garden II' while its card said 'low suspicion'."""
+    info = dataclasses.replace(SITED, operating_threshold=0.07, high_specificity_threshold=0.62)
+    # p(fracture) = 1 − p(none): ≈ 0.08 and ≈ 0.88, both confidently "femoral neck" given a fracture.
+    low, high = interpret(["L", "R"], _sited_outputs([[2.44, 0.0, -4.0], [0.0, 2.0, -4.0]]), info, GARDEN)
+    assert low.fractured and low.low_suspicion and low.site == "uncertain" and not low.garden_applies
+    assert high.fractured and not high.low_suspicion and high.site == "femoral_neck" and high.garden_applies
+    # A model that stores no high-specificity point has no low suspicions.
+    (alone,) = interpret(
+        ["L"], _sited_outputs([[2.44, 0.0, -4.0]]), dataclasses.replace(info, high_specificity_threshold=None), GARDEN
+    )
+    assert alone.fractured and not alone.low_suspicion and alone.site == "femoral_neck"

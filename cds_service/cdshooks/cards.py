@@ -72,8 +72,7 @@ def calibrated(model: ModelInfo) -> bool:
 
 def high_specificity_point(model: ModelInfo) -> float | None:
     """The fracture model's high-specificity threshold (never below its operating point), or None."""
-    high = model.high_specificity_threshold
-    return None if high is None else max(high, model.operating_threshold)
+    return model.high_specificity_point
 
 
 def tier(hip: HipFinding, findings: StudyFindings) -> Tier:
@@ -167,7 +166,7 @@ _SITES = {FEMORAL_NECK: "femoral neck", TROCHANTERIC: "trochanteric (no Garden s
 
 
 def _row(hip: HipFinding, hip_tier: Tier) -> str:
-    site = "–" if not hip.fractured else _SITES.get(hip.site, "uncertain (no Garden stage)")
+    site = "–" if not hip.fractured or hip.low_suspicion else _SITES.get(hip.site, "uncertain (no Garden stage)")
     garden = "–"
     if hip.garden_applies:
         stages = " / ".join(percent(p) for p in hip.garden_probabilities)
@@ -206,13 +205,15 @@ def detail_markdown(findings: StudyFindings) -> str:
     ]
     lines += [_row(hip, tier(hip, findings)) for hip in findings.hips]
     fractured = findings.fractured_hips
-    if any(hip.site not in _SITES for hip in fractured):
+    if any(hip.site not in _SITES and not hip.low_suspicion for hip in fractured):
         lines.append(
             "\nThe fracture site (femoral neck or trochanteric) is uncertain: no Garden stage is given. "
             "Garden staging applies to femoral-neck fractures only."
         )
     if any(hip.garden_applies for hip in fractured):
         lines.append("\nGarden percentages are conditional: they hold if the fracture is a femoral-neck fracture.")
+    if any(hip.low_suspicion for hip in fractured):
+        lines.append("\nA low suspicion names no fracture site and no Garden stage: review the image.")
     lines.append(_operating_points(findings.fracture_model))
     if not (calibrated(findings.fracture_model) and calibrated(findings.garden_model)):
         lines.append(

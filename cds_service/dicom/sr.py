@@ -101,6 +101,11 @@ def algorithm_identification(model: ModelInfo, *, parameters: bool = True) -> hd
     if parameters:
         values = [
             f"operating_threshold={model.operating_threshold:g}",
+            *(
+                []
+                if model.high_specificity_point is None
+                else [f"high_specificity_threshold={model.high_specificity_point:g}"]
+            ),
             f"architecture={model.architecture}",
             f"input_size={model.input_size}",
             f"training_data={model.training_data}",

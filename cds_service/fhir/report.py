@@ -136,7 +136,7 @@ def _observations(index: int, hip: HipFinding, context: ReportContext) -> list[d
         "code": {"coding": [_finding(hip)], "text": "Hip fracture (AI suspicion)"},
         "valueCodeableConcept": {
             "coding": [codes.SUSPECTED if hip.fractured else codes.NEGATIVE],
-            "text": f"Fracture suspected ({_site_text(hip)})" if hip.fractured else "No fracture suspected",
+            "text": _call_text(hip),
         },
         "component": [
             {"code": {"coding": [codes.FRACTURE_PROBABILITY]}, "valueQuantity": _percent(hip.fracture_probability)}
@@ -201,9 +201,23 @@ def ai_device(findings: StudyFindings) -> dict:
     return device
 
 
+def _call_text(hip: HipFinding) -> str:
+    """The hip's call in words, as the card's tiers put it."""
+    if not hip.fractured:
+        return "No fracture suspected"
+    if hip.low_suspicion:
+        return "Low suspicion of fracture (below the high-specificity operating point; review the image)"
+    return f"Fracture suspected ({_site_text(hip)})"
+
+
 def _hip_sentence(hip: HipFinding) -> str:
     if not hip.fractured:
         return f"{_side_text(hip)}: no fracture suspected (fracture probability {_pct(hip.fracture_probability)})."
+    if hip.low_suspicion:
+        return (
+            f"{_side_text(hip)}: low suspicion of fracture ({_pct(hip.fracture_probability)}, below the "
+            "high-specificity operating point); review the image. No site or Garden stage given."
+        )
     sentence = f"{_side_text(hip)}: fracture suspected ({_pct(hip.fracture_probability)}; {_site_text(hip)})"
     if hip.garden_applies:
         return (
@@ -227,9 +241,9 @@ def _report_xhtml(findings: StudyFindings) -> str:
     rows = "".join(
         "<tr>"
         f"<td>{e(_side_text(hip))}</td>"
-        f"<td>{'suspected' if hip.fractured else 'not suspected'}</td>"
+        f"<td>{'not suspected' if not hip.fractured else 'low suspicion' if hip.low_suspicion else 'suspected'}</td>"
         f"<td>{e(_pct(hip.fracture_probability))}</td>"
-        f"<td>{e(_site_text(hip)) if hip.fractured else '–'}</td>"
+        f"<td>{e(_site_text(hip)) if hip.fractured and not hip.low_suspicion else '–'}</td>"
         f"<td>{e(f'Garden {hip.garden_stage}') if hip.garden_applies else '–'}</td>"
         "</tr>"
         for hip in findings.hips
@@ -343,7 +357,9 @@ def _series(stored: StoredInstance) -> dict:
 
 def _conclusion_codes(findings: StudyFindings) -> list[dict]:
     """The suspected findings (SNOMED CT situations, :func:`codes.suspected`), one per distinct finding."""
-    distinct = {finding["code"]: finding for finding in map(_finding, findings.fractured_hips)}
+    called = findings.fractured_hips
+    suspected = [hip for hip in called if not hip.low_suspicion] or called  # low suspicions only when alone
+    distinct = {finding["code"]: finding for finding in map(_finding, suspected)}
     return [
         {"coding": [codes.suspected(finding)], "text": "Suspected hip fracture (AI, preliminary)"}
         for finding in distinct.values()

@@ -21,7 +21,7 @@ def _phantoms(args: argparse.Namespace) -> int:
     unknown = [site for site in sites if site not in SITES]
     if unknown:
         raise SystemExit(f"unknown site profile(s): {', '.join(unknown)}; known: {', '.join(SITES)}")
-    labels = write_phantom_set(Path(args.output), args.count, args.seed, sites)
+    labels = write_phantom_set(Path(args.output), args.count, args.seed, sites, version=args.generator)
     print(f"wrote {args.count} studies and {labels}")
     return 0
 
@@ -121,6 +121,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     phantoms.add_argument("--count", type=int, default=100, help="number of studies (default: %(default)s)")
     phantoms.add_argument("--seed", type=int, default=1)
     phantoms.add_argument("--sites", default="", help="comma-separated site profiles (default: the training sites)")
+    phantoms.add_argument(
+        "--generator",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="phantom generator: 2 rendered from 3-D anatomy (the shipped models'), 1 the cartoon (default: 2)",
+    )
     phantoms.add_argument(
         "--contact-sheet",
         default="",

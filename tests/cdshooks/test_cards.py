@@ -53,9 +53,12 @@ def study(
         calibration_prevalence=0.45 if temperature != 1.0 else None,
     )
     garden_model = dataclasses.replace(base.garden_model, temperature=temperature)
+    def low(p: float) -> bool:  # as cds_service.findings.interpret marks it
+        return high is not None and OPERATING <= p < max(high, OPERATING)
+
     hips = [
-        HipFinding("R", right, right >= OPERATING, garden, site),
-        HipFinding("L", left, left >= OPERATING, (0.25, 0.25, 0.25, 0.25), site),
+        HipFinding("R", right, right >= OPERATING, garden, site, low_suspicion=low(right)),
+        HipFinding("L", left, left >= OPERATING, (0.25, 0.25, 0.25, 0.25), site, low_suspicion=low(left)),
     ]
     return dataclasses.replace(base, hips=hips, fracture_model=fracture, garden_model=garden_model)
 
@@ -99,6 +102,15 @@ def test_a_probability_between_the_two_points_is_a_low_suspicion_info_card():
     assert summary == "AI: low suspicion of a right hip fracture (p ≈ 6 %) — review the image"
     assert "| right | 6 % | low suspicion |" in detail_markdown(found)
     assert card_shown(found) and not card_shown(found, low_suspicion_cards=False)
+
+
+def test_a_low_suspicion_beside_a_fracture_shows_no_site_and_no_garden_figures():
+    """The demo's normal left hip (8 %, 'femoral neck' given a fracture) showed Garden II at 86 %."""
+    found = study(right=0.94, left=0.08, site=FEMORAL_NECK)
+    detail = detail_markdown(found)
+    assert "| left | 8 % | low suspicion | – | – |" in detail
+    assert "| right | 94 % | suspected fracture | femoral neck |" in detail
+    assert "A low suspicion names no fracture site and no Garden stage" in detail
 
 
 def test_below_the_operating_point_is_no_suspicion():

@@ -335,3 +335,23 @@ def test_the_validated_reports_are_bounded(monkeypatch):
     for i in range(module.VALIDATED_REPORTS + 5):
         diagnostic_report_json(findings(), ReportContext(f"p{i}"), PNG)
     assert len(module._validated) == module.VALIDATED_REPORTS
+
+
+def test_a_low_suspicion_is_reported_as_one_with_no_site_no_stage_and_no_conclusion_code_beside_a_fracture():
+    """As the card tiers it: the demo's normal left hip at 8 % was 'fracture suspected … Garden II' here."""
+    base = findings(left=0.7)
+    right = HipFinding("R", 0.94, True, base.hips[0].garden_probabilities, FEMORAL_NECK)
+    left = HipFinding("L", 0.08, True, (0.01, 0.86, 0.13, 0.0), UNCERTAIN_SITE, low_suspicion=True)
+    report = diagnostic_report_json(
+        dataclasses.replace(base, hips=[right, left]), ReportContext("p1", "study-1"), PNG, issued=ISSUED
+    )
+    by_id = observations(report)
+    assert set(by_id) == {"hip0", "garden0", "hip1"}  # no Garden observation for the low suspicion
+    assert by_id["hip1"]["valueCodeableConcept"]["text"].startswith("Low suspicion of fracture")
+    assert "Left hip: low suspicion of fracture (8 %" in report["conclusion"]
+    left_sentence = report["conclusion"].split("Left hip:")[1]
+    assert "Garden" not in left_sentence.replace("No site or Garden stage given", "")
+    # The conclusion codes the suspected neck fracture only, not the low suspicion beside it.
+    assert len(report["conclusionCode"]) == 1 and "359820003" in report["conclusionCode"][0]["coding"][0]["code"]
+    assert "<td>low suspicion</td>" in report["text"]["div"]
+    DiagnosticReport.model_validate(report)

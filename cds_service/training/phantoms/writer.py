@@ -143,9 +143,10 @@ def _dx_modules(ds: pydicom.Dataset, site: SiteProfile, stored: np.ndarray) -> N
 
 
 def renderer(version: int = 1) -> Callable[..., Phantom]:
-    """The renderer of a phantom generator version (caches are keyed by it): 1 the 2-D cartoon the
-    shipped models were trained on (:mod:`.cartoon`), 2 the radiograph from 3-D anatomy through the
-    physics of the exposure (:mod:`.radiograph`, imported only when asked for)."""
+    """The renderer of a phantom generator version (caches are keyed by it): 1 the 2-D cartoon
+    (:mod:`.cartoon`; models up to fracture 5 / garden 5 were trained on it), 2 the radiograph from 3-D
+    anatomy through the physics of the exposure (:mod:`.radiograph`, imported only when asked for; the
+    shipped models' since version 6)."""
     if version == 1:
         return render
     if version == 2:
@@ -162,9 +163,12 @@ def write_sample_study(
     left: str = "none",
     site: str = "site-c",
     *,
-    version: int = 1,
+    version: int = 2,
 ) -> Path:
-    """Write one bilateral AP pelvis study (one instance) into ``folder``; returns its path."""
+    """Write one bilateral AP pelvis study (one instance) into ``folder``; returns its path.
+
+    ``version`` picks the phantom generator (:func:`renderer`): 2, rendered from 3-D anatomy, is what
+    the shipped models were trained on; 1 is the cartoon."""
     rng = np.random.default_rng(seed)
     phantom = renderer(version)(rng, right, left)
     # Acquired "today", so the sample passes the service's look-back window whenever the demo runs.
@@ -176,7 +180,7 @@ def write_sample_study(
 
 
 def write_phantom_set(
-    folder: Path, count: int, seed: int, sites: tuple[str, ...] = TRAINING_SITES, *, version: int = 1
+    folder: Path, count: int, seed: int, sites: tuple[str, ...] = TRAINING_SITES, *, version: int = 2
 ) -> Path:
     """Write ``count`` phantom studies and ``labels.csv`` (one row per hip) into ``folder``."""
     from rich.progress import track
