@@ -53,6 +53,7 @@ def study(
         calibration_prevalence=0.45 if temperature != 1.0 else None,
     )
     garden_model = dataclasses.replace(base.garden_model, temperature=temperature)
+
     def low(p: float) -> bool:  # as cds_service.findings.interpret marks it
         return high is not None and OPERATING <= p < max(high, OPERATING)
 
