@@ -59,11 +59,18 @@ def _model(values: dict) -> ModelInfo:
     return ModelInfo(**{**values, "class_names": tuple(values["class_names"])})
 
 
+def _low_suspicion(hip: dict, fracture_model: ModelInfo) -> bool:
+    """What :func:`cds_service.findings.interpret` would have marked, for a result stored without it."""
+    high = fracture_model.high_specificity_point
+    return bool(hip["fractured"]) and high is not None and hip["fracture_probability"] < high
+
+
 def decode(data: bytes) -> Analysis:
     with np.load(io.BytesIO(data), allow_pickle=False) as archive:
         meta = json.loads(archive["meta"].tobytes())
         if meta.get("format") not in (1, FORMAT):
             raise ValueError(f"unknown result format {meta.get('format')!r}")
+        fracture_model = _model(meta["fracture_model"])
         findings = StudyFindings(
             hips=[
                 HipFinding(
@@ -72,10 +79,11 @@ def decode(data: bytes) -> Analysis:
                     h["fractured"],
                     tuple(h["garden_probabilities"]),
                     h.get("site", UNCERTAIN_SITE),  # results stored before sites were known
+                    h.get("low_suspicion", _low_suspicion(h, fracture_model)),  # before it was stored
                 )
                 for h in meta["hips"]
             ],
-            fracture_model=_model(meta["fracture_model"]),
+            fracture_model=fracture_model,
             garden_model=_model(meta["garden_model"]),
             sop_instance_uid=meta["sop_instance_uid"],
             notes=list(meta["notes"]),

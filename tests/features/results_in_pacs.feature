@@ -8,4 +8,4 @@ Feature: Results where radiologists look
     When the ordering physician's EHR sends an order-select hook for that study
     Then the card comes from the result already analysed on arrival and says it is also in the PACS
     And the study in the PACS holds a structured report and a heat-map image in new series
-    And the structured report is unverified, names both models and finds the fractured right hip
+    And the structured report is unverified, names both models and stages the displaced right femoral-neck fracture

@@ -33,11 +33,12 @@ def _select(service, ehr_keys, store):
     return response.json()["cards"][0]
 
 
-@then("a warning card names a suspected right hip fracture, its uncertain site and its probability")
-def _warning(card):
-    """Today's two-class models name no fracture site: a warning, never critical, and no Garden stage."""
-    assert card["indicator"] == "warning"
-    assert "suspected right hip fracture, site uncertain" in card["summary"] and "Garden" not in card["summary"]
+@then("a critical card names a suspected displaced right femoral-neck fracture, its Garden group and its probability")
+def _critical(card):
+    """The site-aware model names the femoral neck; a displaced neck fracture above the high-specificity
+    point, from calibrated models, is the one critical card."""
+    assert card["indicator"] == "critical"
+    assert "suspected displaced right femoral neck fracture (Garden III–IV)" in card["summary"]
     assert re.search(r"p (≈|>) \d+ %", card["summary"])
 
 

@@ -73,7 +73,7 @@ def _series(routed, orthanc_server):
     assert set(series) == {"CR", "SR", "OT"}
 
 
-@then("the structured report is unverified, names both models and finds the fractured right hip")
+@then("the structured report is unverified, names both models and stages the displaced right femoral-neck fracture")
 def _report(routed, orthanc_server):
     _, ds = routed
     client = _orthanc_client(orthanc_server)
@@ -86,8 +86,9 @@ def _report(routed, orthanc_server):
     report = hd.sr.Comprehensive3DSR.from_dataset(sr)
     text = str(sr)
     assert "fracture@" in text and "garden@" in text  # algorithm identification of both models
-    # Today's two-class models give no fracture site: the SR says "hip fracture", never the femoral
-    # neck, and stages nothing (Garden only for a femoral-neck fracture).
-    assert "Right hip" in text and "Closed fracture of hip" in text
-    assert "Garden stage" not in text and "neck of femur" not in text
+    # The site-aware model names the femoral neck and stages the displaced fracture (Garden III or IV,
+    # displaced: yes) on the right hip only; the normal left hip gets no Garden stage.
+    assert "Right hip" in text and "Left hip" in text and "neck of femur" in text
+    assert text.count("Garden stage (AI, if femoral-neck fracture)") == 1
+    assert "'Garden III'" in text or "'Garden IV'" in text
     assert report.SOPInstanceUID == sr.SOPInstanceUID

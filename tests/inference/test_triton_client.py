@@ -104,7 +104,8 @@ async def test_unavailable_is_retried_until_triton_listens(triton):
         assert time.monotonic() - started >= 0.5  # it really waited for the port
         assert metric("hipcad_triton_retries_total") > retries
         outputs = await client.infer(crops(models["fracture"].input_size))
-        assert outputs.fracture_logits.shape == (2, 2) and outputs.garden_logits.shape == (2, 4)
+        classes = len(models["fracture"].class_names)  # 2, or 3 for a site-aware model
+        assert outputs.fracture_logits.shape == (2, classes) and outputs.garden_logits.shape == (2, 4)
     finally:
         await client.close()
         await forwarder.stop()
@@ -198,17 +199,21 @@ async def test_ready_is_true_only_with_triton_live_and_all_three_models_ready(ex
 
 
 async def test_wrong_dims_in_a_model_config_are_named(explicit_triton):
-    def three_logits(config) -> None:
-        next(o for o in config.output if o.name == "logits").dims[:] = [3]
+    served = read_model_config(explicit_triton.repository / "fracture" / "config.pbtxt")
+    classes = next(output for output in served.output if output.name == "logits").dims[0]
+
+    def five_logits(config) -> None:  # neither the two-class nor the site-aware contract
+        next(o for o in config.output if o.name == "logits").dims[:] = [5]
 
     client = TritonInferenceClient(explicit_triton.grpc_url, timeout_s=30)
     try:
-        with edited_config(explicit_triton, "fracture", three_logits):
+        with edited_config(explicit_triton, "fracture", five_logits):
             await load(explicit_triton, "fracture")
             with pytest.raises(ContractMismatch) as caught:
                 await client.models()
             assert str(caught.value) == (
-                "Triton model contract mismatch: model 'fracture', logits shape: expected [-1, 2], found [-1, 3]"
+                "Triton model contract mismatch: model 'fracture', logits shape: "
+                f"expected [-1, {classes}], found [-1, 5]"
             )
             with pytest.raises(ContractMismatch):
                 await client.infer(crops(192))  # nothing is sent to a model that breaks the contract
@@ -263,7 +268,7 @@ async def test_a_new_model_version_changes_the_label(explicit_triton):
         models = await periodic.models()
         assert (models["fracture"].label, models["garden"].label) == (f"fracture@{fracture + 1}", f"garden@{garden}")
         outputs = await periodic.infer(crops(models["fracture"].input_size))
-        assert outputs.fracture_logits.shape == (2, 2)
+        assert outputs.fracture_logits.shape == (2, len(models["fracture"].class_names))
 
         # A new ensemble version: the inference answer names it, so the next call reads the models again.
         shutil.copytree(repository / "hip_analysis" / str(ensemble), repository / "hip_analysis" / str(ensemble + 1))

@@ -179,3 +179,30 @@ def test_a_result_stored_before_heat_levels_is_still_read(analysis):
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         codec.decode(buffer.getvalue())
+
+
+def test_a_low_suspicion_survives_the_round_trip_and_is_derived_for_older_results(analysis):
+    """A replica that waited for another's result showed its low suspicions as suspected fractures."""
+    import dataclasses
+    import io
+    import json
+
+    fracture_model = dataclasses.replace(
+        analysis.findings.fracture_model, operating_threshold=0.07, high_specificity_threshold=0.62
+    )
+    hips = [
+        dataclasses.replace(analysis.findings.hips[0], fracture_probability=0.9, fractured=True, low_suspicion=False),
+        dataclasses.replace(analysis.findings.hips[1], fracture_probability=0.3, fractured=True, low_suspicion=True),
+    ]
+    findings = dataclasses.replace(analysis.findings, hips=hips, fracture_model=fracture_model)
+    low = dataclasses.replace(analysis, findings=findings)
+    assert codec.decode(codec.encode(low)).findings == findings
+    with np.load(io.BytesIO(codec.encode(low)), allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    meta = json.loads(arrays["meta"].tobytes())
+    for hip in meta["hips"]:
+        del hip["low_suspicion"]  # stored before the field existed
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    assert [hip.low_suspicion for hip in codec.decode(buffer.getvalue()).findings.hips] == [False, True]
