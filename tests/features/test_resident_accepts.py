@@ -76,12 +76,13 @@ def _stored(accepted, fhir_server):
     stored = fhir_server.get(f"DiagnosticReport/{created.json()['id']}")
     assert stored["status"] == "preliminary"
     # The conclusion codes a suspicion (SNOMED CT situation with explicit context: suspected 415684004
-    # hip fracture 359817006), not a confirmed disorder.
+    # closed fracture of neck of femur 359820003), not a confirmed disorder.
     code = stored["conclusionCode"][0]["coding"][0]["code"]
-    assert "359817006" in code and "415684004" in code
+    assert "359820003" in code and "415684004" in code
 
 
 @then("the service counts the card as accepted")
-def _counted(accepted, service):
+def _counted(accepted, service, card):
     assert accepted[1].status_code == 200
-    assert 'hipcad_feedback_cards_accepted_total{indicator="warning"} 1.0' in service.get("/metrics").text
+    assert card["indicator"] == "critical"  # counted under the card's own indicator
+    assert 'hipcad_feedback_cards_accepted_total{indicator="critical"} 1.0' in service.get("/metrics").text

@@ -115,11 +115,13 @@ def test_shipped_models_meet_the_contract():
 
     repo = Settings().model_repository
     require(latest_model_file(repo, "fracture").exists(), "no exported models")
-    for name, classes in (("fracture", 2), ("garden", 4)):
+    # The shipped fracture model is site-aware (none / femoral neck / trochanteric); Garden has 4 stages.
+    for name, classes in (("fracture", 3), ("garden", 4)):
         config = read_model_config(repo / name / "config.pbtxt")
         assert latest_model_file(repo, name).stat().st_size <= 25 * 2**20
         assert [t.name for t in config.input] == ["image"] and [t.name for t in config.output] == ["logits", "cam"]
         assert list(config.output[0].dims) == [classes]
+        assert len(config.parameters["class_names"].string_value.split(",")) == classes
         assert config.parameters["disclaimer"].string_value
 
 
