@@ -44,6 +44,19 @@ def test_the_site_is_judged_on_called_fractures_and_uncertain_is_not_right():
     assert found["staged"].tolist() == [True, True, False, False, False, True]  # threshold 0.5
 
 
+def test_below_the_high_specificity_point_the_card_stages_nothing():
+    """As the service marks a low suspicion: a neck call at p 0.80 is not staged when the card's point is 0.90."""
+    import dataclasses
+
+    info = model("fracture", ("none", "femoral_neck", "trochanteric"))
+    info = dataclasses.replace(info, operating_threshold=0.1, high_specificity_threshold=0.9)
+    fracture = OnnxModel("fracture", None, {}, info)
+    data = _crops(["garden_II", "none"])
+    probabilities = np.array([[0.05, 0.90, 0.05], [0.20, 0.75, 0.05]])  # p(fracture) 0.95 and 0.80
+    found = site_metrics(data, probabilities, 1 - probabilities[:, 0], fracture)
+    assert found["staged"].tolist() == [True, False]
+
+
 def test_a_two_class_model_names_no_site():
     fracture = OnnxModel("fracture", None, {}, model("fracture", ("no_fracture", "fracture")))
     data = _crops(["garden_II", "none"])

@@ -118,21 +118,25 @@ def site_metrics(data: CropSet, probabilities: np.ndarray, score: np.ndarray, fr
     ``fracture_site_accuracy``: of the true fractures called at the operating point, the share whose named
     site is right (femoral neck for Garden I–IV, trochanteric for AO 31-A; ``uncertain`` counts as not
     right, and its share is reported apart). The Garden model is then judged on the hips the card stages
-    (called and named femoral neck), where a hip that is not a femoral-neck fracture counts as wrong.
-    A two-class model names no site: the card stages no hip, and these figures are n/a.
+    (called, named femoral neck, and at or above the high-specificity point where the model stores one:
+    below it a hip is a low suspicion, with no site and no stage, as
+    :func:`cds_service.findings.interpret` marks it), where a hip that is not a femoral-neck fracture
+    counts as wrong. A two-class model names no site: the card stages no hip, and these figures are n/a.
     """
     info = fracture.info
     if not site_aware(info):
         return {"site_aware": False}
     sites = np.array([fracture_site(row, info) for row in probabilities])
     called = score >= info.operating_threshold
+    high = info.high_specificity_point
+    low_suspicion = called & (score < high) if high is not None else np.zeros_like(called)
     true_site = np.where(data.garden >= 0, FEMORAL_NECK, np.where(data.fractured, TROCHANTERIC, "none"))
     hit = data.fractured & called
     return {
         "site_aware": True,
         "fracture_site_accuracy": list(wilson(int((sites[hit] == true_site[hit]).sum()), int(hit.sum()))),
         "fracture_site_uncertain": list(wilson(int((sites[hit] == UNCERTAIN_SITE).sum()), int(hit.sum()))),
-        "staged": called & (sites == FEMORAL_NECK),
+        "staged": called & ~low_suspicion & (sites == FEMORAL_NECK),
     }
 
 

@@ -94,7 +94,8 @@ def site_rows(metrics: dict) -> str:
         f"| fracture-site accuracy (called fractures; neck vs trochanteric) | {fmt(metrics['fracture_site_accuracy'])}"
         " | – (target ≥ 95 %) |\n"
         f"| site named uncertain (called fractures) | {fmt(metrics['fracture_site_uncertain'])} | – |\n"
-        f"| Garden 4-class accuracy as the card shows it (hips called femoral-neck fractures; "
+        f"| Garden 4-class accuracy as the card shows it (hips it stages: called femoral-neck fractures at or "
+        f"above the high-specificity point; "
         f"{metrics['garden_as_shown_not_neck']} of them are not) | {fmt(metrics['garden_as_shown_accuracy'])} | – |"
     )
 
@@ -206,12 +207,24 @@ def models_line(fracture: OnnxModel, garden: OnnxModel) -> str:
         else f"`fracture` {info.architecture} and `garden` {garden.info.architecture}"
     )
     prior = prior_text(info)
+    high = info.high_specificity_point
+    at_high = validation(
+        fracture.parameter("high_specificity_sensitivity"), fracture.parameter("high_specificity_specificity")
+    )
+    high_text = (
+        f"; the high-specificity point `high_specificity_threshold` = {high:.3f}"
+        + at_high
+        + ", the only one that raises a `warning` or `critical` card (between the two, a low-suspicion `info`"
+        " card with no site and no Garden stage)"
+        if high is not None
+        else ""
+    )
     return f"""- Models: {networks} at {size}, training data `{info.training_data}`.
   Calibration temperature (`temperature` in `config.pbtxt`; 1 = uncalibrated) {info.temperature:g} (fracture)
   and {garden.info.temperature:g} (Garden): logits are divided by it before the softmax, as the service does.{prior}
 - Index test: the exported ONNX graphs (onnxruntime), at the stored operating threshold `operating_threshold`
   = {info.operating_threshold:.3f}, chosen on validation data{validation(info.sensitivity, info.specificity)};
-  {youden_text}."""
+  {youden_text}{high_text}."""
 
 
 def method_lines(resamples: int) -> str:
@@ -227,7 +240,16 @@ def method_lines(resamples: int) -> str:
   fractures with IoU ≥ {IOU_HIT}."""
 
 
-def phantom_header(fracture: OnnxModel, garden: OnnxModel, studies: int, seed: int, resamples: int, fast: bool) -> str:
+GENERATOR_TEXT = {
+    1: "phantoms version 1 (the 2-D cartoon, `training/phantoms/cartoon.py`)",
+    2: "phantoms version 2 (AP pelvis radiographs rendered from 3-D anatomy through the physics of the exposure, "
+    "`training/phantoms/radiograph.py`; a fracture mimic on 35 % of studies)",
+}
+
+
+def phantom_header(
+    fracture: OnnxModel, garden: OnnxModel, studies: int, seed: int, resamples: int, fast: bool, generator: int = 1
+) -> str:
     external = " and ".join(
         f"{describe_site(site)} (seed {seed + group.seed_offset})"
         for group in PHANTOM_GROUPS
@@ -241,7 +263,8 @@ def phantom_header(fracture: OnnxModel, garden: OnnxModel, studies: int, seed: i
 > Not for clinical use.
 
 {models_line(fracture, garden)}
-- Test sets: freshly generated with seed {seed} (internal sites {", ".join(TRAINING_SITES)}, each study's
+- Test sets: {GENERATOR_TEXT.get(generator, f"phantoms version {generator}")}, the generator the fracture
+  model was trained on, freshly generated with seed {seed} (internal sites {", ".join(TRAINING_SITES)}, each study's
   acquisition drawn around its site's profile as in training: detector size, bit depth, curve, noise) and,
   each reported as its own group, the external sites never used in training, every study stored with the
   site's one fixed profile: {external}; half the studies with one fractured hip; every crop made by the

@@ -109,7 +109,7 @@ def evaluate(
         metrics["controls"] = _phantom_controls(results, studies, seed, fracture, resamples, generator)
         metrics["site_dependence"] = {r.name: site_dependence(r.score, r.data, resamples) for r in results}
         metrics["planted_shortcut"] = planted_shortcut(seed + 5, PLANTED_STUDIES, resamples)
-        header = phantom_header(fracture, garden, studies, seed, resamples, fast)
+        header = phantom_header(fracture, garden, studies, seed, resamples, fast, generator)
         controls = controls_section(metrics["controls"]) + planted_section(
             metrics["site_dependence"], metrics["planted_shortcut"]
         )
