@@ -59,7 +59,7 @@ def test_the_table_has_a_verdict_per_target_and_group_and_counts_what_is_met():
     assert "**met**" in mimic_row and "**not measured**" in mimic_row  # external-b has no mimic group here
     assert "**point only**" not in rows["ECE ≤ 0.03"] and rows["ECE ≤ 0.03"].count("**missed**") == 2
     assert (
-        "Garden I found ≥ 80 %" in rows
+        "Garden I staged as I ≥ 80 % (recall of stage I)" in rows
         and "**not measured**" in rows["localisation, normal hips (off the femur's mask) ≥ 95 %"]
     )
     # Met: AUC, mimics, site, Garden I and fracture localisation on the first group; Garden I and

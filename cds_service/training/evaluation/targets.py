@@ -78,7 +78,7 @@ def group_verdicts(result: GroupResult, mimics: dict | None, site: str | None) -
         "Garden 4-class ≥ 93.34 % (true neck fractures)": _cell(
             m.get("garden_4class_accuracy"), PUBLISHED["garden_accuracy"]
         ),
-        "Garden I found ≥ 80 %": _cell(recall_i, GARDEN_I_TARGET),
+        "Garden I staged as I ≥ 80 % (recall of stage I)": _cell(recall_i, GARDEN_I_TARGET),
         "localisation, fractures ≥ 95 %": _cell(m.get("localisation_fracture"), PUBLISHED["localisation"]),
         "localisation, normal hips (off the femur's mask) ≥ 95 %": _cell(
             m.get("localisation_non_fracture"), PUBLISHED["localisation"]
