@@ -113,6 +113,17 @@ def calibrated_probabilities(logits: np.ndarray, info: ModelInfo) -> np.ndarray:
     return calibrate(logits, info.temperature, info.prior_shift, fracture_columns(info))
 
 
+def low_suspicion(p_fracture: np.ndarray | float, fracture: ModelInfo) -> np.ndarray:
+    """Where ``p_fracture`` (calibrated) is called at the operating point but lies below the model's
+    high-specificity point (:attr:`ModelInfo.high_specificity_point`): False everywhere for a model
+    that stores none. The one rule the service, the result store and the evaluation share."""
+    p = np.asarray(p_fracture)
+    high = fracture.high_specificity_point
+    if high is None:
+        return np.zeros(p.shape, bool)
+    return (p >= fracture.operating_threshold) & (p < high)
+
+
 def interpret(
     lateralities: list[str | None], outputs: HipInference, fracture: ModelInfo, garden: ModelInfo
 ) -> list[HipFinding]:
@@ -126,19 +137,15 @@ def interpret(
     p_classes = calibrated_probabilities(outputs.fracture_logits, fracture)
     p_fracture = fracture_probability(p_classes, fracture)
     p_garden = calibrated_probabilities(outputs.garden_logits, garden)
-    high = fracture.high_specificity_point
-    hips = []
-    for i, laterality in enumerate(lateralities):
-        fractured = bool(p_fracture[i] >= fracture.operating_threshold)
-        low = fractured and high is not None and bool(p_fracture[i] < high)
-        hips.append(
-            HipFinding(
-                laterality=laterality,
-                fracture_probability=float(p_fracture[i]),
-                fractured=fractured,
-                garden_probabilities=tuple(float(p) for p in p_garden[i]),  # type: ignore[arg-type]
-                site=UNCERTAIN_SITE if low else fracture_site(p_classes[i], fracture),
-                low_suspicion=low,
-            )
+    low = low_suspicion(p_fracture, fracture)
+    return [
+        HipFinding(
+            laterality=laterality,
+            fracture_probability=float(p_fracture[i]),
+            fractured=bool(p_fracture[i] >= fracture.operating_threshold),
+            garden_probabilities=tuple(float(p) for p in p_garden[i]),  # type: ignore[arg-type]
+            site=UNCERTAIN_SITE if low[i] else fracture_site(p_classes[i], fracture),
+            low_suspicion=bool(low[i]),
         )
-    return hips
+        for i, laterality in enumerate(lateralities)
+    ]

@@ -70,11 +70,6 @@ def calibrated(model: ModelInfo) -> bool:
     return not model.untrained and (model.temperature != 1.0 or model.calibration_prevalence is not None)
 
 
-def high_specificity_point(model: ModelInfo) -> float | None:
-    """The fracture model's high-specificity threshold (never below its operating point), or None."""
-    return model.high_specificity_point
-
-
 def tier(hip: HipFinding, findings: StudyFindings) -> Tier:
     """How the card raises ``hip``, from its calibrated probability and the two stored operating points.
 
@@ -89,7 +84,7 @@ def tier(hip: HipFinding, findings: StudyFindings) -> Tier:
     """
     if not hip.fractured:
         return "none"
-    high = high_specificity_point(findings.fracture_model)
+    high = findings.fracture_model.high_specificity_point
     if high is None:
         return "warning"
     if hip.fracture_probability < high:
@@ -181,7 +176,7 @@ def _operating_points(model: ModelInfo) -> str:
         else ""
     )
     text = f"\nOperating point: fracture suspected at p ≥ {100 * model.operating_threshold:.1f} %{validation}."
-    high = high_specificity_point(model)
+    high = model.high_specificity_point
     if high is None:
         return text + (
             " This model stores no high-specificity operating point, so a hip above the operating point is "

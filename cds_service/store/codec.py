@@ -15,6 +15,7 @@ import numpy as np
 
 from cds_service.domain import UNCERTAIN_SITE, Analysis, HipFinding, ModelInfo, StudyFindings, StudyIdentity
 from cds_service.explain.heatmap import ChartImage, HipHeatmap, heat_levels
+from cds_service.findings import low_suspicion
 
 FORMAT = 2  # 2: heat as uint8 levels (1: float16 in [0, 1], still read)
 
@@ -59,12 +60,6 @@ def _model(values: dict) -> ModelInfo:
     return ModelInfo(**{**values, "class_names": tuple(values["class_names"])})
 
 
-def _low_suspicion(hip: dict, fracture_model: ModelInfo) -> bool:
-    """What :func:`cds_service.findings.interpret` would have marked, for a result stored without it."""
-    high = fracture_model.high_specificity_point
-    return bool(hip["fractured"]) and high is not None and hip["fracture_probability"] < high
-
-
 def decode(data: bytes) -> Analysis:
     with np.load(io.BytesIO(data), allow_pickle=False) as archive:
         meta = json.loads(archive["meta"].tobytes())
@@ -79,7 +74,8 @@ def decode(data: bytes) -> Analysis:
                     h["fractured"],
                     tuple(h["garden_probabilities"]),
                     h.get("site", UNCERTAIN_SITE),  # results stored before sites were known
-                    h.get("low_suspicion", _low_suspicion(h, fracture_model)),  # before it was stored
+                    # Stored before the flag was: the rule interpret applies, from the stored model.
+                    h.get("low_suspicion", bool(low_suspicion(h["fracture_probability"], fracture_model))),
                 )
                 for h in meta["hips"]
             ],

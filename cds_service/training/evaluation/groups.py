@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cds_service.domain import FEMORAL_NECK, TROCHANTERIC, UNCERTAIN_SITE
-from cds_service.findings import fracture_site, site_aware
+from cds_service.findings import fracture_site, low_suspicion, site_aware
 from cds_service.training.dataset import CropSet, generate
 from cds_service.training.evaluation.localisation import iou_ceiling, localisation
 from cds_service.training.evaluation.onnx_model import OnnxModel
@@ -128,15 +128,13 @@ def site_metrics(data: CropSet, probabilities: np.ndarray, score: np.ndarray, fr
         return {"site_aware": False}
     sites = np.array([fracture_site(row, info) for row in probabilities])
     called = score >= info.operating_threshold
-    high = info.high_specificity_point
-    low_suspicion = called & (score < high) if high is not None else np.zeros_like(called)
     true_site = np.where(data.garden >= 0, FEMORAL_NECK, np.where(data.fractured, TROCHANTERIC, "none"))
     hit = data.fractured & called
     return {
         "site_aware": True,
         "fracture_site_accuracy": list(wilson(int((sites[hit] == true_site[hit]).sum()), int(hit.sum()))),
         "fracture_site_uncertain": list(wilson(int((sites[hit] == UNCERTAIN_SITE).sum()), int(hit.sum()))),
-        "staged": called & ~low_suspicion & (sites == FEMORAL_NECK),
+        "staged": called & ~low_suspicion(score, info) & (sites == FEMORAL_NECK),
     }
 
 
